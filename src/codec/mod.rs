@@ -1,0 +1,5 @@
+//! Pure, synchronous codec code: parameter sets and bitstream helpers.
+//! Nothing here knows about sockets, tasks or the hub.
+
+pub mod aac;
+pub mod h264;

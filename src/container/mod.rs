@@ -1,0 +1,4 @@
+//! Pure muxers and demuxers: FLV tag bodies, fMP4, HLS playlists.
+
+pub mod flv;
+pub mod fmp4;

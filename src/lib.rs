@@ -1,0 +1,16 @@
+//! mediarelay: a live media relay.
+//!
+//! See ARCHITECTURE.md for the module map and the rules between modules.
+
+pub mod api;
+pub mod app;
+pub mod codec;
+pub mod config;
+pub mod container;
+pub mod egress;
+pub mod hub;
+pub mod ingest;
+pub mod media;
+pub mod net;
+pub mod protocol;
+pub mod server;

@@ -1,0 +1,221 @@
+//! The protocol-neutral media model shared by every ingest and egress.
+//!
+//! A [`Frame`] is one access unit of one [`Track`]. Timestamps are `i64` ticks in
+//! the track's own timescale (90 kHz for video, the sample rate for audio) and
+//! are monotonic within a stream; see [`timestamp`] for how 32-bit protocol
+//! clocks are unwrapped into this model.
+//!
+//! Frames are shared as `Arc<Frame>`: the payload is a [`Bytes`] that is never
+//! copied on its way from the publisher to the readers. Representations that are
+//! the same for every reader of one protocol (RTMP chunks, Annex B) are derived
+//! once per frame and cached in the frame's [`Memo`].
+
+pub mod timestamp;
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+
+/// Video timescale used for every video track (ticks per second).
+pub const VIDEO_TIMESCALE: u32 = 90_000;
+
+/// What kind of media a track carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrackKind {
+    Video,
+    Audio,
+}
+
+/// H.264 decoder parameters, taken from an AVCDecoderConfigurationRecord
+/// (ISO/IEC 14496-15 §5.3.3.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct H264Params {
+    /// The AVCDecoderConfigurationRecord as it goes into an `avcC` box and an
+    /// RTMP sequence header, rewritten to 4-byte NAL lengths.
+    pub avcc: Bytes,
+    /// Sequence parameter sets (NAL units without length prefix).
+    pub sps: Vec<Bytes>,
+    /// Picture parameter sets (NAL units without length prefix).
+    pub pps: Vec<Bytes>,
+    pub profile_idc: u8,
+    pub constraint_flags: u8,
+    pub level_idc: u8,
+    pub width: u16,
+    pub height: u16,
+}
+
+impl H264Params {
+    /// RFC 6381 codec string, e.g. `avc1.64001f`.
+    pub fn codec_string(&self) -> String {
+        format!(
+            "avc1.{:02x}{:02x}{:02x}",
+            self.profile_idc, self.constraint_flags, self.level_idc
+        )
+    }
+}
+
+/// AAC decoder parameters, from an AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AacParams {
+    /// The AudioSpecificConfig bytes exactly as the publisher sent them.
+    pub asc: Bytes,
+    /// Audio object type (2 = AAC-LC, 5 = SBR/HE-AAC, 29 = PS/HE-AACv2).
+    pub object_type: u8,
+    /// Sampling rate of the core AAC decoder, which is also the track timescale.
+    pub sample_rate: u32,
+    pub channels: u8,
+    /// PCM samples per AAC frame at `sample_rate` (1024, or 960).
+    pub samples_per_frame: u32,
+}
+
+impl AacParams {
+    /// RFC 6381 codec string, e.g. `mp4a.40.2`.
+    pub fn codec_string(&self) -> String {
+        format!("mp4a.40.{}", self.object_type)
+    }
+}
+
+/// Codec and decoder parameters of a track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodecParams {
+    H264(H264Params),
+    Aac(AacParams),
+}
+
+impl CodecParams {
+    pub fn kind(&self) -> TrackKind {
+        match self {
+            CodecParams::H264(_) => TrackKind::Video,
+            CodecParams::Aac(_) => TrackKind::Audio,
+        }
+    }
+
+    /// Short codec name for logs and the API.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CodecParams::H264(_) => "h264",
+            CodecParams::Aac(_) => "aac",
+        }
+    }
+
+    /// Ticks per second of this codec's timestamps.
+    pub fn timescale(&self) -> u32 {
+        match self {
+            CodecParams::H264(_) => VIDEO_TIMESCALE,
+            CodecParams::Aac(a) => a.sample_rate,
+        }
+    }
+
+    /// RFC 6381 codec string for HLS `CODECS` and MSE.
+    pub fn codec_string(&self) -> String {
+        match self {
+            CodecParams::H264(h) => h.codec_string(),
+            CodecParams::Aac(a) => a.codec_string(),
+        }
+    }
+}
+
+/// One track of a stream at one generation of its parameters.
+///
+/// When parameters change mid-stream (a new SPS), the stream gets a new `Track`
+/// with the same `index` and a higher `generation`; readers notice because the
+/// `Arc<Track>` a frame points to is no longer the one they set up with.
+#[derive(Debug)]
+pub struct Track {
+    /// Position of the track within its stream (stable across generations).
+    pub index: usize,
+    /// Counts parameter changes of this track, starting at 0.
+    pub generation: u32,
+    pub params: CodecParams,
+    /// Derived forms of the track's parameters, shared by all readers.
+    pub memo: Memo,
+}
+
+impl Track {
+    pub fn new(index: usize, generation: u32, params: CodecParams) -> Self {
+        Track {
+            index,
+            generation,
+            params,
+            memo: Memo::default(),
+        }
+    }
+
+    pub fn kind(&self) -> TrackKind {
+        self.params.kind()
+    }
+
+    pub fn timescale(&self) -> u32 {
+        self.params.timescale()
+    }
+}
+
+/// One access unit.
+#[derive(Debug)]
+pub struct Frame {
+    pub track: Arc<Track>,
+    /// Decode timestamp in the track's timescale.
+    pub dts: i64,
+    /// Presentation timestamp in the track's timescale (`pts >= dts` for
+    /// well-formed streams; B-frames make them differ).
+    pub pts: i64,
+    /// A random access point: an IDR picture for video; every audio frame.
+    pub keyframe: bool,
+    /// Video: NAL units, each with a 4-byte big-endian length prefix (AVCC).
+    /// Audio: one raw AAC frame.
+    pub data: Bytes,
+    /// Derived forms of this frame, computed once and shared by all readers.
+    pub memo: Memo,
+}
+
+impl Frame {
+    pub fn new(track: Arc<Track>, dts: i64, pts: i64, keyframe: bool, data: Bytes) -> Self {
+        Frame {
+            track,
+            dts,
+            pts,
+            keyframe,
+            data,
+            memo: Memo::default(),
+        }
+    }
+
+    /// Decode time in nanoseconds on the stream's common timeline.
+    pub fn dts_nanos(&self) -> i64 {
+        timestamp::ticks_to_nanos(self.dts, self.track.timescale())
+    }
+}
+
+/// The derived representations a frame or track may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoKey {
+    /// The whole RTMP message, chunked for every player (see `protocol::rtmp`).
+    RtmpChunks = 0,
+    /// Annex B access unit (start codes), for RTP packetizers.
+    AnnexB = 1,
+}
+
+const MEMO_SLOTS: usize = 2;
+
+/// A set of write-once caches, one per [`MemoKey`].
+///
+/// The first reader that needs a derived form builds it; the others get the
+/// same `Bytes` by reference count. This is how "serialise once per path"
+/// works without any coordination between readers.
+#[derive(Debug, Default)]
+pub struct Memo {
+    slots: [OnceLock<Bytes>; MEMO_SLOTS],
+}
+
+impl Memo {
+    /// Returns the cached value for `key`, building it with `make` on first use.
+    pub fn get_or_init(&self, key: MemoKey, make: impl FnOnce() -> Bytes) -> Bytes {
+        self.slots[key as usize].get_or_init(make).clone()
+    }
+
+    /// Returns the cached value if some reader built it already.
+    pub fn get(&self, key: MemoKey) -> Option<Bytes> {
+        self.slots[key as usize].get().cloned()
+    }
+}

@@ -1,0 +1,3 @@
+//! Sans-IO protocol state machines: bytes and time in, events and bytes out.
+
+pub mod rtmp;
