@@ -1,1 +1,226 @@
-//! (in progress)
+//! Configuration: types, embedded defaults, file + environment + flag layering,
+//! and validation with errors that name the file, the key and the reason.
+
+mod load;
+mod path_name;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigError, Overrides, load};
+pub use path_name::{PathNameError, glob_match, validate_path_name, validate_rule_name};
+
+use crate::net::ListenAddr;
+
+/// The whole configuration. Every key has a default, so an empty file (or no
+/// file) is a working configuration: any RTMP push to any path is accepted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `error`, `warn`, `info`, `debug` or `trace`, or a `tracing` filter
+    /// such as `info,mediarelay::hub=debug`.
+    pub log_level: String,
+    /// RTMP listener (publish and play).
+    pub rtmp_listen: ListenAddr,
+    /// HTTP listener: HLS, WHEP/WHIP, player page.
+    pub http_listen: ListenAddr,
+    /// Control API listener. Loopback by default: never public unless you say so.
+    pub api_listen: ListenAddr,
+    /// WebRTC UDP port shared by all sessions (not served yet).
+    pub webrtc_listen: ListenAddr,
+    /// RTSP listener (not served yet).
+    pub rtsp_listen: ListenAddr,
+    /// A connection that sends nothing for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// A write to a peer that does not complete in this long closes it.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Frames queued per reader before it is considered lagging and skips to
+    /// the next keyframe.
+    pub reader_queue_frames: usize,
+    /// Upper bound for the bytes each stream's GOP cache holds.
+    pub gop_cache_max_bytes: usize,
+    pub hls: HlsConfig,
+    /// Settings for every path that no `[paths."…"]` rule names.
+    pub path_defaults: PathRule,
+    /// Path rules: an exact path name, or a pattern where `*` matches within
+    /// one path segment and `**` matches across segments.
+    pub paths: BTreeMap<String, PathRule>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            log_level: "info".into(),
+            rtmp_listen: ListenAddr::Any(1935),
+            http_listen: ListenAddr::Any(8080),
+            api_listen: ListenAddr::Addr(([127, 0, 0, 1], 9997).into()),
+            webrtc_listen: ListenAddr::Any(8189),
+            rtsp_listen: ListenAddr::Any(8554),
+            read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            reader_queue_frames: 512,
+            gop_cache_max_bytes: 32 << 20,
+            hls: HlsConfig::default(),
+            path_defaults: PathRule::default(),
+            paths: BTreeMap::new(),
+        }
+    }
+}
+
+/// LL-HLS settings (RFC 8216bis).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HlsConfig {
+    /// Partial segment target duration (`PART-TARGET`); no part is longer.
+    #[serde(with = "humantime_serde")]
+    pub part_duration: Duration,
+    /// A segment is cut at the first keyframe after this much media.
+    #[serde(with = "humantime_serde")]
+    pub segment_duration: Duration,
+    /// `EXT-X-TARGETDURATION`: fixed for the life of a playlist. A GOP longer
+    /// than this still ends its segment at the next keyframe (logged once).
+    #[serde(with = "humantime_serde")]
+    pub target_duration: Duration,
+    /// Complete segments kept in the playlist window (and in memory).
+    pub segment_count: usize,
+    /// A muxer with no HLS request for this long is stopped.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How long the first request for a path waits for its first segment.
+    #[serde(with = "humantime_serde")]
+    pub start_timeout: Duration,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig {
+            part_duration: Duration::from_millis(200),
+            segment_duration: Duration::from_secs(1),
+            target_duration: Duration::from_secs(4),
+            segment_count: 7,
+            idle_timeout: Duration::from_secs(60),
+            start_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A path rule. Keys left out fall back to `[path_defaults]`, then to the
+/// built-in defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PathRule {
+    /// Where the path's media comes from: `publisher` (pushed by a client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// A second publisher on a live path replaces the first (instead of being
+    /// refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub takeover: Option<bool>,
+    /// A publisher that comes back within this time continues the same stream:
+    /// readers stay connected and timestamps continue.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub publisher_grace: Option<Duration>,
+}
+
+/// The effective settings of one path, after rule lookup and defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathSettings {
+    /// The rule that matched (`None`: path defaults).
+    pub rule: Option<String>,
+    pub source: String,
+    pub takeover: bool,
+    pub publisher_grace: Duration,
+}
+
+impl PathRule {
+    fn or(&self, fallback: &PathRule) -> PathRule {
+        PathRule {
+            source: self.source.clone().or_else(|| fallback.source.clone()),
+            takeover: self.takeover.or(fallback.takeover),
+            publisher_grace: self.publisher_grace.or(fallback.publisher_grace),
+        }
+    }
+}
+
+impl Config {
+    /// Finds the rule for `path`: an exact name first, then the most specific
+    /// matching pattern (longest pattern text), then `[path_defaults]`.
+    pub fn rule_for(&self, path: &str) -> Option<(&str, &PathRule)> {
+        if let Some((name, rule)) = self.paths.get_key_value(path) {
+            return Some((name.as_str(), rule));
+        }
+        self.paths
+            .iter()
+            .filter(|(pattern, _)| pattern.contains('*') && glob_match(pattern, path))
+            .max_by_key(|(pattern, _)| pattern.len())
+            .map(|(name, rule)| (name.as_str(), rule))
+    }
+
+    /// The effective settings of `path`.
+    pub fn path_settings(&self, path: &str) -> PathSettings {
+        let matched = self.rule_for(path);
+        let rule = match matched {
+            Some((_, rule)) => rule.or(&self.path_defaults),
+            None => self.path_defaults.clone(),
+        };
+        PathSettings {
+            rule: matched.map(|(name, _)| name.to_string()),
+            source: rule.source.unwrap_or_else(|| "publisher".into()),
+            takeover: rule.takeover.unwrap_or(false),
+            publisher_grace: rule.publisher_grace.unwrap_or(Duration::from_secs(5)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_lookup_prefers_exact_then_specific_pattern() {
+        let mut c = Config::default();
+        c.path_defaults.takeover = Some(true);
+        c.paths.insert(
+            "live/*".into(),
+            PathRule {
+                publisher_grace: Some(Duration::from_secs(1)),
+                ..Default::default()
+            },
+        );
+        c.paths.insert(
+            "live/cam*".into(),
+            PathRule {
+                publisher_grace: Some(Duration::from_secs(2)),
+                ..Default::default()
+            },
+        );
+        c.paths.insert(
+            "live/cam1".into(),
+            PathRule {
+                takeover: Some(false),
+                ..Default::default()
+            },
+        );
+        let s = c.path_settings("live/cam1");
+        assert_eq!(s.rule.as_deref(), Some("live/cam1"));
+        assert!(!s.takeover);
+        assert_eq!(s.publisher_grace, Duration::from_secs(5));
+        let s = c.path_settings("live/cam2");
+        assert_eq!(s.rule.as_deref(), Some("live/cam*"));
+        assert_eq!(s.publisher_grace, Duration::from_secs(2));
+        assert!(s.takeover, "falls back to path_defaults");
+        let s = c.path_settings("live/x");
+        assert_eq!(s.publisher_grace, Duration::from_secs(1));
+        let s = c.path_settings("other/x");
+        assert_eq!(s.rule, None);
+        assert_eq!(s.source, "publisher");
+    }
+}

@@ -1,0 +1,346 @@
+//! Layering: embedded defaults ← config file ← `MEDIARELAY_*` environment ←
+//! command-line flags, then validation.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use toml::{Table, Value};
+
+use super::{Config, PathRule, validate_rule_name};
+
+/// Prefix of environment variables that override settings.
+pub const ENV_PREFIX: &str = "MEDIARELAY_";
+
+/// A configuration that cannot be used, with where the bad value came from.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: {key}: {reason}")]
+pub struct ConfigError {
+    /// The file, environment variable or flag that set the value.
+    pub origin: String,
+    /// Dotted key, e.g. `hls.part_duration` (empty for a file that does not parse).
+    pub key: String,
+    pub reason: String,
+}
+
+/// Settings given as command-line flags; they win over file and environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `(key, value)` pairs for top-level keys, e.g. `("rtmp_listen", ":1935")`.
+    pub values: Vec<(&'static str, String)>,
+}
+
+/// Loads the configuration from an optional file, the environment and flags.
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    overrides: &Overrides,
+) -> Result<Config, ConfigError> {
+    let file_origin = file
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "embedded defaults".to_string());
+    let mut table = match file {
+        None => Table::new(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                origin: file_origin.clone(),
+                key: String::new(),
+                reason: format!("cannot read: {e}"),
+            })?;
+            text.parse::<Table>().map_err(|e| ConfigError {
+                origin: file_origin.clone(),
+                key: String::new(),
+                reason: e.to_string().trim_end().to_string(),
+            })?
+        }
+    };
+    let mut origins: BTreeMap<String, String> = BTreeMap::new();
+
+    let known = known_keys();
+    for (name, raw) in env {
+        let Some(suffix) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if suffix == "CONFIG" {
+            continue; // the config file path itself (a flag's env form)
+        }
+        let lower = suffix.to_ascii_lowercase();
+        let Some(key) = known.iter().find(|k| k.replace('.', "_") == lower) else {
+            return Err(ConfigError {
+                origin: format!("environment variable {name}"),
+                key: lower,
+                reason: "not a setting (see config/mediarelay.toml for the keys)".into(),
+            });
+        };
+        set_dotted(&mut table, key, parse_scalar(&raw));
+        origins.insert(key.clone(), format!("environment variable {name}"));
+    }
+    for (key, raw) in &overrides.values {
+        set_dotted(&mut table, key, Value::String(raw.clone()));
+        origins.insert(
+            key.to_string(),
+            format!("flag --{}", key.replace('_', "-")),
+        );
+    }
+
+    let origin_of = |key: &str| {
+        origins
+            .iter()
+            .find(|(k, _)| key == k.as_str() || key.starts_with(&format!("{k}.")))
+            .map(|(_, o)| o.clone())
+            .unwrap_or_else(|| file_origin.clone())
+    };
+
+    let config: Config = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
+        let key = e.path().to_string();
+        ConfigError {
+            origin: origin_of(&key),
+            reason: e.into_inner().to_string().trim_end().to_string(),
+            key,
+        }
+    })?;
+    validate(&config).map_err(|(key, reason)| ConfigError {
+        origin: origin_of(&key),
+        key,
+        reason,
+    })?;
+    Ok(config)
+}
+
+/// Dotted names of every scalar setting an environment variable may set.
+fn known_keys() -> Vec<String> {
+    let mut keys = Vec::new();
+    let full_rule = PathRule {
+        source: Some(String::new()),
+        takeover: Some(false),
+        publisher_grace: Some(Duration::ZERO),
+    };
+    let defaults = Config {
+        path_defaults: full_rule,
+        ..Config::default()
+    };
+    if let Ok(Value::Table(t)) = Value::try_from(&defaults) {
+        for (k, v) in t {
+            match v {
+                Value::Table(inner) if k != "paths" => {
+                    keys.extend(inner.keys().map(|ik| format!("{k}.{ik}")))
+                }
+                Value::Table(_) => {}
+                _ => keys.push(k),
+            }
+        }
+    }
+    keys
+}
+
+/// An environment value is read as a TOML value when it is one (`5`, `true`,
+/// `"x"`), and as a plain string otherwise (`:1935`, `200ms`).
+fn parse_scalar(raw: &str) -> Value {
+    match format!("v = {raw}").parse::<Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| Value::String(raw.into())),
+        Err(_) => Value::String(raw.into()),
+    }
+}
+
+fn set_dotted(table: &mut Table, key: &str, value: Value) {
+    match key.split_once('.') {
+        None => {
+            table.insert(key.to_string(), value);
+        }
+        Some((head, rest)) => {
+            let entry = table
+                .entry(head.to_string())
+                .or_insert_with(|| Value::Table(Table::new()));
+            if !entry.is_table() {
+                *entry = Value::Table(Table::new());
+            }
+            if let Value::Table(inner) = entry {
+                set_dotted(inner, rest, value);
+            }
+        }
+    }
+}
+
+fn validate(c: &Config) -> Result<(), (String, String)> {
+    let err = |key: &str, reason: String| Err((key.to_string(), reason));
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.log_level) {
+        return err("log_level", format!("not a log level or filter: {e}"));
+    }
+    for (key, d) in [
+        ("read_timeout", c.read_timeout),
+        ("write_timeout", c.write_timeout),
+    ] {
+        if d < Duration::from_secs(1) {
+            return err(key, "must be at least 1s".into());
+        }
+    }
+    if !(16..=1_000_000).contains(&c.reader_queue_frames) {
+        return err(
+            "reader_queue_frames",
+            "must be between 16 and 1000000".into(),
+        );
+    }
+    if c.gop_cache_max_bytes < 1 << 20 {
+        return err("gop_cache_max_bytes", "must be at least 1048576 (1 MiB)".into());
+    }
+    let h = &c.hls;
+    if !(Duration::from_millis(50)..=Duration::from_secs(5)).contains(&h.part_duration) {
+        return err("hls.part_duration", "must be between 50ms and 5s".into());
+    }
+    if h.segment_duration < h.part_duration {
+        return err(
+            "hls.segment_duration",
+            "must be at least hls.part_duration".into(),
+        );
+    }
+    if h.target_duration < h.segment_duration
+        || h.target_duration.subsec_nanos() != 0
+        || h.target_duration.is_zero()
+    {
+        return err(
+            "hls.target_duration",
+            "must be whole seconds (EXT-X-TARGETDURATION is an integer) and at least hls.segment_duration".into(),
+        );
+    }
+    if !(3..=100).contains(&h.segment_count) {
+        return err("hls.segment_count", "must be between 3 and 100".into());
+    }
+    if h.idle_timeout < Duration::from_secs(1) {
+        return err("hls.idle_timeout", "must be at least 1s".into());
+    }
+    if h.start_timeout < Duration::from_millis(100) {
+        return err("hls.start_timeout", "must be at least 100ms".into());
+    }
+    validate_rule(&c.path_defaults, "path_defaults")?;
+    for (name, rule) in &c.paths {
+        let key = format!("paths.{name:?}");
+        if let Err(e) = validate_rule_name(name) {
+            return err(&key, e.to_string());
+        }
+        validate_rule(rule, &key)?;
+    }
+    Ok(())
+}
+
+fn validate_rule(rule: &PathRule, key: &str) -> Result<(), (String, String)> {
+    if let Some(source) = &rule.source
+        && source != "publisher"
+    {
+        let reason = match source.split_once("://") {
+            Some((scheme, _)) => format!(
+                "pulling from {scheme}:// sources is not supported yet; use \"publisher\""
+            ),
+            None => format!("unknown source {source:?}; expected \"publisher\""),
+        };
+        return Err((format!("{key}.source"), reason));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::ListenAddr;
+
+    fn write(text: &str) -> tempfile_path::TempPath {
+        tempfile_path::TempPath::with(text)
+    }
+
+    /// Minimal temp file helper (no extra dependency).
+    mod tempfile_path {
+        pub struct TempPath(pub std::path::PathBuf);
+        impl TempPath {
+            pub fn with(text: &str) -> Self {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static N: AtomicU32 = AtomicU32::new(0);
+                let p = std::env::temp_dir().join(format!(
+                    "mediarelay-cfg-{}-{}.toml",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                std::fs::write(&p, text).unwrap();
+                TempPath(p)
+            }
+        }
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn embedded_defaults_load() {
+        let c = load(None, no_env(), &Overrides::default()).unwrap();
+        assert_eq!(c.rtmp_listen, ListenAddr::Any(1935));
+        assert_eq!(c.api_listen.to_string(), "127.0.0.1:9997");
+        assert_eq!(c.hls.part_duration, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn file_env_and_flags_layer_in_that_order() {
+        let f = write(
+            "rtmp_listen = \":1000\"\nhttp_listen = \":2000\"\n[hls]\npart_duration = \"300ms\"\n[paths.\"live/*\"]\ntakeover = true\n",
+        );
+        let env = vec![
+            ("MEDIARELAY_HTTP_LISTEN".to_string(), ":3000".to_string()),
+            ("MEDIARELAY_HLS_SEGMENT_COUNT".to_string(), "9".to_string()),
+            ("MEDIARELAY_PATH_DEFAULTS_PUBLISHER_GRACE".to_string(), "2s".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let flags = Overrides {
+            values: vec![("rtmp_listen", "127.0.0.1:4000".into())],
+        };
+        let c = load(Some(&f.0), env, &flags).unwrap();
+        assert_eq!(c.rtmp_listen.to_string(), "127.0.0.1:4000");
+        assert_eq!(c.http_listen, ListenAddr::Any(3000));
+        assert_eq!(c.hls.part_duration, Duration::from_millis(300));
+        assert_eq!(c.hls.segment_count, 9);
+        assert_eq!(c.path_defaults.publisher_grace, Some(Duration::from_secs(2)));
+        assert!(c.path_settings("live/a").takeover);
+    }
+
+    #[test]
+    fn errors_name_origin_key_and_reason() {
+        let f = write("[hls]\npart_duration = \"fast\"\n");
+        let e = load(Some(&f.0), no_env(), &Overrides::default()).unwrap_err();
+        assert_eq!(e.key, "hls.part_duration");
+        assert!(e.origin.ends_with(".toml"), "{e}");
+
+        let f = write("rtmp_listn = \":1\"\n");
+        let e = load(Some(&f.0), no_env(), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("rtmp_listn"), "{e}");
+
+        let f = write("[paths.\"a/../b\"]\n");
+        let e = load(Some(&f.0), no_env(), &Overrides::default()).unwrap_err();
+        assert!(e.key.starts_with("paths."), "{e}");
+        assert!(e.reason.contains(".."), "{e}");
+
+        let f = write("[paths.\"cam\"]\nsource = \"rtsp://10.0.0.5/x\"\n");
+        let e = load(Some(&f.0), no_env(), &Overrides::default()).unwrap_err();
+        assert_eq!(e.key, "paths.\"cam\".source");
+
+        let f = write("this is not toml");
+        let e = load(Some(&f.0), no_env(), &Overrides::default()).unwrap_err();
+        assert!(e.origin.ends_with(".toml"));
+
+        let env = vec![("MEDIARELAY_HLS_PART_DURATION".to_string(), "10s".to_string())];
+        let e = load(None, env, &Overrides::default()).unwrap_err();
+        assert_eq!(e.origin, "environment variable MEDIARELAY_HLS_PART_DURATION");
+        assert_eq!(e.key, "hls.part_duration");
+
+        let env = vec![("MEDIARELAY_NOPE".to_string(), "1".to_string())];
+        assert!(load(None, env, &Overrides::default()).is_err());
+
+        let flags = Overrides {
+            values: vec![("rtmp_listen", "1935".into())],
+        };
+        let e = load(None, no_env(), &flags).unwrap_err();
+        assert_eq!(e.origin, "flag --rtmp-listen");
+        assert_eq!(e.key, "rtmp_listen");
+    }
+}

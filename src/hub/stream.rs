@@ -1,0 +1,338 @@
+//! A stream: what one publisher produces — its tracks and the fan-out of its
+//! frames to every reader, with the GOP cache.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use super::gop::{GopCache, StartAt};
+use super::reader::{Reader, ReaderQueue};
+use crate::media::{CodecParams, Frame, Track, TrackKind, timestamp};
+
+/// One stream of a path. Readers hold it through [`Reader`]; it outlives a
+/// publisher that reconnects within the grace period.
+#[derive(Debug)]
+pub struct Stream {
+    pub id: u64,
+    pub path: String,
+    created: SystemTime,
+    inner: Mutex<Inner>,
+    frames_in: AtomicU64,
+    bytes_in: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    tracks: Vec<Arc<Track>>,
+    has_video: bool,
+    readers: Vec<Arc<ReaderQueue>>,
+    gop: GopCache,
+    ended: bool,
+    /// Wall-clock time at media time 0, set by the first frame.
+    anchor: Option<SystemTime>,
+    /// Per track: last dts and the step before it, to continue after a reconnect.
+    last: Vec<Option<(i64, i64)>>,
+}
+
+impl Stream {
+    pub(crate) fn new(id: u64, path: String, params: Vec<CodecParams>, gop_max: usize) -> Self {
+        let tracks: Vec<Arc<Track>> = params
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| Arc::new(Track::new(i, 0, p)))
+            .collect();
+        let has_video = tracks.iter().any(|t| t.kind() == TrackKind::Video);
+        let n = tracks.len();
+        Stream {
+            id,
+            path,
+            created: SystemTime::now(),
+            inner: Mutex::new(Inner {
+                tracks,
+                has_video,
+                readers: Vec::new(),
+                gop: GopCache::new(gop_max),
+                ended: false,
+                anchor: None,
+                last: vec![None; n],
+            }),
+            frames_in: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current generation of every track.
+    pub fn tracks(&self) -> Vec<Arc<Track>> {
+        self.lock().tracks.clone()
+    }
+
+    /// Wall-clock time of media time 0 (known once the first frame arrived).
+    pub fn anchor(&self) -> Option<SystemTime> {
+        self.lock().anchor
+    }
+
+    pub fn created(&self) -> SystemTime {
+        self.created
+    }
+
+    pub fn has_ended(&self) -> bool {
+        self.lock().ended
+    }
+
+    pub fn reader_count(&self) -> usize {
+        self.lock().readers.len()
+    }
+
+    pub fn frames_in(&self) -> u64 {
+        self.frames_in.load(Ordering::Relaxed)
+    }
+
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed)
+    }
+
+    pub fn gop_cache_bytes(&self) -> usize {
+        self.lock().gop.bytes()
+    }
+
+    /// Whether `params` describe the same kinds of tracks in the same order.
+    pub(crate) fn same_layout(&self, params: &[CodecParams]) -> bool {
+        let inner = self.lock();
+        inner.tracks.len() == params.len()
+            && inner
+                .tracks
+                .iter()
+                .zip(params)
+                .all(|(t, p)| t.kind() == p.kind())
+    }
+
+    /// Sets new parameters for a track. Returns the current track when they
+    /// did not change, else a new generation of it.
+    pub(crate) fn set_params(&self, index: usize, params: CodecParams) -> Option<Arc<Track>> {
+        let mut inner = self.lock();
+        let current = inner.tracks.get(index)?;
+        if current.params == params {
+            return Some(Arc::clone(current));
+        }
+        let next = Arc::new(Track::new(index, current.generation + 1, params));
+        tracing::info!(
+            path = %self.path,
+            track = index,
+            generation = next.generation,
+            "track parameters changed"
+        );
+        inner.tracks[index] = Arc::clone(&next);
+        Some(next)
+    }
+
+    pub(crate) fn track(&self, index: usize) -> Option<Arc<Track>> {
+        self.lock().tracks.get(index).cloned()
+    }
+
+    /// Media time (ns) right after the latest frame: where a publisher that
+    /// continues this stream starts.
+    pub(crate) fn continuation_nanos(&self) -> Option<i64> {
+        let inner = self.lock();
+        inner
+            .last
+            .iter()
+            .zip(&inner.tracks)
+            .filter_map(|(last, t)| {
+                last.map(|(dts, step)| timestamp::ticks_to_nanos(dts + step, t.timescale()))
+            })
+            .max()
+    }
+
+    /// Last dts of a track, for monotonic clamping.
+    pub(crate) fn last_dts(&self, index: usize) -> Option<i64> {
+        self.lock().last.get(index).copied().flatten().map(|l| l.0)
+    }
+
+    /// Fans a frame out to the GOP cache and every reader. Never waits for a
+    /// reader and never copies the payload: each reader gets the same `Arc`.
+    pub(crate) fn write(&self, frame: Frame) {
+        let frame = Arc::new(frame);
+        self.frames_in.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in
+            .fetch_add(frame.data.len() as u64, Ordering::Relaxed);
+        let mut inner = self.lock();
+        if inner.ended {
+            return;
+        }
+        if inner.anchor.is_none() {
+            let since_zero = Duration::from_nanos(frame.dts_nanos().max(0) as u64);
+            inner.anchor = SystemTime::now().checked_sub(since_zero);
+        }
+        let index = frame.track.index;
+        if let Some(slot) = inner.last.get_mut(index) {
+            let step = slot.map_or(0, |(dts, _)| frame.dts - dts);
+            *slot = Some((frame.dts, step.max(0)));
+        }
+        let gop_start = inner.gop.is_gop_start(&frame, inner.has_video);
+        inner.gop.push(&frame, gop_start);
+        // A lagging reader may resume at a video keyframe, or anywhere in a
+        // stream without video.
+        let resume_point = !inner.has_video || (frame.keyframe && frame.track.kind() == TrackKind::Video);
+        for reader in &inner.readers {
+            reader.push(&frame, resume_point);
+        }
+    }
+
+    /// Adds a reader that starts at `start` in the GOP cache.
+    pub(crate) fn attach(self: &Arc<Self>, id: u64, start: StartAt, capacity: usize) -> Reader {
+        let mut inner = self.lock();
+        let queue = Arc::new(ReaderQueue::new(id, capacity, inner.gop.snapshot(start)));
+        if inner.ended {
+            queue.end();
+        } else {
+            inner.readers.push(Arc::clone(&queue));
+        }
+        Reader {
+            queue,
+            stream: Arc::clone(self),
+        }
+    }
+
+    pub(crate) fn detach(&self, id: u64) {
+        self.lock().readers.retain(|r| r.id != id);
+    }
+
+    /// Ends the stream: readers drain what they have, then see the end.
+    pub(crate) fn end(&self) {
+        let mut inner = self.lock();
+        inner.ended = true;
+        inner.gop.clear();
+        for r in inner.readers.drain(..) {
+            r.end();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::reader::Recv;
+    use crate::media::{AacParams, H264Params};
+    use bytes::Bytes;
+
+    fn params() -> Vec<CodecParams> {
+        vec![
+            CodecParams::H264(H264Params {
+                avcc: Bytes::from_static(b"x"),
+                sps: vec![],
+                pps: vec![],
+                profile_idc: 100,
+                constraint_flags: 0,
+                level_idc: 31,
+                width: 640,
+                height: 360,
+            }),
+            CodecParams::Aac(AacParams {
+                asc: Bytes::from_static(&[0x11, 0x90]),
+                object_type: 2,
+                sample_rate: 48_000,
+                channels: 2,
+                samples_per_frame: 1024,
+            }),
+        ]
+    }
+
+    fn video(s: &Stream, i: i64, key: bool) -> Frame {
+        Frame::new(
+            s.track(0).unwrap(),
+            i * 3000,
+            i * 3000,
+            key,
+            Bytes::from(vec![i as u8; 100]),
+        )
+    }
+
+    #[test]
+    fn readers_get_the_same_payload_without_copies() {
+        let s = Arc::new(Stream::new(1, "p".into(), params(), 1 << 20));
+        let mut a = s.attach(1, StartAt::Live, 16);
+        let mut b = s.attach(2, StartAt::Live, 16);
+        s.write(video(&s, 0, true));
+        let (Recv::Frame(fa), Recv::Frame(fb)) = (a.try_recv(), b.try_recv()) else {
+            panic!("both readers get the frame");
+        };
+        assert!(Arc::ptr_eq(&fa, &fb));
+        assert_eq!(fa.data.as_ptr(), fb.data.as_ptr());
+    }
+
+    #[test]
+    fn a_full_reader_skips_to_the_next_keyframe_and_counts_drops() {
+        let s = Arc::new(Stream::new(1, "p".into(), params(), 1 << 20));
+        let mut slow = s.attach(1, StartAt::Live, 4);
+        let mut fast = s.attach(2, StartAt::Live, 64);
+        for i in 0..10 {
+            s.write(video(&s, i, i == 0 || i == 8));
+        }
+        // slow held 0..4, overflowed at 4 (dropping 5 frames), skipped 5..8,
+        // resumed at keyframe 8.
+        assert_eq!(slow.dropped(), 8);
+        let mut got = vec![];
+        while let Recv::Frame(f) = slow.try_recv() {
+            got.push(f.dts / 3000);
+        }
+        assert_eq!(got, vec![8, 9]);
+        let mut n = 0;
+        while let Recv::Frame(_) = fast.try_recv() {
+            n += 1;
+        }
+        assert_eq!(n, 10);
+        assert_eq!(fast.dropped(), 0);
+    }
+
+    #[test]
+    fn new_readers_start_from_the_gop_cache() {
+        let s = Arc::new(Stream::new(1, "p".into(), params(), 1 << 20));
+        for i in 0..7 {
+            s.write(video(&s, i, i % 3 == 0));
+        }
+        let mut r = s.attach(1, StartAt::LatestKeyframe, 4);
+        let Recv::Frame(f) = r.try_recv() else {
+            panic!()
+        };
+        assert!(f.keyframe);
+        assert_eq!(f.dts, 6 * 3000);
+    }
+
+    #[tokio::test]
+    async fn end_reaches_readers_after_queued_frames() {
+        let s = Arc::new(Stream::new(1, "p".into(), params(), 1 << 20));
+        let mut r = s.attach(1, StartAt::Live, 4);
+        s.write(video(&s, 0, true));
+        s.end();
+        assert!(r.recv().await.is_some());
+        assert!(r.recv().await.is_none());
+        assert_eq!(s.reader_count(), 0);
+    }
+
+    #[test]
+    fn dropping_a_reader_detaches_it() {
+        let s = Arc::new(Stream::new(1, "p".into(), params(), 1 << 20));
+        let r = s.attach(1, StartAt::Live, 4);
+        assert_eq!(s.reader_count(), 1);
+        drop(r);
+        assert_eq!(s.reader_count(), 0);
+    }
+
+    #[test]
+    fn params_changes_make_a_new_generation() {
+        let s = Stream::new(1, "p".into(), params(), 1 << 20);
+        let same = s.set_params(1, params()[1].clone()).unwrap();
+        assert_eq!(same.generation, 0);
+        let CodecParams::Aac(mut a) = params()[1].clone() else {
+            unreachable!()
+        };
+        a.channels = 1;
+        let next = s.set_params(1, CodecParams::Aac(a)).unwrap();
+        assert_eq!(next.generation, 1);
+        assert!(Arc::ptr_eq(&s.track(1).unwrap(), &next));
+    }
+}

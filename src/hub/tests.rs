@@ -1,0 +1,155 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::config::{Config, PathRule};
+use crate::media::{AacParams, CodecParams, Frame, H264Params};
+
+fn params() -> Vec<CodecParams> {
+    vec![
+        CodecParams::H264(H264Params {
+            avcc: Bytes::from_static(b"x"),
+            sps: vec![],
+            pps: vec![],
+            profile_idc: 100,
+            constraint_flags: 0,
+            level_idc: 31,
+            width: 640,
+            height: 360,
+        }),
+        CodecParams::Aac(AacParams {
+            asc: Bytes::from_static(&[0x11, 0x90]),
+            object_type: 2,
+            sample_rate: 48_000,
+            channels: 2,
+            samples_per_frame: 1024,
+        }),
+    ]
+}
+
+fn spec(path: &str) -> SessionSpec {
+    SessionSpec {
+        protocol: Protocol::Rtmp,
+        role: Role::Publisher,
+        path: path.into(),
+        remote: None,
+        query: String::new(),
+    }
+}
+
+fn reader_spec(path: &str) -> SessionSpec {
+    SessionSpec {
+        role: Role::Reader,
+        ..spec(path)
+    }
+}
+
+fn hub_with(grace: Duration, takeover: bool) -> Hub {
+    let mut c = Config::default();
+    c.path_defaults = PathRule {
+        publisher_grace: Some(grace),
+        takeover: Some(takeover),
+        ..Default::default()
+    };
+    Hub::new(Arc::new(c))
+}
+
+fn video(p: &Publisher, dts: i64, key: bool) -> Frame {
+    Frame::new(p.track(0).unwrap(), dts, dts, key, Bytes::from_static(b"v"))
+}
+
+#[tokio::test]
+async fn second_publisher_is_refused_and_first_undisturbed() {
+    let hub = hub_with(Duration::ZERO, false);
+    let mut first = hub.publish(spec("live/a")).unwrap();
+    first.start(params()).unwrap();
+    let err = hub.publish(spec("live/a")).err().unwrap();
+    assert!(matches!(err, PublishError::Busy { .. }), "{err}");
+    assert!(!first.session().is_cancelled());
+    let mut r = hub.read(reader_spec("live/a"), StartAt::Live).unwrap();
+    let f = video(&first, 0, true);
+    first.write(f);
+    assert!(r.reader.recv().await.is_some());
+}
+
+#[tokio::test]
+async fn takeover_kicks_the_first_publisher_and_continues_the_stream() {
+    let hub = hub_with(Duration::ZERO, true);
+    let mut first = hub.publish(spec("live/a")).unwrap();
+    first.start(params()).unwrap();
+    let stream = hub.stream("live/a").unwrap();
+    let second = hub.publish(spec("live/a")).unwrap();
+    assert!(first.session().is_cancelled());
+    drop(first); // its unpublish must not release the new publisher's slot
+    let mut second = second;
+    second.start(params()).unwrap();
+    assert!(Arc::ptr_eq(&stream, &hub.stream("live/a").unwrap()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_publisher_that_returns_within_grace_continues_with_rebased_timestamps() {
+    let hub = hub_with(Duration::from_secs(5), false);
+    let mut p = hub.publish(spec("live/a")).unwrap();
+    p.start(params()).unwrap();
+    let mut r = hub.read(reader_spec("live/a"), StartAt::Live).unwrap();
+    for i in 0..10 {
+        let f = video(&p, i * 3000, i == 0);
+        p.write(f);
+    }
+    drop(p);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        hub.path_snapshot("live/a").unwrap().state,
+        "waiting_for_publisher"
+    );
+    let mut p = hub.publish(spec("live/a")).unwrap();
+    p.start(params()).unwrap();
+    // The new session's clock starts at 0 again.
+    let f = video(&p, 0, true);
+    p.write(f);
+    let mut last = None;
+    for _ in 0..11 {
+        last = r.reader.recv().await;
+    }
+    assert_eq!(last.unwrap().dts, 10 * 3000, "continues right after the last frame");
+}
+
+#[tokio::test(start_paused = true)]
+async fn readers_are_told_when_the_grace_period_ends() {
+    let hub = hub_with(Duration::from_secs(1), false);
+    let mut p = hub.publish(spec("live/a")).unwrap();
+    p.start(params()).unwrap();
+    let mut r = hub.read(reader_spec("live/a"), StartAt::Live).unwrap();
+    drop(p);
+    assert!(r.reader.recv().await.is_none());
+    assert!(hub.stream("live/a").is_none());
+    assert!(hub.path_snapshot("live/a").is_none(), "idle path is forgotten");
+}
+
+#[tokio::test]
+async fn reading_a_missing_path_is_not_found() {
+    let hub = hub_with(Duration::ZERO, false);
+    assert!(matches!(
+        hub.read(reader_spec("live/none"), StartAt::Live),
+        Err(ReadError::NotFound { .. })
+    ));
+    assert!(matches!(
+        hub.read(reader_spec("../x"), StartAt::Live),
+        Err(ReadError::InvalidPath { .. })
+    ));
+}
+
+#[tokio::test]
+async fn kick_cancels_a_session_and_sessions_are_listed() {
+    let hub = hub_with(Duration::ZERO, false);
+    let p = hub.publish(spec("live/a")).unwrap();
+    let id = p.session().id;
+    assert_eq!(hub.sessions().len(), 1);
+    assert!(hub.kick(id));
+    assert!(p.session().is_cancelled());
+    assert!(!hub.kick(9999));
+    drop(p);
+    assert!(hub.sessions().is_empty());
+}
