@@ -158,3 +158,52 @@ mod tests {
         }
     }
 }
+
+/// Writes every chunk in `chunks` with vectored writes (up to 64 chunks per
+/// system call), removing them as they are written. The chunks are shared
+/// `Bytes`: nothing is copied on the way to the socket.
+pub async fn write_all_chunks<W>(
+    w: &mut W,
+    chunks: &mut std::collections::VecDeque<bytes::Bytes>,
+) -> std::io::Result<u64>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use bytes::Buf;
+    use std::io::IoSlice;
+    use tokio::io::AsyncWriteExt;
+
+    let mut total = 0u64;
+    loop {
+        while chunks.front().is_some_and(|c| c.is_empty()) {
+            chunks.pop_front();
+        }
+        if chunks.is_empty() {
+            break;
+        }
+        let mut slices = [IoSlice::new(&[]); 64];
+        let mut count = 0;
+        for (slot, chunk) in slices.iter_mut().zip(chunks.iter()) {
+            *slot = IoSlice::new(chunk);
+            count += 1;
+        }
+        let mut n = w.write_vectored(&slices[..count]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        total += n as u64;
+        while n > 0 {
+            let Some(front) = chunks.front_mut() else {
+                break;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                chunks.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+    Ok(total)
+}

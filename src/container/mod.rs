@@ -1,4 +1,5 @@
-//! Pure muxers and demuxers: FLV tag bodies, fMP4, HLS playlists.
+//! Pure muxers and demuxers: FLV tag bodies and files, fMP4.
 
 pub mod flv;
+pub mod flv_file;
 pub mod fmp4;

@@ -288,6 +288,13 @@ impl Hub {
         }
     }
 
+    /// Counts bytes sent to readers that are not sessions (HLS viewers).
+    pub fn add_bytes_out(&self, path: &str, n: u64) {
+        if let Some(p) = self.paths().get(path) {
+            p.counters.bytes_out.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// Cancels every session (server shutdown).
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();

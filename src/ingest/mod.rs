@@ -1,1 +1,5 @@
-//! (in progress)
+//! Ways media comes in: one module per protocol. Each turns its protocol's
+//! units into hub frames through a `Publisher` and never talks to an egress.
+
+pub mod flv;
+pub mod rtmp;

@@ -1,0 +1,290 @@
+//! LL-HLS egress (RFC 8216bis with the low-latency extension): fMP4 parts and
+//! segments kept in memory, served from one muxer per path to every viewer.
+//!
+//! URLs below `http://HOST/{path}/`: `index.m3u8` (media playlist, with
+//! blocking reload `_HLS_msn`/`_HLS_part` and delta updates `_HLS_skip`),
+//! `init_{id}.mp4`, `seg_{msn}.m4s`, `part_{msn}_{n}.m4s`.
+
+mod body;
+mod muxer;
+pub mod playlist;
+pub mod segmenter;
+pub mod window;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::time::Instant;
+
+use crate::hub::{Hub, ReadError};
+use body::ChunksBody;
+pub use muxer::Muxer;
+
+/// Content type of playlists (RFC 8216bis §4).
+pub const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+/// Content type of init segments, segments and parts.
+pub const MP4_TYPE: &str = "video/mp4";
+
+/// The HLS side of the HTTP server: muxers by path.
+pub struct HlsServer {
+    hub: Hub,
+    muxers: Mutex<HashMap<String, Arc<Muxer>>>,
+}
+
+/// A file below a path that the HLS server serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HlsFile {
+    Playlist,
+    Init(u32),
+    Segment(u64),
+    Part(u64, usize),
+}
+
+impl HlsFile {
+    /// Recognises the HLS file names (see [`playlist::init_name`] and friends).
+    pub fn parse(name: &str) -> Option<HlsFile> {
+        if name == "index.m3u8" {
+            return Some(HlsFile::Playlist);
+        }
+        if let Some(id) = name.strip_prefix("init_").and_then(|s| s.strip_suffix(".mp4")) {
+            return id.parse().ok().map(HlsFile::Init);
+        }
+        if let Some(msn) = name.strip_prefix("seg_").and_then(|s| s.strip_suffix(".m4s")) {
+            return msn.parse().ok().map(HlsFile::Segment);
+        }
+        let rest = name.strip_prefix("part_")?.strip_suffix(".m4s")?;
+        let (msn, part) = rest.split_once('_')?;
+        Some(HlsFile::Part(msn.parse().ok()?, part.parse().ok()?))
+    }
+}
+
+/// Blocking-reload directives of a playlist request (RFC 8216bis §6.2.5.2).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Directives {
+    pub msn: Option<u64>,
+    pub part: Option<usize>,
+    pub skip: bool,
+}
+
+impl Directives {
+    pub fn parse(query: Option<&str>) -> Result<Directives, String> {
+        let mut d = Directives::default();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "_HLS_msn" => {
+                    d.msn = Some(v.parse().map_err(|_| format!("bad _HLS_msn {v:?}"))?)
+                }
+                "_HLS_part" => {
+                    d.part = Some(v.parse().map_err(|_| format!("bad _HLS_part {v:?}"))?)
+                }
+                "_HLS_skip" => d.skip = v == "YES" || v == "v2",
+                _ => {}
+            }
+        }
+        if d.part.is_some() && d.msn.is_none() {
+            return Err("_HLS_part without _HLS_msn".into());
+        }
+        Ok(d)
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": message.into() });
+    (status, axum::Json(body)).into_response()
+}
+
+fn reply(content_type: &'static str, cache: &'static str, body: Body) -> Response {
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    r
+}
+
+/// Live playlists change every part: never cached.
+const NO_CACHE: &str = "no-cache";
+/// Parts, segments and init segments never change once served.
+const IMMUTABLE: &str = "public, max-age=86400, immutable";
+
+impl HlsServer {
+    pub fn new(hub: Hub) -> Self {
+        HlsServer {
+            hub,
+            muxers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The path's running muxer, started on the first request.
+    fn muxer(&self, path: &str) -> Result<Arc<Muxer>, ReadError> {
+        let live = self.hub.stream(path);
+        let mut muxers = self.muxers.lock().unwrap_or_else(|e| e.into_inner());
+        muxers.retain(|_, m| m.is_alive());
+        if let Some(m) = muxers.get(path) {
+            match &live {
+                // A muxer of an ended stream keeps serving its ENDLIST
+                // playlist until a new stream replaces it.
+                None => return Ok(Arc::clone(m)),
+                Some(s) if s.id == m.stream.id => return Ok(Arc::clone(m)),
+                Some(_) => m.stop(),
+            }
+        }
+        let cfg = self.hub.config().hls.clone();
+        let m = Muxer::start(&self.hub, path, &cfg)?;
+        muxers.insert(path.to_string(), Arc::clone(&m));
+        Ok(m)
+    }
+
+    /// Stops every muxer (shutdown).
+    pub fn stop_all(&self) {
+        let muxers = self.muxers.lock().unwrap_or_else(|e| e.into_inner());
+        for m in muxers.values() {
+            m.stop();
+        }
+    }
+
+    /// Serves one HLS request for `file` below `path`.
+    pub async fn serve(&self, path: &str, file: HlsFile, query: Option<&str>) -> Response {
+        let muxer = match self.muxer(path) {
+            Ok(m) => m,
+            Err(e @ ReadError::NotFound { .. }) => return error(StatusCode::NOT_FOUND, e.to_string()),
+            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        muxer.touch();
+        let response = match file {
+            HlsFile::Playlist => self.playlist(&muxer, query).await,
+            HlsFile::Init(id) => match muxer.with_window(|w| w.init(id)) {
+                Some(init) => reply(MP4_TYPE, IMMUTABLE, Body::from(init)),
+                None => error(StatusCode::NOT_FOUND, format!("no init segment {id}")),
+            },
+            HlsFile::Segment(msn) => self.segment(&muxer, msn).await,
+            HlsFile::Part(msn, part) => self.part(&muxer, msn, part).await,
+        };
+        if response.status().is_success()
+            && let Some(n) = http_body::Body::size_hint(response.body()).exact()
+        {
+            self.hub.add_bytes_out(path, n);
+        }
+        response
+    }
+
+    /// How long a blocking request may wait: three target durations.
+    fn block_deadline(muxer: &Muxer) -> Instant {
+        Instant::now() + 3 * muxer.target_duration()
+    }
+
+    async fn playlist(&self, muxer: &Muxer, query: Option<&str>) -> Response {
+        let d = match Directives::parse(query) {
+            Ok(d) => d,
+            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        };
+        // The first request for a path waits for the first complete segment.
+        let start_timeout = self.hub.config().hls.start_timeout;
+        let started = muxer
+            .wait_until(Instant::now() + start_timeout, |w| {
+                w.complete_count() > 0 || (w.ended && !w.segments.is_empty())
+            })
+            .await;
+        if !started {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("stream {:?} has no complete segment yet", muxer.path),
+            );
+        }
+        if let Some(msn) = d.msn {
+            let (last_complete, _, _) = muxer.with_window(|w| w.position());
+            let limit = last_complete.map_or(2, |l| l + 2);
+            if msn > limit {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("_HLS_msn={msn} is more than two segments ahead of the playlist"),
+                );
+            }
+            let part = d.part;
+            let ready = muxer
+                .wait_until(Self::block_deadline(muxer), |w| {
+                    let (_, current, parts) = w.position();
+                    current > msn || part.is_some_and(|p| current == msn && parts > p)
+                })
+                .await;
+            if !ready && !muxer.with_window(|w| w.ended) {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the requested segment or part did not appear in time",
+                );
+            }
+        }
+        reply(PLAYLIST_TYPE, NO_CACHE, Body::from(muxer.playlist(d.skip)))
+    }
+
+    /// A complete segment; one that is still being written is waited for.
+    async fn segment(&self, muxer: &Muxer, msn: u64) -> Response {
+        let (first, current) = muxer.with_window(|w| {
+            (w.segments.front().map_or(0, |s| s.msn), w.position().1)
+        });
+        if msn < first || msn > current + 1 {
+            return error(StatusCode::NOT_FOUND, format!("no segment {msn}"));
+        }
+        muxer
+            .wait_until(Self::block_deadline(muxer), |w| {
+                w.segment(msn).is_some_and(|s| s.is_complete())
+            })
+            .await;
+        match muxer.with_window(|w| w.segment(msn).filter(|s| s.is_complete()).map(|s| s.chunks())) {
+            Some(chunks) => reply(MP4_TYPE, IMMUTABLE, Body::new(ChunksBody::new(chunks))),
+            None => error(StatusCode::NOT_FOUND, format!("no segment {msn}")),
+        }
+    }
+
+    /// A part; the preload-hinted part (or one shortly after it) is waited
+    /// for instead of answered with 404.
+    async fn part(&self, muxer: &Muxer, msn: u64, part: usize) -> Response {
+        let find = |w: &window::Window| w.segment(msn).and_then(|s| s.parts.get(part).cloned());
+        let (found, first, current) =
+            muxer.with_window(|w| (find(w), w.segments.front().map_or(0, |s| s.msn), w.position().1));
+        let found = match found {
+            Some(p) => Some(p),
+            None if msn >= first && msn <= current + 1 => {
+                muxer
+                    .wait_until(Self::block_deadline(muxer), |w| {
+                        find(w).is_some() || w.segment(msn).is_some_and(|s| s.is_complete())
+                    })
+                    .await;
+                muxer.with_window(find)
+            }
+            None => None,
+        };
+        match found {
+            Some(p) => reply(MP4_TYPE, IMMUTABLE, Body::new(ChunksBody::new(p.chunks()))),
+            None => error(StatusCode::NOT_FOUND, format!("no part {part} of segment {msn}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names() {
+        assert_eq!(HlsFile::parse("index.m3u8"), Some(HlsFile::Playlist));
+        assert_eq!(HlsFile::parse("init_3.mp4"), Some(HlsFile::Init(3)));
+        assert_eq!(HlsFile::parse("seg_12.m4s"), Some(HlsFile::Segment(12)));
+        assert_eq!(HlsFile::parse("part_12_4.m4s"), Some(HlsFile::Part(12, 4)));
+        assert_eq!(HlsFile::parse("part_12.m4s"), None);
+        assert_eq!(HlsFile::parse("seg_x.m4s"), None);
+        assert_eq!(HlsFile::parse("whep"), None);
+    }
+
+    #[test]
+    fn directives() {
+        let d = Directives::parse(Some("_HLS_msn=5&_HLS_part=2&_HLS_skip=YES")).unwrap();
+        assert_eq!(d, Directives { msn: Some(5), part: Some(2), skip: true });
+        assert!(Directives::parse(Some("_HLS_part=2")).is_err());
+        assert!(Directives::parse(Some("_HLS_msn=-1")).is_err());
+        assert_eq!(Directives::parse(None).unwrap(), Directives::default());
+    }
+}
