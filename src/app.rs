@@ -1,1 +1,118 @@
-//! (in progress)
+//! Wiring: the hub, the listeners and the API from one configuration, and an
+//! orderly shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::egress::hls::HlsServer;
+use crate::hub::Hub;
+use crate::net::ListenAddr;
+use crate::server::{self, http::HttpState};
+
+/// A listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({key}): {source}")]
+pub struct BindError {
+    pub key: &'static str,
+    pub addr: ListenAddr,
+    pub source: std::io::Error,
+}
+
+/// A running server.
+pub struct App {
+    pub hub: Hub,
+    pub rtmp_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    hls: Arc<HlsServer>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl App {
+    /// Binds every listener and starts serving.
+    pub async fn start(config: Config) -> Result<App, BindError> {
+        let bind = |key: &'static str, addr: ListenAddr| {
+            addr.bind_tcp().map_err(|source| BindError { key, addr, source })
+        };
+        let rtmp = bind("rtmp_listen", config.rtmp_listen)?;
+        let http = bind("http_listen", config.http_listen)?;
+        let api = bind("api_listen", config.api_listen)?;
+        let local = |l: &tokio::net::TcpListener, key, addr| {
+            l.local_addr().map_err(|source| BindError { key, addr, source })
+        };
+        let rtmp_addr = local(&rtmp, "rtmp_listen", config.rtmp_listen)?;
+        let http_addr = local(&http, "http_listen", config.http_listen)?;
+        let api_addr = local(&api, "api_listen", config.api_listen)?;
+
+        let hub = Hub::new(Arc::new(config));
+        let hls = Arc::new(HlsServer::new(hub.clone()));
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+
+        tasks.spawn(server::rtmp::serve(rtmp, hub.clone(), shutdown.clone(), tasks.clone()));
+        let http_router = server::http::router(Arc::new(HttpState { hls: Arc::clone(&hls) }));
+        tasks.spawn(serve_http(http, http_router, shutdown.clone(), "http"));
+        let api_state = Arc::new(ApiState {
+            hub: hub.clone(),
+            ready: Default::default(),
+            started: SystemTime::now(),
+        });
+        tasks.spawn(serve_http(api, api::router(Arc::clone(&api_state)), shutdown.clone(), "api"));
+        api_state.ready.store(true, Ordering::Relaxed);
+
+        tracing::info!(rtmp = %rtmp_addr, http = %http_addr, api = %api_addr, "mediarelay listening");
+        let c = hub.config();
+        tracing::info!(
+            webrtc_listen = %c.webrtc_listen,
+            rtsp_listen = %c.rtsp_listen,
+            "WebRTC and RTSP are not served by this version; those listeners are not opened"
+        );
+        Ok(App {
+            hub,
+            rtmp_addr,
+            http_addr,
+            api_addr,
+            hls,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, ends every session and waits for the tasks.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.hub.shutdown();
+        self.hls.stop_all();
+        self.tasks.close();
+        let wait = self.tasks.wait();
+        if tokio::time::timeout(std::time::Duration::from_secs(5), wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!("some sessions did not end within 5 s of shutdown");
+        }
+    }
+}
+
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+    name: &'static str,
+) {
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, service)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(listener = name, error = %e, "HTTP server failed");
+    }
+}

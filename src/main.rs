@@ -1,1 +1,105 @@
-fn main() {}
+//! `mediarelay`: runs the relay on embedded defaults, or with `--config FILE`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use mediarelay::app::App;
+use mediarelay::config::{self, Overrides};
+
+/// A live media relay: RTMP in; LL-HLS and RTMP out.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file (every key is optional; see config/mediarelay.toml).
+    #[arg(long, env = "MEDIARELAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// RTMP listener, e.g. ":1935" or "127.0.0.1:1935".
+    #[arg(long)]
+    rtmp_listen: Option<String>,
+    /// HTTP listener (HLS), e.g. ":8080".
+    #[arg(long)]
+    http_listen: Option<String>,
+    /// Control API listener, e.g. "127.0.0.1:9997".
+    #[arg(long)]
+    api_listen: Option<String>,
+    /// WebRTC UDP port (reserved; not served by this version).
+    #[arg(long)]
+    webrtc_listen: Option<String>,
+    /// RTSP listener (reserved; not served by this version).
+    #[arg(long)]
+    rtsp_listen: Option<String>,
+    /// Log level or tracing filter (overrides log_level).
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut overrides = Overrides::default();
+    for (key, value) in [
+        ("rtmp_listen", &args.rtmp_listen),
+        ("http_listen", &args.http_listen),
+        ("api_listen", &args.api_listen),
+        ("webrtc_listen", &args.webrtc_listen),
+        ("rtsp_listen", &args.rtsp_listen),
+        ("log_level", &args.log_level),
+    ] {
+        if let Some(v) = value {
+            overrides.values.push((key, v.clone()));
+        }
+    }
+    let config = match config::load(args.config.as_deref(), std::env::vars(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mediarelay: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mediarelay: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let app = match App::start(config).await {
+            Ok(app) => app,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        app.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

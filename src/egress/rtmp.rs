@@ -1,1 +1,170 @@
-//! (in progress)
+//! RTMP playback. Every frame's RTMP message is serialised once for all
+//! players of the path (memoised on the frame) and the same `Bytes` is queued
+//! to every player's socket; only the per-player preamble (metadata, sequence
+//! headers) is built per player.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::container::flv;
+use crate::hub::Reading;
+use crate::media::{CodecParams, Frame, MemoKey, Track, TrackKind, timestamp};
+use crate::protocol::rtmp::{Amf0Value, MediaKind, ServerEvent, encode_media_message};
+use crate::server::conn::{ConnError, RtmpConn};
+
+/// Frames taken from the queue per write.
+const BATCH: usize = 64;
+
+/// Runs a playing connection until the player leaves, the stream ends or the
+/// session is kicked.
+pub async fn run(mut conn: RtmpConn, mut reading: Reading) -> Result<(), ConnError> {
+    conn.session.accept_play();
+    let tracks = reading.reader.stream().tracks();
+    conn.session.send_play_metadata(&metadata(&tracks));
+    conn.flush().await?;
+    tracing::info!("playing started");
+
+    let mut player = Player::default();
+    let mut batch: Vec<Arc<Frame>> = Vec::with_capacity(BATCH);
+    let result = loop {
+        tokio::select! {
+            biased;
+            _ = reading.session.cancelled() => break Ok("kicked"),
+            ready = conn.readable() => {
+                if let Err(e) = ready {
+                    break Err(ConnError::Io(e));
+                }
+                if let Err(e) = conn.try_read_input() {
+                    break Err(e);
+                }
+                let mut finished = false;
+                while let Some(event) = conn.session.poll_event() {
+                    if matches!(event, ServerEvent::PlayFinished) {
+                        finished = true;
+                    }
+                }
+                if finished {
+                    break Ok("player stopped");
+                }
+            }
+            first = reading.reader.recv() => {
+                let Some(first) = first else {
+                    conn.session.notify_unpublished();
+                    let _ = conn.flush().await;
+                    break Ok("stream ended");
+                };
+                batch.push(first);
+                reading.reader.drain_into(&mut batch, BATCH - 1);
+                for frame in batch.drain(..) {
+                    player.queue(&mut conn, &frame);
+                }
+            }
+        }
+        match conn.flush().await {
+            Ok(n) => reading.session.add_bytes_out(n),
+            Err(e) => break Err(e),
+        }
+    };
+    match result {
+        Ok(why) => {
+            tracing::info!(dropped = reading.reader.dropped(), "playing ended: {why}");
+            Ok(())
+        }
+        Err(ConnError::Closed) => {
+            tracing::info!(dropped = reading.reader.dropped(), "player disconnected");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What one player has been sent.
+#[derive(Default)]
+struct Player {
+    /// The track generation whose sequence header the player has, per index.
+    headers: Vec<Option<Arc<Track>>>,
+    /// Video is held back until a keyframe.
+    video_started: bool,
+}
+
+impl Player {
+    fn queue(&mut self, conn: &mut RtmpConn, frame: &Arc<Frame>) {
+        let track = &frame.track;
+        let is_video = track.kind() == TrackKind::Video;
+        if is_video && !self.video_started {
+            if !frame.keyframe {
+                return;
+            }
+            self.video_started = true;
+        }
+        let ms = rtmp_time(frame.dts, track.timescale());
+        if self.headers.len() <= track.index {
+            self.headers.resize(track.index + 1, None);
+        }
+        let slot = &mut self.headers[track.index];
+        if !slot.as_ref().is_some_and(|t| Arc::ptr_eq(t, track)) {
+            conn.session.queue_encoded(sequence_header(track, ms));
+            *slot = Some(Arc::clone(track));
+        }
+        conn.session.queue_encoded(message(frame, ms));
+    }
+}
+
+/// RTMP timestamps are 32-bit milliseconds that wrap.
+fn rtmp_time(ticks: i64, timescale: u32) -> u32 {
+    timestamp::ticks_to_millis(ticks, timescale) as u32
+}
+
+/// The frame's RTMP message, built by the first player that needs it and
+/// shared by all others.
+fn message(frame: &Frame, ms: u32) -> Bytes {
+    frame.memo.get_or_init(MemoKey::RtmpChunks, || match &frame.track.params {
+        CodecParams::H264(_) => {
+            let cts = timestamp::ticks_to_millis(frame.pts - frame.dts, frame.track.timescale());
+            let header = flv::avc_frame_header(frame.keyframe, cts as i32);
+            encode_media_message(MediaKind::Video, ms, &[&header, &frame.data])
+        }
+        CodecParams::Aac(_) => {
+            encode_media_message(MediaKind::Audio, ms, &[&flv::AAC_FRAME_HEADER, &frame.data])
+        }
+    })
+}
+
+/// The FLV sequence header of a track, with the timestamp of the frame it
+/// precedes.
+fn sequence_header(track: &Track, ms: u32) -> Bytes {
+    match &track.params {
+        CodecParams::H264(h) => encode_media_message(
+            MediaKind::Video,
+            ms,
+            &[&flv::avc_sequence_header_prefix(), &h.avcc],
+        ),
+        CodecParams::Aac(a) => encode_media_message(
+            MediaKind::Audio,
+            ms,
+            &[&flv::AAC_SEQUENCE_HEADER_PREFIX, &a.asc],
+        ),
+    }
+}
+
+/// `onMetaData` for players (FLV spec E.5).
+fn metadata(tracks: &[Arc<Track>]) -> Vec<(&'static str, Amf0Value)> {
+    let mut props = vec![("duration", Amf0Value::Number(0.0))];
+    for t in tracks {
+        match &t.params {
+            CodecParams::H264(h) => {
+                props.push(("width", Amf0Value::Number(f64::from(h.width))));
+                props.push(("height", Amf0Value::Number(f64::from(h.height))));
+                props.push(("videocodecid", Amf0Value::Number(7.0)));
+            }
+            CodecParams::Aac(a) => {
+                props.push(("audiocodecid", Amf0Value::Number(10.0)));
+                props.push(("audiosamplerate", Amf0Value::Number(f64::from(a.sample_rate))));
+                props.push(("stereo", Amf0Value::Boolean(a.channels > 1)));
+            }
+        }
+    }
+    props
+}
+

@@ -480,6 +480,7 @@ impl Drop for Publisher {
 #[derive(Debug, Clone, Serialize)]
 pub struct PathSnapshot {
     pub name: String,
+    #[serde(serialize_with = "rfc3339")]
     pub created: SystemTime,
     /// `publishing`, `waiting_for_publisher` (in the grace period) or `idle`.
     pub state: &'static str,
@@ -501,6 +502,7 @@ pub struct SourceSnapshot {
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamSnapshot {
     pub id: u64,
+    #[serde(serialize_with = "rfc3339")]
     pub online_since: SystemTime,
     pub tracks: Vec<TrackSnapshot>,
     pub frames_in: u64,
@@ -530,6 +532,11 @@ pub struct ReaderSnapshot {
     pub protocol: Protocol,
     pub remote_addr: Option<String>,
     pub frames_dropped: u64,
+}
+
+/// Times in API output are RFC 3339 strings.
+pub fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*t))
 }
 
 fn snapshot(path: &Arc<Path>, sessions: &[Arc<Session>]) -> PathSnapshot {

@@ -1,1 +1,111 @@
-//! (in progress)
+//! RTMP publishing: the session's audio/video/metadata events become hub
+//! frames through the pure [`FlvIngest`](super::flv::FlvIngest) converter.
+
+use std::sync::Arc;
+
+use crate::hub::Publisher;
+use crate::media::{Frame, Track};
+use crate::protocol::rtmp::{Amf0Value, ServerEvent};
+use crate::server::conn::{ConnError, RtmpConn};
+
+use super::flv::{FlvIngest, IngestError, Output};
+
+/// Why a publishing session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishEnd {
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+    #[error(transparent)]
+    Media(#[from] IngestError),
+    #[error("kicked or replaced by another publisher")]
+    Kicked,
+}
+
+/// Runs a publishing connection until the publisher stops, fails or is kicked.
+pub async fn run(mut conn: RtmpConn, mut publisher: Publisher) -> Result<(), ConnError> {
+    tracing::info!("publishing started");
+    let mut ingest = FlvIngest::new();
+    let mut tracks: Vec<Arc<Track>> = Vec::new();
+    let mut out = Vec::new();
+    let result: Result<(), PublishEnd> = async {
+        loop {
+            let mut finished = false;
+            while let Some(event) = conn.session.poll_event() {
+                match event {
+                    ServerEvent::Metadata { properties } => {
+                        let has = |key: &str| {
+                            properties.iter().find(|(k, _)| k == key).map(|(_, v)| {
+                                !matches!(v, Amf0Value::Null | Amf0Value::Undefined)
+                            })
+                        };
+                        ingest.on_metadata(has("videocodecid"), has("audiocodecid"));
+                    }
+                    ServerEvent::Video { timestamp, payload } => {
+                        ingest.on_video(timestamp, &payload, &mut out)?
+                    }
+                    ServerEvent::Audio { timestamp, payload } => {
+                        ingest.on_audio(timestamp, &payload, &mut out)?
+                    }
+                    ServerEvent::PublishFinished => finished = true,
+                    other => tracing::debug!(?other, "ignored while publishing"),
+                }
+                apply(&mut publisher, &mut tracks, &mut out)?;
+            }
+            conn.flush().await?;
+            if finished {
+                return Ok(());
+            }
+            tokio::select! {
+                read = conn.read_input() => { read?; }
+                _ = publisher.cancelled() => return Err(PublishEnd::Kicked),
+            }
+        }
+    }
+    .await;
+    // A stream too short to have started still reaches its readers.
+    ingest.force_start(&mut out);
+    let _ = apply(&mut publisher, &mut tracks, &mut out);
+    match result {
+        Ok(()) => {
+            tracing::info!("publishing stopped by the client");
+            Ok(())
+        }
+        Err(PublishEnd::Conn(ConnError::Closed)) => {
+            tracing::info!("publisher disconnected");
+            Ok(())
+        }
+        Err(PublishEnd::Conn(e)) => Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "publishing ended");
+            Ok(())
+        }
+    }
+}
+
+/// Hands the converter's outputs to the hub.
+fn apply(publisher: &mut Publisher, tracks: &mut Vec<Arc<Track>>, out: &mut Vec<Output>) -> Result<(), PublishEnd> {
+    for o in out.drain(..) {
+        match o {
+            Output::Start(params) => {
+                let n = params.len();
+                publisher.start(params).map_err(|_| PublishEnd::Kicked)?;
+                *tracks = (0..n).filter_map(|i| publisher.track(i)).collect();
+                tracing::info!(
+                    tracks = ?tracks.iter().map(|t| t.params.codec_string()).collect::<Vec<_>>(),
+                    "stream started"
+                );
+            }
+            Output::Params { index, params } => {
+                if let (Some(t), Some(slot)) = (publisher.set_params(index, params), tracks.get_mut(index)) {
+                    *slot = t;
+                }
+            }
+            Output::Frame { index, dts, pts, keyframe, data } => {
+                if let Some(track) = tracks.get(index) {
+                    publisher.write(Frame::new(Arc::clone(track), dts, pts, keyframe, data));
+                }
+            }
+        }
+    }
+    Ok(())
+}
