@@ -134,7 +134,9 @@ impl Segmenter {
             self.place(prev, d);
         }
         if let Some(end) = self.part_end() {
-            self.close_part(end);
+            // The other tracks' last frames may run past the driver's end:
+            // they go into this last part rather than being lost.
+            self.close_part_with(end, i64::MAX);
             self.window.close_segment(end);
         }
         self.segment_start = None;
@@ -204,6 +206,12 @@ impl Segmenter {
     /// Builds the part from the driver frames placed so far and the other
     /// tracks' frames that start before `end`.
     fn close_part(&mut self, end: i64) {
+        self.close_part_with(end, end);
+    }
+
+    /// Like `close_part`, taking the other tracks' frames that start before
+    /// `others_before`.
+    fn close_part_with(&mut self, end: i64, others_before: i64) {
         if self.part_frames.is_empty() {
             return;
         }
@@ -218,7 +226,7 @@ impl Segmenter {
                 continue;
             };
             let mut taken: Vec<Arc<Frame>> = Vec::new();
-            while q.front().is_some_and(|f| f.dts_nanos() < end) {
+            while q.front().is_some_and(|f| f.dts_nanos() < others_before) {
                 if let Some(f) = q.pop_front() {
                     taken.push(f);
                 }
