@@ -194,9 +194,11 @@ pub enum MemoKey {
     RtmpChunks = 0,
     /// Annex B access unit (start codes), for RTP packetizers.
     AnnexB = 1,
+    /// A track's parameter sets as length-prefixed NAL units, for in-band use.
+    ParameterSets = 2,
 }
 
-const MEMO_SLOTS: usize = 2;
+const MEMO_SLOTS: usize = 3;
 
 /// A set of write-once caches, one per [`MemoKey`].
 ///

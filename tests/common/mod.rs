@@ -82,11 +82,18 @@ impl Drop for Proc {
 /// `ffmpeg -re [-stream_loop -1] -i FILE -c copy -f flv URL`, as OBS-like
 /// publishers are tested.
 pub fn push(file: &str, url: &str, looped: bool) -> Proc {
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-loglevel", "error", "-re"]);
+    let mut input = vec!["-re"];
     if looped {
-        cmd.args(["-stream_loop", "-1"]);
+        input.extend(["-stream_loop", "-1"]);
     }
+    push_with(file, url, &input)
+}
+
+/// ffmpeg with these input options (e.g. `-readrate 4`, `-stream_loop 2`).
+pub fn push_with(file: &str, url: &str, input_options: &[&str]) -> Proc {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error"]);
+    cmd.args(input_options);
     cmd.arg("-i")
         .arg(fixture(file))
         .args(["-c", "copy", "-f", "flv"])

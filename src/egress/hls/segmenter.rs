@@ -14,7 +14,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::container::fmp4::{self, SampleInfo, TrackRun};
-use crate::media::{CodecParams, Frame, Track, TrackKind, timestamp};
+use bytes::Bytes;
+
+use crate::media::{CodecParams, Frame, MemoKey, Track, TrackKind, timestamp};
 
 use super::window::{Part, Window};
 
@@ -261,7 +263,8 @@ impl Segmenter {
                     .iter()
                     .map(|(f, d)| SampleInfo {
                         duration: *d,
-                        size: f.data.len() as u32,
+                        size: (f.data.len() + in_band_parameter_sets(f).map_or(0, |p| p.len()))
+                            as u32,
                         keyframe: f.keyframe,
                         composition_offset: (f.pts - f.dts).max(0),
                     })
@@ -293,7 +296,8 @@ impl Segmenter {
         };
         let payloads = runs
             .iter()
-            .flat_map(|(_, frames)| frames.iter().map(|(f, _)| f.data.clone()))
+            .flat_map(|(_, frames)| frames.iter())
+            .flat_map(|(f, _)| in_band_parameter_sets(f).into_iter().chain([f.data.clone()]))
             .collect();
         self.window.push_part(Part {
             duration_nanos: end - self.part_start,
@@ -303,6 +307,28 @@ impl Segmenter {
         });
         self.part_start = end;
     }
+}
+
+/// SPS and PPS (4-byte length prefixed) to put in front of a keyframe once
+/// a track's parameters changed mid-stream. Players that switch to a new
+/// init segment do not need them, but players that keep their decoder across
+/// `EXT-X-MAP` changes (ffmpeg's HLS demuxer) only see the new resolution this
+/// way. Built once per track generation and shared (no payload copy).
+fn in_band_parameter_sets(frame: &Frame) -> Option<Bytes> {
+    let CodecParams::H264(h) = &frame.track.params else {
+        return None;
+    };
+    if !frame.keyframe || frame.track.generation == 0 {
+        return None;
+    }
+    Some(frame.track.memo.get_or_init(MemoKey::ParameterSets, || {
+        let mut out = Vec::new();
+        for nal in h.sps.iter().chain(&h.pps) {
+            out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+            out.extend_from_slice(nal);
+        }
+        Bytes::from(out)
+    }))
 }
 
 fn ticks_nanos(ticks: i64, track: &Track) -> i64 {
