@@ -285,6 +285,18 @@ pub struct RtmpClient {
 impl RtmpClient {
     pub async fn connect(addr: std::net::SocketAddr, app: &str) -> RtmpClient {
         let socket = TcpStream::connect(addr).await.unwrap();
+        Self::connect_on(socket, addr, app).await
+    }
+
+    /// Like `connect`, with a tiny receive buffer (for a reader that stalls).
+    pub async fn connect_small_buffer(addr: std::net::SocketAddr, app: &str) -> RtmpClient {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let socket = socket.connect(addr).await.unwrap();
+        Self::connect_on(socket, addr, app).await
+    }
+
+    async fn connect_on(socket: TcpStream, addr: std::net::SocketAddr, app: &str) -> RtmpClient {
         let mut c = RtmpClient { socket, session: ClientSession::new(), buf: vec![0; 65536] };
         c.session.connect(app, &format!("rtmp://{addr}/{app}"));
         c.flush().await;
@@ -342,7 +354,12 @@ impl RtmpClient {
     }
 
     pub async fn play(addr: std::net::SocketAddr, app: &str, key: &str) -> Result<RtmpClient, ClientEvent> {
-        let mut c = RtmpClient::connect(addr, app).await;
+        let c = RtmpClient::connect(addr, app).await;
+        c.start_play(key).await
+    }
+
+    pub async fn start_play(self, key: &str) -> Result<RtmpClient, ClientEvent> {
+        let mut c = self;
         c.session.create_stream();
         c.flush().await;
         c.wait_for(|e| matches!(e, ClientEvent::StreamCreated { .. })).await;
