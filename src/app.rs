@@ -40,13 +40,15 @@ impl App {
     /// Binds every listener and starts serving.
     pub async fn start(config: Config) -> Result<App, BindError> {
         let bind = |key: &'static str, addr: ListenAddr| {
-            addr.bind_tcp().map_err(|source| BindError { key, addr, source })
+            addr.bind_tcp()
+                .map_err(|source| BindError { key, addr, source })
         };
         let rtmp = bind("rtmp_listen", config.rtmp_listen)?;
         let http = bind("http_listen", config.http_listen)?;
         let api = bind("api_listen", config.api_listen)?;
         let local = |l: &tokio::net::TcpListener, key, addr| {
-            l.local_addr().map_err(|source| BindError { key, addr, source })
+            l.local_addr()
+                .map_err(|source| BindError { key, addr, source })
         };
         let rtmp_addr = local(&rtmp, "rtmp_listen", config.rtmp_listen)?;
         let http_addr = local(&http, "http_listen", config.http_listen)?;
@@ -57,15 +59,27 @@ impl App {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
 
-        tasks.spawn(server::rtmp::serve(rtmp, hub.clone(), shutdown.clone(), tasks.clone()));
-        let http_router = server::http::router(Arc::new(HttpState { hls: Arc::clone(&hls) }));
+        tasks.spawn(server::rtmp::serve(
+            rtmp,
+            hub.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+        let http_router = server::http::router(Arc::new(HttpState {
+            hls: Arc::clone(&hls),
+        }));
         tasks.spawn(serve_http(http, http_router, shutdown.clone(), "http"));
         let api_state = Arc::new(ApiState {
             hub: hub.clone(),
             ready: Default::default(),
             started: SystemTime::now(),
         });
-        tasks.spawn(serve_http(api, api::router(Arc::clone(&api_state)), shutdown.clone(), "api"));
+        tasks.spawn(serve_http(
+            api,
+            api::router(Arc::clone(&api_state)),
+            shutdown.clone(),
+            "api",
+        ));
         api_state.ready.store(true, Ordering::Relaxed);
 
         tracing::info!(rtmp = %rtmp_addr, http = %http_addr, api = %api_addr, "mediarelay listening");

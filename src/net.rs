@@ -122,43 +122,6 @@ pub fn canonical_peer(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_listen_forms() {
-        assert_eq!(":1935".parse::<ListenAddr>().unwrap(), ListenAddr::Any(1935));
-        assert_eq!(
-            "127.0.0.1:9997".parse::<ListenAddr>().unwrap(),
-            ListenAddr::Addr("127.0.0.1:9997".parse().unwrap())
-        );
-        assert!("[::1]:8080".parse::<ListenAddr>().is_ok());
-        assert!("1935".parse::<ListenAddr>().is_err());
-        assert!(":http".parse::<ListenAddr>().is_err());
-    }
-
-    #[test]
-    fn mapped_peers_are_shown_as_ipv4() {
-        let mapped: SocketAddr = "[::ffff:10.1.2.3]:5000".parse().unwrap();
-        assert_eq!(canonical_peer(mapped).to_string(), "10.1.2.3:5000");
-    }
-
-    #[tokio::test]
-    async fn any_port_accepts_ipv4_and_ipv6() {
-        let listener = ListenAddr::Any(0).bind_tcp().unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let v4 = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
-        assert!(v4.is_ok());
-        let (_, peer) = listener.accept().await.unwrap();
-        assert_eq!(canonical_peer(peer).ip().to_string(), "127.0.0.1");
-        if let Ok(_v6) = tokio::net::TcpStream::connect(("::1", port)).await {
-            let (_, peer) = listener.accept().await.unwrap();
-            assert!(peer.is_ipv6());
-        }
-    }
-}
-
 /// Writes every chunk in `chunks` with vectored writes (up to 64 chunks per
 /// system call), removing them as they are written. The chunks are shared
 /// `Bytes`: nothing is copied on the way to the socket.
@@ -206,4 +169,44 @@ where
         }
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_listen_forms() {
+        assert_eq!(
+            ":1935".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Any(1935)
+        );
+        assert_eq!(
+            "127.0.0.1:9997".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Addr("127.0.0.1:9997".parse().unwrap())
+        );
+        assert!("[::1]:8080".parse::<ListenAddr>().is_ok());
+        assert!("1935".parse::<ListenAddr>().is_err());
+        assert!(":http".parse::<ListenAddr>().is_err());
+    }
+
+    #[test]
+    fn mapped_peers_are_shown_as_ipv4() {
+        let mapped: SocketAddr = "[::ffff:10.1.2.3]:5000".parse().unwrap();
+        assert_eq!(canonical_peer(mapped).to_string(), "10.1.2.3:5000");
+    }
+
+    #[tokio::test]
+    async fn any_port_accepts_ipv4_and_ipv6() {
+        let listener = ListenAddr::Any(0).bind_tcp().unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let v4 = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
+        assert!(v4.is_ok());
+        let (_, peer) = listener.accept().await.unwrap();
+        assert_eq!(canonical_peer(peer).ip().to_string(), "127.0.0.1");
+        if let Ok(_v6) = tokio::net::TcpStream::connect(("::1", port)).await {
+            let (_, peer) = listener.accept().await.unwrap();
+            assert!(peer.is_ipv6());
+        }
+    }
 }

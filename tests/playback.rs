@@ -26,7 +26,11 @@ async fn obs_like_push_plays_over_hls_and_rtmp() {
         let v = stream(&streams, "video");
         assert_eq!(v["codec_name"], "h264", "{url}");
         assert_eq!(v["profile"], "High", "{url}");
-        assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(640), Some(360)), "{url}");
+        assert_eq!(
+            (v["width"].as_u64(), v["height"].as_u64()),
+            (Some(640), Some(360)),
+            "{url}"
+        );
         let a = stream(&streams, "audio");
         assert_eq!(a["codec_name"], "aac", "{url}");
         assert_eq!(a["sample_rate"], "48000", "{url}");
@@ -46,7 +50,11 @@ fn packets(probe: &Value, kind: &str) -> Vec<(f64, f64, bool)> {
         .filter(|p| p["codec_type"] == kind)
         .map(|p| {
             let t = |k: &str| p[k].as_str().and_then(|s| s.parse::<f64>().ok()).unwrap();
-            (t("pts_time"), t("dts_time"), p["flags"].as_str().unwrap_or("").contains('K'))
+            (
+                t("pts_time"),
+                t("dts_time"),
+                p["flags"].as_str().unwrap_or("").contains('K'),
+            )
         })
         .collect()
 }
@@ -57,12 +65,19 @@ fn packets(probe: &Value, kind: &str) -> Vec<(f64, f64, bool)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hls_output_matches_the_source_frame_for_frame() {
     let app = start("[path_defaults]\npublisher_grace = \"0s\"\n[hls]\nsegment_count = 20\n").await;
-    let mut pusher = push("high_bframes_aac48.mp4", &rtmp_url(&app, "live/exact"), false);
+    let mut pusher = push(
+        "high_bframes_aac48.mp4",
+        &rtmp_url(&app, "live/exact"),
+        false,
+    );
     wait_published(&app, "live/exact").await;
     // Start the muxer while the first GOP is still in the cache.
     let first = http("GET", app.http_addr, "/live/exact/index.m3u8", b"").await;
     assert_eq!(first.status, 200, "{}", first.text());
-    tokio::time::timeout(Duration::from_secs(30), pusher.0.wait()).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(30), pusher.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
     // The publisher is gone (grace 0): the playlist ends.
     eventually(Duration::from_secs(10), "ENDLIST", || async {
         let r = http("GET", app.http_addr, "/live/exact/index.m3u8", b"").await;
@@ -70,7 +85,11 @@ async fn hls_output_matches_the_source_frame_for_frame() {
     })
     .await;
 
-    let source = ffprobe(fixture("high_bframes_aac48.mp4").to_str().unwrap(), &["-show_packets"]).await;
+    let source = ffprobe(
+        fixture("high_bframes_aac48.mp4").to_str().unwrap(),
+        &["-show_packets"],
+    )
+    .await;
     let output = ffprobe(&hls_url(&app, "live/exact"), &["-show_packets"]).await;
     let (sv, ov) = (packets(&source, "video"), packets(&output, "video"));
     let (sa, oa) = (packets(&source, "audio"), packets(&output, "audio"));
@@ -80,15 +99,28 @@ async fn hls_output_matches_the_source_frame_for_frame() {
     // Video: same composition offsets (B-frames), same spacing.
     let cv = ov[0].0 - sv[0].0;
     for (i, (o, s)) in ov.iter().zip(&sv).enumerate() {
-        assert!((o.0 - s.0 - cv).abs() < 0.0015, "video pts {i}: {o:?} vs {s:?}");
-        assert!(((o.0 - o.1) - (s.0 - s.1)).abs() < 0.0015, "composition time {i}");
+        assert!(
+            (o.0 - s.0 - cv).abs() < 0.0015,
+            "video pts {i}: {o:?} vs {s:?}"
+        );
+        assert!(
+            ((o.0 - o.1) - (s.0 - s.1)).abs() < 0.0015,
+            "composition time {i}"
+        );
         assert_eq!(o.2, s.2, "keyframe flag {i}");
     }
     // Audio: the same offset to video as in the source.
     let ca = oa[0].0 - sa[0].0;
-    assert!((ca - cv).abs() < 0.002, "A/V offset moved by {:.4} s", ca - cv);
+    assert!(
+        (ca - cv).abs() < 0.002,
+        "A/V offset moved by {:.4} s",
+        ca - cv
+    );
     for (i, (o, s)) in oa.iter().zip(&sa).enumerate() {
-        assert!((o.0 - s.0 - ca).abs() < 0.0015, "audio pts {i}: {o:?} vs {s:?}");
+        assert!(
+            (o.0 - s.0 - ca).abs() < 0.0015,
+            "audio pts {i}: {o:?} vs {s:?}"
+        );
     }
     app.shutdown().await;
 }
@@ -107,7 +139,10 @@ async fn rtmp_playback_keeps_b_frames_and_starts_on_a_keyframe() {
     let video = packets(&probe, "video");
     assert!(video.len() >= 60, "{} video packets in 3 s", video.len());
     assert!(video[0].2, "the first video packet is a keyframe");
-    assert!(video.iter().any(|p| p.0 != p.1), "pts != dts survives (B-frames)");
+    assert!(
+        video.iter().any(|p| p.0 != p.1),
+        "pts != dts survives (B-frames)"
+    );
     assert!(video.windows(2).all(|w| w[1].1 > w[0].1), "dts increases");
     app.shutdown().await;
 }

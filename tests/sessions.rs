@@ -13,7 +13,9 @@ fn video_timestamps(events: &[ClientEvent]) -> Vec<u32> {
     events
         .iter()
         .filter_map(|e| match e {
-            ClientEvent::Video { timestamp, payload } if payload.get(1) == Some(&1) => Some(*timestamp),
+            ClientEvent::Video { timestamp, payload } if payload.get(1) == Some(&1) => {
+                Some(*timestamp)
+            }
             _ => None,
         })
         .collect()
@@ -44,70 +46,117 @@ async fn a_second_publisher_is_refused_and_the_first_continues() {
     let stream = app.hub.stream("live/one").unwrap();
     let refused = RtmpClient::publish(app.rtmp_addr, "live", "one").await;
     match refused {
-        Err(ClientEvent::Status { level, code, description }) => {
+        Err(ClientEvent::Status {
+            level,
+            code,
+            description,
+        }) => {
             assert_eq!(level, "error");
             assert_eq!(code, "NetStream.Publish.BadName");
-            assert!(description.contains("already has a publisher"), "{description}");
+            assert!(
+                description.contains("already has a publisher"),
+                "{description}"
+            );
         }
         other => panic!("second publisher not refused: {:?}", other.map(|_| ())),
     }
     // ffmpeg as the second publisher gives up too.
     let (ok, _, _) = run(
         "ffmpeg",
-        &["-v", "error", "-re", "-i", fixture("baseline_aac44_mono.mp4").to_str().unwrap(),
-          "-c", "copy", "-t", "2", "-f", "flv", &rtmp_url(&app, "live/one")],
+        &[
+            "-v",
+            "error",
+            "-re",
+            "-i",
+            fixture("baseline_aac44_mono.mp4").to_str().unwrap(),
+            "-c",
+            "copy",
+            "-t",
+            "2",
+            "-f",
+            "flv",
+            &rtmp_url(&app, "live/one"),
+        ],
         Duration::from_secs(20),
     )
     .await;
     assert!(!ok, "the second ffmpeg publisher must fail");
     let before = stream.frames_in();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(stream.frames_in() > before, "the first publisher is undisturbed");
-    assert!(std::sync::Arc::ptr_eq(&stream, &app.hub.stream("live/one").unwrap()));
+    assert!(
+        stream.frames_in() > before,
+        "the first publisher is undisturbed"
+    );
+    assert!(std::sync::Arc::ptr_eq(
+        &stream,
+        &app.hub.stream("live/one").unwrap()
+    ));
     app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn takeover_replaces_the_publisher_when_configured() {
     let app = start("[paths.\"live/*\"]\ntakeover = true\n").await;
-    let mut first = RtmpClient::publish(app.rtmp_addr, "live", "take").await.unwrap();
+    let mut first = RtmpClient::publish(app.rtmp_addr, "live", "take")
+        .await
+        .unwrap();
     first.send_flv("res_a_320x240.flv", 0, false).await;
     wait_published(&app, "live/take").await;
     let stream = app.hub.stream("live/take").unwrap();
-    let mut second = RtmpClient::publish(app.rtmp_addr, "live", "take").await.unwrap();
+    let mut second = RtmpClient::publish(app.rtmp_addr, "live", "take")
+        .await
+        .unwrap();
     let (_, open) = collect(&mut first, Duration::from_secs(3)).await;
     assert!(!open, "the first publisher is disconnected");
     second.send_flv("res_a_320x240.flv", 0, false).await;
-    assert!(std::sync::Arc::ptr_eq(&stream, &app.hub.stream("live/take").unwrap()), "same stream continues");
+    assert!(
+        std::sync::Arc::ptr_eq(&stream, &app.hub.stream("live/take").unwrap()),
+        "same stream continues"
+    );
     app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_that_reconnects_within_grace_keeps_its_readers() {
     let app = start("[path_defaults]\npublisher_grace = \"2s\"\n").await;
-    let mut publisher = RtmpClient::publish(app.rtmp_addr, "live", "grace").await.unwrap();
+    let mut publisher = RtmpClient::publish(app.rtmp_addr, "live", "grace")
+        .await
+        .unwrap();
     publisher.send_flv("res_a_320x240.flv", 0, false).await;
     wait_published(&app, "live/grace").await;
-    let mut reader = RtmpClient::play(app.rtmp_addr, "live", "grace").await.unwrap();
+    let mut reader = RtmpClient::play(app.rtmp_addr, "live", "grace")
+        .await
+        .unwrap();
     let (mut events, _) = collect(&mut reader, Duration::from_millis(300)).await;
 
     // A network blip: the publisher drops and comes back, its clock at 0 again.
     drop(publisher);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut publisher = RtmpClient::publish(app.rtmp_addr, "live", "grace").await.unwrap();
+    let mut publisher = RtmpClient::publish(app.rtmp_addr, "live", "grace")
+        .await
+        .unwrap();
     publisher.send_flv("res_a_320x240.flv", 0, true).await;
     let (more, open) = collect(&mut reader, Duration::from_millis(500)).await;
     events.extend(more);
     assert!(open, "the reader stayed connected");
     let ts = video_timestamps(&events);
     assert!(ts.len() > 60, "{} frames", ts.len());
-    assert!(ts.windows(2).all(|w| w[1] >= w[0]), "timestamps continue: {ts:?}");
+    assert!(
+        ts.windows(2).all(|w| w[1] >= w[0]),
+        "timestamps continue: {ts:?}"
+    );
 
     // Gone for good: after the grace period readers are told and let go.
     drop(publisher);
     let (events, open) = collect(&mut reader, Duration::from_secs(5)).await;
-    assert!(!open || events.iter().any(|e| matches!(e, ClientEvent::StreamEof { .. })
-        || matches!(e, ClientEvent::Status { code, .. } if code.contains("Unpublish"))), "{events:?}");
+    assert!(
+        !open
+            || events
+                .iter()
+                .any(|e| matches!(e, ClientEvent::StreamEof { .. })
+                    || matches!(e, ClientEvent::Status { code, .. } if code.contains("Unpublish"))),
+        "{events:?}"
+    );
     assert!(app.hub.stream("live/grace").is_none());
     app.shutdown().await;
 }
@@ -125,12 +174,17 @@ async fn a_reader_that_stops_reading_loses_frames_and_nobody_else_does() {
     wait_published(&app, "live/slow").await;
     let slow = RtmpClient::connect_small_buffer(app.rtmp_addr, "live").await;
     let slow = slow.start_play("slow").await.unwrap();
-    let mut fast = RtmpClient::play(app.rtmp_addr, "live", "slow").await.unwrap();
+    let mut fast = RtmpClient::play(app.rtmp_addr, "live", "slow")
+        .await
+        .unwrap();
     // The slow reader never reads again; the fast one reads for 6 s.
     let (events, open) = collect(&mut fast, Duration::from_secs(6)).await;
     assert!(open);
     let frames = video_timestamps(&events).len();
-    assert!(frames >= 150, "the fast reader got {frames} video frames in 6 s");
+    assert!(
+        frames >= 150,
+        "the fast reader got {frames} video frames in 6 s"
+    );
 
     let sessions = http("GET", app.api_addr, "/v1/sessions", b"").await.json();
     let readers: Vec<&serde_json::Value> = sessions["items"]
@@ -140,9 +194,15 @@ async fn a_reader_that_stops_reading_loses_frames_and_nobody_else_does() {
         .filter(|s| s["role"] == "reader")
         .collect();
     assert_eq!(readers.len(), 2);
-    let dropped: Vec<u64> = readers.iter().map(|s| s["frames_dropped"].as_u64().unwrap()).collect();
+    let dropped: Vec<u64> = readers
+        .iter()
+        .map(|s| s["frames_dropped"].as_u64().unwrap())
+        .collect();
     // Sessions are listed in id order: slow first.
-    assert!(dropped[0] > 0, "the slow reader's drop counter: {dropped:?}");
+    assert!(
+        dropped[0] > 0,
+        "the slow reader's drop counter: {dropped:?}"
+    );
     assert_eq!(dropped[1], 0, "the fast reader lost nothing: {dropped:?}");
     drop(slow);
     app.shutdown().await;
@@ -151,11 +211,20 @@ async fn a_reader_that_stops_reading_loses_frames_and_nobody_else_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_lists_paths_and_sessions_and_kicks() {
     let app = start("[path_defaults]\npublisher_grace = \"0s\"\n").await;
-    let mut pusher = push("baseline_aac44_mono.mp4", &rtmp_url(&app, "a/b/cam?token=s3cret"), true);
+    let mut pusher = push(
+        "baseline_aac44_mono.mp4",
+        &rtmp_url(&app, "a/b/cam?token=s3cret"),
+        true,
+    );
     wait_published(&app, "a/b/cam").await;
     let mut reader = RtmpClient::play(app.rtmp_addr, "a/b", "cam").await.unwrap();
     collect(&mut reader, Duration::from_millis(500)).await;
-    assert_eq!(http("GET", app.http_addr, "/a/b/cam/index.m3u8", b"").await.status, 200);
+    assert_eq!(
+        http("GET", app.http_addr, "/a/b/cam/index.m3u8", b"")
+            .await
+            .status,
+        200
+    );
 
     let health = http("GET", app.api_addr, "/healthz", b"").await;
     assert_eq!(health.status, 200);
@@ -163,11 +232,18 @@ async fn the_api_lists_paths_and_sessions_and_kicks() {
 
     let paths = http("GET", app.api_addr, "/v1/paths", b"").await.json();
     assert_eq!(paths["item_count"], 1);
-    let path = http("GET", app.api_addr, "/v1/paths/a/b/cam", b"").await.json();
+    let path = http("GET", app.api_addr, "/v1/paths/a/b/cam", b"")
+        .await
+        .json();
     assert_eq!(path["name"], "a/b/cam");
     assert_eq!(path["state"], "publishing");
     assert_eq!(path["source"]["type"], "rtmp");
-    assert!(path["source"]["remote_addr"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(
+        path["source"]["remote_addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
     let tracks = path["stream"]["tracks"].as_array().unwrap();
     assert_eq!(tracks[0]["codec"], "h264");
     assert_eq!(tracks[0]["width"], 320);
@@ -179,23 +255,63 @@ async fn the_api_lists_paths_and_sessions_and_kicks() {
     assert!(path["bytes_out"].as_u64().unwrap() > 0);
     assert!(path["created"].as_str().unwrap().ends_with('Z'));
     // The query string is kept with the session (for auth), not in the path.
-    let publisher = app.hub.sessions().into_iter().find(|s| s.path == "a/b/cam" && s.role == mediarelay::hub::Role::Publisher).unwrap();
+    let publisher = app
+        .hub
+        .sessions()
+        .into_iter()
+        .find(|s| s.path == "a/b/cam" && s.role == mediarelay::hub::Role::Publisher)
+        .unwrap();
     assert_eq!(publisher.query, "token=s3cret");
 
     // Errors are JSON with the right status.
     let missing = http("GET", app.api_addr, "/v1/paths/no/such", b"").await;
     assert_eq!(missing.status, 404);
-    assert!(missing.json()["error"].as_str().unwrap().contains("no/such"));
-    assert_eq!(http("GET", app.api_addr, "/v1/paths?items_per_page=0", b"").await.status, 400);
-    assert_eq!(http("POST", app.api_addr, "/v1/sessions/abc/kick", b"").await.status, 400);
-    assert_eq!(http("POST", app.api_addr, "/v1/sessions/999999/kick", b"").await.status, 404);
-    assert_eq!(http("GET", app.api_addr, "/v1/nothing", b"").await.status, 404);
-    assert_eq!(http("DELETE", app.api_addr, "/v1/paths", b"").await.status, 405);
+    assert!(
+        missing.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("no/such")
+    );
+    assert_eq!(
+        http("GET", app.api_addr, "/v1/paths?items_per_page=0", b"")
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        http("POST", app.api_addr, "/v1/sessions/abc/kick", b"")
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        http("POST", app.api_addr, "/v1/sessions/999999/kick", b"")
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        http("GET", app.api_addr, "/v1/nothing", b"").await.status,
+        404
+    );
+    assert_eq!(
+        http("DELETE", app.api_addr, "/v1/paths", b"").await.status,
+        405
+    );
 
     // Kick the publisher: ffmpeg is disconnected and the path ends.
-    let kicked = http("POST", app.api_addr, &format!("/v1/sessions/{}/kick", publisher.id), b"").await;
+    let kicked = http(
+        "POST",
+        app.api_addr,
+        &format!("/v1/sessions/{}/kick", publisher.id),
+        b"",
+    )
+    .await;
     assert_eq!(kicked.status, 200, "{}", kicked.text());
-    tokio::time::timeout(Duration::from_secs(10), pusher.0.wait()).await.expect("ffmpeg exits").unwrap();
+    tokio::time::timeout(Duration::from_secs(10), pusher.0.wait())
+        .await
+        .expect("ffmpeg exits")
+        .unwrap();
     eventually(Duration::from_secs(5), "path to end", || async {
         app.hub.stream("a/b/cam").is_none().then_some(())
     })
@@ -206,7 +322,12 @@ async fn the_api_lists_paths_and_sessions_and_kicks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserved_and_invalid_path_names_are_refused() {
     let app = start("").await;
-    for (app_name, key) in [("live", "index.m3u8"), ("live", "whep"), ("live", "seg_1.m4s"), ("", "")] {
+    for (app_name, key) in [
+        ("live", "index.m3u8"),
+        ("live", "whep"),
+        ("live", "seg_1.m4s"),
+        ("", ""),
+    ] {
         match RtmpClient::publish(app.rtmp_addr, app_name, key).await {
             Err(ClientEvent::Status { code, .. }) => assert_eq!(code, "NetStream.Publish.BadName"),
             other => panic!("{app_name}/{key} accepted: {:?}", other.map(|_| ())),
@@ -222,19 +343,38 @@ async fn reserved_and_invalid_path_names_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtmp_timestamps_crossing_two_to_the_32_keep_playing() {
     let app = start("[path_defaults]\npublisher_grace = \"0s\"\n").await;
-    let mut publisher = RtmpClient::publish(app.rtmp_addr, "live", "wrap").await.unwrap();
+    let mut publisher = RtmpClient::publish(app.rtmp_addr, "live", "wrap")
+        .await
+        .unwrap();
     // Start 1 s before the 32-bit millisecond clock wraps.
-    let head = publisher.send_flv("res_a_320x240.flv", u32::MAX - 1000, false).await;
+    let head = publisher
+        .send_flv("res_a_320x240.flv", u32::MAX - 1000, false)
+        .await;
     wait_published(&app, "live/wrap").await;
-    assert_eq!(http("GET", app.http_addr, "/live/wrap/index.m3u8", b"").await.status, 200);
-    publisher.send_flv("res_a_320x240.flv", (u32::MAX - 1000).wrapping_add(head + 40), false).await;
+    assert_eq!(
+        http("GET", app.http_addr, "/live/wrap/index.m3u8", b"")
+            .await
+            .status,
+        200
+    );
+    publisher
+        .send_flv(
+            "res_a_320x240.flv",
+            (u32::MAX - 1000).wrapping_add(head + 40),
+            false,
+        )
+        .await;
     drop(publisher);
     eventually(Duration::from_secs(10), "ENDLIST", || async {
         let r = http("GET", app.http_addr, "/live/wrap/index.m3u8", b"").await;
         r.text().contains("#EXT-X-ENDLIST").then_some(())
     })
     .await;
-    let probe = ffprobe(&hls_url(&app, "live/wrap"), &["-show_packets", "-select_streams", "v"]).await;
+    let probe = ffprobe(
+        &hls_url(&app, "live/wrap"),
+        &["-show_packets", "-select_streams", "v"],
+    )
+    .await;
     let dts: Vec<f64> = probe["packets"]
         .as_array()
         .unwrap()
@@ -242,6 +382,9 @@ async fn rtmp_timestamps_crossing_two_to_the_32_keep_playing() {
         .map(|p| p["dts_time"].as_str().unwrap().parse().unwrap())
         .collect();
     assert_eq!(dts.len(), 120);
-    assert!(dts.windows(2).all(|w| w[1] > w[0] && w[1] - w[0] < 0.1), "continuous across the wrap");
+    assert!(
+        dts.windows(2).all(|w| w[1] > w[0] && w[1] - w[0] < 0.1),
+        "continuous across the wrap"
+    );
     app.shutdown().await;
 }

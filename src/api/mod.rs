@@ -32,14 +32,27 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/sessions/{id}/kick", post(kick_session))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API route") })
         .method_not_allowed_fallback(|| async {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
         })
         .with_state(state)
 }
 
 /// An error reply: `{"error": "..."}`.
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(serde_json::json!({ "error": message.into() }))).into_response()
+    ApiError(status, message.into()).into_response()
+}
+
+/// A request that cannot be answered: a status and the reason.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
 }
 
 async fn healthz() -> Response {
@@ -68,30 +81,40 @@ struct Page<T> {
 }
 
 /// `?page=` (from 0) and `?items_per_page=` (1–1000, default 100).
-fn paginate<T>(items: Vec<T>, paging: &Paging) -> Result<Page<T>, Response> {
+fn paginate<T>(items: Vec<T>, paging: &Paging) -> Result<Page<T>, ApiError> {
     let parse = |v: &Option<String>, name: &str, default: usize| match v {
         None => Ok(default),
-        Some(s) => s
-            .parse::<usize>()
-            .map_err(|_| error(StatusCode::BAD_REQUEST, format!("{name} must be a whole number"))),
+        Some(s) => s.parse::<usize>().map_err(|_| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("{name} must be a whole number"),
+            )
+        }),
     };
     let page = parse(&paging.page, "page", 0)?;
     let per = parse(&paging.items_per_page, "items_per_page", 100)?;
     if !(1..=1000).contains(&per) {
-        return Err(error(StatusCode::BAD_REQUEST, "items_per_page must be between 1 and 1000"));
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "items_per_page must be between 1 and 1000".into(),
+        ));
     }
     let item_count = items.len();
     Ok(Page {
         page_count: item_count.div_ceil(per),
         item_count,
-        items: items.into_iter().skip(page.saturating_mul(per)).take(per).collect(),
+        items: items
+            .into_iter()
+            .skip(page.saturating_mul(per))
+            .take(per)
+            .collect(),
     })
 }
 
 async fn list_paths(State(s): State<Arc<ApiState>>, Query(paging): Query<Paging>) -> Response {
     match paginate(s.hub.path_snapshots(), &paging) {
         Ok(page) => axum::Json(page).into_response(),
-        Err(e) => e,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -134,19 +157,23 @@ async fn list_sessions(State(s): State<Arc<ApiState>>, Query(paging): Query<Pagi
     let all = s.hub.sessions().iter().map(|s| view(s)).collect();
     match paginate(all, &paging) {
         Ok(page) => axum::Json(page).into_response(),
-        Err(e) => e,
+        Err(e) => e.into_response(),
     }
 }
 
-fn session_id(raw: &str) -> Result<u64, Response> {
-    raw.parse()
-        .map_err(|_| error(StatusCode::BAD_REQUEST, format!("session id {raw:?} is not a number")))
+fn session_id(raw: &str) -> Result<u64, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("session id {raw:?} is not a number"),
+        )
+    })
 }
 
 async fn get_session(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
     let id = match session_id(&id) {
         Ok(id) => id,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     match s.hub.session(id) {
         Some(session) => axum::Json(view(&session)).into_response(),
@@ -157,7 +184,7 @@ async fn get_session(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> 
 async fn kick_session(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
     let id = match session_id(&id) {
         Ok(id) => id,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     if s.hub.kick(id) {
         axum::Json(serde_json::json!({ "kicked": id })).into_response()

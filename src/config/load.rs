@@ -77,10 +77,7 @@ pub fn load(
     }
     for (key, raw) in &overrides.values {
         set_dotted(&mut table, key, Value::String(raw.clone()));
-        origins.insert(
-            key.to_string(),
-            format!("flag --{}", key.replace('_', "-")),
-        );
+        origins.insert(key.to_string(), format!("flag --{}", key.replace('_', "-")));
     }
 
     let origin_of = |key: &str| {
@@ -181,7 +178,10 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
         );
     }
     if c.gop_cache_max_bytes < 1 << 20 {
-        return err("gop_cache_max_bytes", "must be at least 1048576 (1 MiB)".into());
+        return err(
+            "gop_cache_max_bytes",
+            "must be at least 1048576 (1 MiB)".into(),
+        );
     }
     let h = &c.hls;
     if !(Duration::from_millis(50)..=Duration::from_secs(5)).contains(&h.part_duration) {
@@ -227,9 +227,9 @@ fn validate_rule(rule: &PathRule, key: &str) -> Result<(), (String, String)> {
         && source != "publisher"
     {
         let reason = match source.split_once("://") {
-            Some((scheme, _)) => format!(
-                "pulling from {scheme}:// sources is not supported yet; use \"publisher\""
-            ),
+            Some((scheme, _)) => {
+                format!("pulling from {scheme}:// sources is not supported yet; use \"publisher\"")
+            }
             None => format!("unknown source {source:?}; expected \"publisher\""),
         };
         return Err((format!("{key}.source"), reason));
@@ -289,7 +289,10 @@ mod tests {
         let env = vec![
             ("MEDIARELAY_HTTP_LISTEN".to_string(), ":3000".to_string()),
             ("MEDIARELAY_HLS_SEGMENT_COUNT".to_string(), "9".to_string()),
-            ("MEDIARELAY_PATH_DEFAULTS_PUBLISHER_GRACE".to_string(), "2s".to_string()),
+            (
+                "MEDIARELAY_PATH_DEFAULTS_PUBLISHER_GRACE".to_string(),
+                "2s".to_string(),
+            ),
             ("OTHER".to_string(), "x".to_string()),
         ];
         let flags = Overrides {
@@ -300,7 +303,10 @@ mod tests {
         assert_eq!(c.http_listen, ListenAddr::Any(3000));
         assert_eq!(c.hls.part_duration, Duration::from_millis(300));
         assert_eq!(c.hls.segment_count, 9);
-        assert_eq!(c.path_defaults.publisher_grace, Some(Duration::from_secs(2)));
+        assert_eq!(
+            c.path_defaults.publisher_grace,
+            Some(Duration::from_secs(2))
+        );
         assert!(c.path_settings("live/a").takeover);
     }
 
@@ -328,9 +334,15 @@ mod tests {
         let e = load(Some(&f.0), no_env(), &Overrides::default()).unwrap_err();
         assert!(e.origin.ends_with(".toml"));
 
-        let env = vec![("MEDIARELAY_HLS_PART_DURATION".to_string(), "10s".to_string())];
+        let env = vec![(
+            "MEDIARELAY_HLS_PART_DURATION".to_string(),
+            "10s".to_string(),
+        )];
         let e = load(None, env, &Overrides::default()).unwrap_err();
-        assert_eq!(e.origin, "environment variable MEDIARELAY_HLS_PART_DURATION");
+        assert_eq!(
+            e.origin,
+            "environment variable MEDIARELAY_HLS_PART_DURATION"
+        );
         assert_eq!(e.key, "hls.part_duration");
 
         let env = vec![("MEDIARELAY_NOPE".to_string(), "1".to_string())];
@@ -342,5 +354,28 @@ mod tests {
         let e = load(None, no_env(), &flags).unwrap_err();
         assert_eq!(e.origin, "flag --rtmp-listen");
         assert_eq!(e.key, "rtmp_listen");
+    }
+}
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    /// The example config loads, and documents every key there is.
+    #[test]
+    fn example_config_loads_and_documents_every_key() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mediarelay.toml");
+        let c = load(Some(&path), Vec::new(), &Overrides::default()).unwrap();
+        let defaults = Config::default();
+        assert_eq!(c.rtmp_listen, defaults.rtmp_listen);
+        let text = std::fs::read_to_string(&path).unwrap();
+        for key in known_keys() {
+            let leaf = key.rsplit('.').next().unwrap();
+            assert!(
+                text.lines().any(|l| l.trim_start().starts_with(&format!("{leaf} ="))),
+                "config/mediarelay.toml does not document {key}"
+            );
+        }
+        assert!(text.contains("[paths."), "path rules are documented");
     }
 }

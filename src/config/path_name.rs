@@ -43,9 +43,10 @@ fn check(name: &str, allow_glob: bool) -> Result<(), PathNameError> {
     if name.len() > MAX_PATH_LEN {
         return Err(PathNameError::TooLong);
     }
-    if let Some(c) = name.chars().find(|&c| {
-        !(c.is_ascii_alphanumeric() || "_-.~/".contains(c) || (allow_glob && c == '*'))
-    }) {
+    if let Some(c) = name
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || "_-.~/".contains(c) || (allow_glob && c == '*')))
+    {
         return Err(PathNameError::BadChar(c));
     }
     for segment in name.split('/') {

@@ -105,14 +105,20 @@ mod tests {
 
     fn fixture() -> Bytes {
         Bytes::from(
-            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/media/res_a_320x240.flv"))
-                .unwrap(),
+            std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/fixtures/media/res_a_320x240.flv"
+            ))
+            .unwrap(),
         )
     }
 
     #[test]
     fn reads_every_tag_of_a_real_file() {
-        let tags: Vec<Tag> = FlvFile::new(fixture()).unwrap().map(Result::unwrap).collect();
+        let tags: Vec<Tag> = FlvFile::new(fixture())
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
         let video = tags.iter().filter(|t| t.tag_type == TAG_VIDEO).count();
         let audio = tags.iter().filter(|t| t.tag_type == TAG_AUDIO).count();
         // 60 frames + the sequence header (+ end of sequence); 95 AAC frames + ASC.

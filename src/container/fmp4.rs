@@ -310,7 +310,11 @@ pub fn fragment_header(sequence_number: u32, runs: &[TrackRun<'_>]) -> Result<By
     // The moof's size does not depend on the offsets' values: encode once to
     // learn it, then point each trun at its data.
     let moof_len = moof.encode_to_vec().map_err(err("moof"))?.len() as u64;
-    let mdat_header_len: u64 = if total + 8 > u64::from(u32::MAX) { 16 } else { 8 };
+    let mdat_header_len: u64 = if total + 8 > u64::from(u32::MAX) {
+        16
+    } else {
+        8
+    };
     let mut offset = moof_len + mdat_header_len;
     for (traf, size) in moof.traf_boxes.iter_mut().zip(&data_sizes) {
         let data_offset = i32::try_from(offset).map_err(|_| Fmp4Error {
@@ -418,22 +422,53 @@ mod tests {
         let SampleEntry::Mp4a(m) = &trak.mdia_box.minf_box.stbl_box.stsd_box.entries[0] else {
             panic!("mp4a expected");
         };
-        let dsi = m.esds_box.es.dec_config_descr.dec_specific_info.as_ref().unwrap();
+        let dsi = m
+            .esds_box
+            .es
+            .dec_config_descr
+            .dec_specific_info
+            .as_ref()
+            .unwrap();
         assert_eq!(dsi.payload, vec![0x11, 0x90]);
     }
 
     #[test]
     fn fragment_offsets_point_at_each_runs_data() {
         let v = [
-            SampleInfo { duration: 3000, size: 100, keyframe: true, composition_offset: 6000 },
-            SampleInfo { duration: 3000, size: 50, keyframe: false, composition_offset: 0 },
+            SampleInfo {
+                duration: 3000,
+                size: 100,
+                keyframe: true,
+                composition_offset: 6000,
+            },
+            SampleInfo {
+                duration: 3000,
+                size: 50,
+                keyframe: false,
+                composition_offset: 0,
+            },
         ];
-        let a = [SampleInfo { duration: 1024, size: 20, keyframe: true, composition_offset: 0 }];
+        let a = [SampleInfo {
+            duration: 1024,
+            size: 20,
+            keyframe: true,
+            composition_offset: 0,
+        }];
         let header = fragment_header(
             7,
             &[
-                TrackRun { track_id: 1, base_decode_time: 90_000, samples: &v, is_video: true },
-                TrackRun { track_id: 2, base_decode_time: 48_000, samples: &a, is_video: false },
+                TrackRun {
+                    track_id: 1,
+                    base_decode_time: 90_000,
+                    samples: &v,
+                    is_video: true,
+                },
+                TrackRun {
+                    track_id: 2,
+                    base_decode_time: 48_000,
+                    samples: &a,
+                    is_video: false,
+                },
             ],
         )
         .unwrap();
@@ -447,9 +482,19 @@ mod tests {
         let off1 = moof.traf_boxes[1].trun_boxes[0].data_offset.unwrap();
         assert_eq!(off0 as usize, moof_len + 8);
         assert_eq!(off1 - off0, 150);
-        assert_eq!(moof.traf_boxes[0].tfdt_box.as_ref().unwrap().base_media_decode_time, 90_000);
+        assert_eq!(
+            moof.traf_boxes[0]
+                .tfdt_box
+                .as_ref()
+                .unwrap()
+                .base_media_decode_time,
+            90_000
+        );
         let s = &moof.traf_boxes[0].trun_boxes[0].samples;
         assert_eq!(s[0].composition_time_offset, Some(6000));
-        assert_eq!(moof.traf_boxes[1].trun_boxes[0].samples[0].composition_time_offset, None);
+        assert_eq!(
+            moof.traf_boxes[1].trun_boxes[0].samples[0].composition_time_offset,
+            None
+        );
     }
 }

@@ -119,16 +119,19 @@ fn rtmp_time(ticks: i64, timescale: u32) -> u32 {
 /// The frame's RTMP message, built by the first player that needs it and
 /// shared by all others.
 fn message(frame: &Frame, ms: u32) -> Bytes {
-    frame.memo.get_or_init(MemoKey::RtmpChunks, || match &frame.track.params {
-        CodecParams::H264(_) => {
-            let cts = timestamp::ticks_to_millis(frame.pts - frame.dts, frame.track.timescale());
-            let header = flv::avc_frame_header(frame.keyframe, cts as i32);
-            encode_media_message(MediaKind::Video, ms, &[&header, &frame.data])
-        }
-        CodecParams::Aac(_) => {
-            encode_media_message(MediaKind::Audio, ms, &[&flv::AAC_FRAME_HEADER, &frame.data])
-        }
-    })
+    frame
+        .memo
+        .get_or_init(MemoKey::RtmpChunks, || match &frame.track.params {
+            CodecParams::H264(_) => {
+                let cts =
+                    timestamp::ticks_to_millis(frame.pts - frame.dts, frame.track.timescale());
+                let header = flv::avc_frame_header(frame.keyframe, cts as i32);
+                encode_media_message(MediaKind::Video, ms, &[&header, &frame.data])
+            }
+            CodecParams::Aac(_) => {
+                encode_media_message(MediaKind::Audio, ms, &[&flv::AAC_FRAME_HEADER, &frame.data])
+            }
+        })
 }
 
 /// The FLV sequence header of a track, with the timestamp of the frame it
@@ -160,11 +163,13 @@ fn metadata(tracks: &[Arc<Track>]) -> Vec<(&'static str, Amf0Value)> {
             }
             CodecParams::Aac(a) => {
                 props.push(("audiocodecid", Amf0Value::Number(10.0)));
-                props.push(("audiosamplerate", Amf0Value::Number(f64::from(a.sample_rate))));
+                props.push((
+                    "audiosamplerate",
+                    Amf0Value::Number(f64::from(a.sample_rate)),
+                ));
                 props.push(("stereo", Amf0Value::Boolean(a.channels > 1)));
             }
         }
     }
     props
 }
-

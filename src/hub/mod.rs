@@ -30,10 +30,7 @@ use session::Registry;
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("invalid path name {path:?}: {source}")]
-    InvalidPath {
-        path: String,
-        source: PathNameError,
-    },
+    InvalidPath { path: String, source: PathNameError },
     #[error("path {path:?} already has a publisher (session {session_id})")]
     Busy { path: String, session_id: u64 },
     #[error("path {path:?} takes its media from {source_kind:?}, not from a publisher")]
@@ -44,10 +41,7 @@ pub enum PublishError {
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error("invalid path name {path:?}: {source}")]
-    InvalidPath {
-        path: String,
-        source: PathNameError,
-    },
+    InvalidPath { path: String, source: PathNameError },
     #[error("no stream is published on path {path:?}")]
     NotFound { path: String },
 }
@@ -163,12 +157,11 @@ impl Hub {
     fn forget_if_idle(&self, path: &Arc<Path>) {
         let mut paths = self.paths();
         let st = path.lock();
-        if st.publisher.is_none() && st.stream.is_none() {
-            if let Some(p) = paths.get(&path.name)
-                && Arc::ptr_eq(p, path)
-            {
-                paths.remove(&path.name);
-            }
+        if st.publisher.is_none()
+            && st.stream.is_none()
+            && paths.get(&path.name).is_some_and(|p| Arc::ptr_eq(p, path))
+        {
+            paths.remove(&path.name);
         }
     }
 

@@ -176,7 +176,8 @@ impl Stream {
         inner.gop.push(&frame, gop_start);
         // A lagging reader may resume at a video keyframe, or anywhere in a
         // stream without video.
-        let resume_point = !inner.has_video || (frame.keyframe && frame.track.kind() == TrackKind::Video);
+        let resume_point =
+            !inner.has_video || (frame.keyframe && frame.track.kind() == TrackKind::Video);
         for reader in &inner.readers {
             reader.push(&frame, resume_point);
         }

@@ -47,10 +47,12 @@ fn reader_spec(path: &str) -> SessionSpec {
 }
 
 fn hub_with(grace: Duration, takeover: bool) -> Hub {
-    let mut c = Config::default();
-    c.path_defaults = PathRule {
-        publisher_grace: Some(grace),
-        takeover: Some(takeover),
+    let c = Config {
+        path_defaults: PathRule {
+            publisher_grace: Some(grace),
+            takeover: Some(takeover),
+            ..Default::default()
+        },
         ..Default::default()
     };
     Hub::new(Arc::new(c))
@@ -113,7 +115,11 @@ async fn a_publisher_that_returns_within_grace_continues_with_rebased_timestamps
     for _ in 0..11 {
         last = r.reader.recv().await;
     }
-    assert_eq!(last.unwrap().dts, 10 * 3000, "continues right after the last frame");
+    assert_eq!(
+        last.unwrap().dts,
+        10 * 3000,
+        "continues right after the last frame"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -125,7 +131,10 @@ async fn readers_are_told_when_the_grace_period_ends() {
     drop(p);
     assert!(r.reader.recv().await.is_none());
     assert!(hub.stream("live/a").is_none());
-    assert!(hub.path_snapshot("live/a").is_none(), "idle path is forgotten");
+    assert!(
+        hub.path_snapshot("live/a").is_none(),
+        "idle path is forgotten"
+    );
 }
 
 #[tokio::test]

@@ -99,7 +99,12 @@ impl FlvIngest {
     }
 
     /// A video message body with its RTMP timestamp.
-    pub fn on_video(&mut self, ts: u32, body: &Bytes, out: &mut Vec<Output>) -> Result<(), IngestError> {
+    pub fn on_video(
+        &mut self,
+        ts: u32,
+        body: &Bytes,
+        out: &mut Vec<Output>,
+    ) -> Result<(), IngestError> {
         match flv::parse_video_tag(body)? {
             VideoTag::AvcSequenceHeader { record } => {
                 let (params, length_size) =
@@ -129,7 +134,8 @@ impl FlvIngest {
                 if data.is_empty() {
                     return Ok(());
                 }
-                let dts = timestamp::millis_to_ticks(self.relative(ms), crate::media::VIDEO_TIMESCALE);
+                let dts =
+                    timestamp::millis_to_ticks(self.relative(ms), crate::media::VIDEO_TIMESCALE);
                 let pts = dts
                     + timestamp::millis_to_ticks(
                         i64::from(composition_time_ms.max(0)),
@@ -155,10 +161,16 @@ impl FlvIngest {
     }
 
     /// An audio message body with its RTMP timestamp.
-    pub fn on_audio(&mut self, ts: u32, body: &Bytes, out: &mut Vec<Output>) -> Result<(), IngestError> {
+    pub fn on_audio(
+        &mut self,
+        ts: u32,
+        body: &Bytes,
+        out: &mut Vec<Output>,
+    ) -> Result<(), IngestError> {
         match flv::parse_audio_tag(body)? {
             AudioTag::AacSequenceHeader { config } => {
-                let params = aac::parse_audio_specific_config(&config).map_err(IngestError::AacConfig)?;
+                let params =
+                    aac::parse_audio_specific_config(&config).map_err(IngestError::AacConfig)?;
                 if let Some(index) = self.index_of(TrackKind::Audio)
                     && self.audio.as_ref() != Some(&params)
                 {
@@ -234,10 +246,24 @@ impl FlvIngest {
         }
     }
 
-    fn emit(&mut self, kind: TrackKind, dts: i64, pts: i64, keyframe: bool, data: Bytes, out: &mut Vec<Output>) {
+    fn emit(
+        &mut self,
+        kind: TrackKind,
+        dts: i64,
+        pts: i64,
+        keyframe: bool,
+        data: Bytes,
+        out: &mut Vec<Output>,
+    ) {
         match self.layout {
             Some(_) => match self.index_of(kind) {
-                Some(index) => out.push(Output::Frame { index, dts, pts, keyframe, data }),
+                Some(index) => out.push(Output::Frame {
+                    index,
+                    dts,
+                    pts,
+                    keyframe,
+                    data,
+                }),
                 None => {
                     if !self.warned.late_track {
                         self.warned.late_track = true;
@@ -251,7 +277,13 @@ impl FlvIngest {
                 if self.pending.len() >= MAX_PENDING {
                     self.pending.pop_front();
                 }
-                self.pending.push_back(Output::Frame { index, dts, pts, keyframe, data });
+                self.pending.push_back(Output::Frame {
+                    index,
+                    dts,
+                    pts,
+                    keyframe,
+                    data,
+                });
             }
         }
     }
@@ -266,8 +298,7 @@ impl FlvIngest {
             (Some(v), Some(a)) => (!v || have_v) && (!a || have_a) && (v || a),
             _ => have_v && have_a,
         };
-        let waited_long = self.pending.len() >= MAX_PENDING
-            || self.pending_span_ms() >= ANALYZE_MS;
+        let waited_long = self.pending.len() >= MAX_PENDING || self.pending_span_ms() >= ANALYZE_MS;
         if ready || (waited_long && (have_v || have_a)) {
             self.start(out);
         }
@@ -308,10 +339,27 @@ impl FlvIngest {
         self.layout = Some((video_index, audio_index));
         out.push(Output::Start(params));
         for o in std::mem::take(&mut self.pending) {
-            if let Output::Frame { index, dts, pts, keyframe, data } = o {
-                let kind = if index == 0 { TrackKind::Video } else { TrackKind::Audio };
+            if let Output::Frame {
+                index,
+                dts,
+                pts,
+                keyframe,
+                data,
+            } = o
+            {
+                let kind = if index == 0 {
+                    TrackKind::Video
+                } else {
+                    TrackKind::Audio
+                };
                 if let Some(index) = self.index_of(kind) {
-                    out.push(Output::Frame { index, dts, pts, keyframe, data });
+                    out.push(Output::Frame {
+                        index,
+                        dts,
+                        pts,
+                        keyframe,
+                        data,
+                    });
                 }
             }
         }

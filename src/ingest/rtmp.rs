@@ -34,9 +34,10 @@ pub async fn run(mut conn: RtmpConn, mut publisher: Publisher) -> Result<(), Con
                 match event {
                     ServerEvent::Metadata { properties } => {
                         let has = |key: &str| {
-                            properties.iter().find(|(k, _)| k == key).map(|(_, v)| {
-                                !matches!(v, Amf0Value::Null | Amf0Value::Undefined)
-                            })
+                            properties
+                                .iter()
+                                .find(|(k, _)| k == key)
+                                .map(|(_, v)| !matches!(v, Amf0Value::Null | Amf0Value::Undefined))
                         };
                         ingest.on_metadata(has("videocodecid"), has("audiocodecid"));
                     }
@@ -83,7 +84,11 @@ pub async fn run(mut conn: RtmpConn, mut publisher: Publisher) -> Result<(), Con
 }
 
 /// Hands the converter's outputs to the hub.
-fn apply(publisher: &mut Publisher, tracks: &mut Vec<Arc<Track>>, out: &mut Vec<Output>) -> Result<(), PublishEnd> {
+fn apply(
+    publisher: &mut Publisher,
+    tracks: &mut Vec<Arc<Track>>,
+    out: &mut Vec<Output>,
+) -> Result<(), PublishEnd> {
     for o in out.drain(..) {
         match o {
             Output::Start(params) => {
@@ -96,11 +101,19 @@ fn apply(publisher: &mut Publisher, tracks: &mut Vec<Arc<Track>>, out: &mut Vec<
                 );
             }
             Output::Params { index, params } => {
-                if let (Some(t), Some(slot)) = (publisher.set_params(index, params), tracks.get_mut(index)) {
+                if let (Some(t), Some(slot)) =
+                    (publisher.set_params(index, params), tracks.get_mut(index))
+                {
                     *slot = t;
                 }
             }
-            Output::Frame { index, dts, pts, keyframe, data } => {
+            Output::Frame {
+                index,
+                dts,
+                pts,
+                keyframe,
+                data,
+            } => {
                 if let Some(track) = tracks.get(index) {
                     publisher.write(Frame::new(Arc::clone(track), dts, pts, keyframe, data));
                 }

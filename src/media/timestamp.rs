@@ -99,6 +99,9 @@ mod tests {
         assert_eq!(rescale(1, 44_100, 1000), 0);
         assert_eq!(rescale(23, 44_100, 1000), 1);
         assert_eq!(rescale(-45, 90_000, 1000), -1);
-        assert_eq!(millis_to_ticks(i64::from(u32::MAX), 48_000), 206_158_430_160);
+        assert_eq!(
+            millis_to_ticks(i64::from(u32::MAX), 48_000),
+            206_158_430_160
+        );
     }
 }

@@ -31,19 +31,30 @@ pub fn router(state: Arc<HttpState>) -> Router {
             Method::OPTIONS,
         ])
         .allow_headers(Any)
-        .expose_headers([header::LOCATION, header::ETAG, header::LINK, header::CONTENT_LENGTH]);
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            header::LINK,
+            header::CONTENT_LENGTH,
+        ]);
     Router::new().fallback(handle).layer(cors).with_state(state)
 }
 
 fn not_found(message: String) -> Response {
-    (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({ "error": message }))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
 }
 
 async fn handle(State(state): State<Arc<HttpState>>, req: Request) -> Response {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return (
             StatusCode::METHOD_NOT_ALLOWED,
-            axum::Json(serde_json::json!({ "error": format!("{} is not served here", req.method()) })),
+            axum::Json(
+                serde_json::json!({ "error": format!("{} is not served here", req.method()) }),
+            ),
         )
             .into_response();
     }

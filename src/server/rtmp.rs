@@ -14,7 +14,12 @@ use crate::hub::{Hub, Protocol, Role, SessionSpec};
 use crate::protocol::rtmp::{ServerConfig, ServerEvent, ServerSession};
 
 /// Accepts RTMP connections until `shutdown`.
-pub async fn serve(listener: TcpListener, hub: Hub, shutdown: CancellationToken, tasks: TaskTracker) {
+pub async fn serve(
+    listener: TcpListener,
+    hub: Hub,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
     loop {
         let (socket, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -55,7 +60,11 @@ pub fn path_from(app: &str, stream_key: &str) -> (String, String) {
         (false, true) => app.to_string(),
         (false, false) => format!("{app}/{key}"),
     };
-    let query = if key_query.is_empty() { app_query } else { key_query };
+    let query = if key_query.is_empty() {
+        app_query
+    } else {
+        key_query
+    };
     (path, query.to_string())
 }
 
@@ -63,7 +72,13 @@ async fn handle(socket: TcpStream, peer: SocketAddr, hub: Hub) -> Result<(), Con
     let _ = socket.set_nodelay(true);
     let config = hub.config();
     let session = ServerSession::new(ServerConfig::default());
-    let mut conn = RtmpConn::new(socket, peer, session, config.read_timeout, config.write_timeout);
+    let mut conn = RtmpConn::new(
+        socket,
+        peer,
+        session,
+        config.read_timeout,
+        config.write_timeout,
+    );
     let mut app = String::new();
     loop {
         conn.read_input().await?;
@@ -88,7 +103,9 @@ async fn handle(socket: TcpStream, peer: SocketAddr, hub: Hub) -> Result<(), Con
                             conn.session.accept_publish();
                             conn.flush().await?;
                             let span = tracing::info_span!("publish", path = %path, session = publisher.session().id);
-                            crate::ingest::rtmp::run(conn, publisher).instrument(span).await
+                            crate::ingest::rtmp::run(conn, publisher)
+                                .instrument(span)
+                                .await
                         }
                         Err(e) => {
                             tracing::info!(path = %path, error = %e, "publish refused");
@@ -111,7 +128,9 @@ async fn handle(socket: TcpStream, peer: SocketAddr, hub: Hub) -> Result<(), Con
                     return match hub.read(spec, crate::hub::StartAt::LatestKeyframe) {
                         Ok(reading) => {
                             let span = tracing::info_span!("play", path = %path, session = reading.session.id);
-                            crate::egress::rtmp::run(conn, reading).instrument(span).await
+                            crate::egress::rtmp::run(conn, reading)
+                                .instrument(span)
+                                .await
                         }
                         Err(e) => {
                             tracing::info!(path = %path, error = %e, "play refused");
@@ -137,10 +156,16 @@ mod tests {
     fn paths_from_app_and_key() {
         let p = |a, k| path_from(a, k);
         assert_eq!(p("live", "cam1"), ("live/cam1".into(), "".into()));
-        assert_eq!(p("live", "cam1?token=x"), ("live/cam1".into(), "token=x".into()));
+        assert_eq!(
+            p("live", "cam1?token=x"),
+            ("live/cam1".into(), "token=x".into())
+        );
         assert_eq!(p("live/sub", "cam1"), ("live/sub/cam1".into(), "".into()));
         assert_eq!(p("", "cam1"), ("cam1".into(), "".into()));
-        assert_eq!(p("live?token=y", "cam1"), ("live/cam1".into(), "token=y".into()));
+        assert_eq!(
+            p("live?token=y", "cam1"),
+            ("live/cam1".into(), "token=y".into())
+        );
         assert_eq!(p("live", ""), ("live".into(), "".into()));
     }
 }

@@ -17,7 +17,9 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/media").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/media")
+        .join(name)
 }
 
 /// Config for tests: every listener on an ephemeral loopback port, plus
@@ -186,7 +188,12 @@ impl HttpResponse {
 }
 
 /// One HTTP request on a fresh connection (`Connection: close`).
-pub async fn http(method: &str, addr: std::net::SocketAddr, target: &str, body: &[u8]) -> HttpResponse {
+pub async fn http(
+    method: &str,
+    addr: std::net::SocketAddr,
+    target: &str,
+    body: &[u8],
+) -> HttpResponse {
     http_with(method, addr, target, &[], body).await
 }
 
@@ -223,7 +230,14 @@ fn parse_response(raw: &[u8]) -> HttpResponse {
         .expect("HTTP header end");
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
@@ -237,7 +251,8 @@ fn parse_response(raw: &[u8]) -> HttpResponse {
         let mut rest = &body[..];
         loop {
             let end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
-            let size = usize::from_str_radix(std::str::from_utf8(&rest[..end]).unwrap().trim(), 16).unwrap();
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..end]).unwrap().trim(), 16)
+                .unwrap();
             if size == 0 {
                 break;
             }
@@ -246,7 +261,11 @@ fn parse_response(raw: &[u8]) -> HttpResponse {
         }
         body = out;
     }
-    HttpResponse { status, headers, body: Bytes::from(body) }
+    HttpResponse {
+        status,
+        headers,
+        body: Bytes::from(body),
+    }
 }
 
 /// Waits until `f` returns Some, polling every 50 ms, at most `limit`.
@@ -269,9 +288,11 @@ where
 
 /// Waits until the path is published (stream started).
 pub async fn wait_published(app: &App, path: &str) {
-    eventually(Duration::from_secs(15), &format!("{path} to be published"), || async {
-        app.hub.stream(path).map(|_| ())
-    })
+    eventually(
+        Duration::from_secs(15),
+        &format!("{path} to be published"),
+        || async { app.hub.stream(path).map(|_| ()) },
+    )
     .await
 }
 
@@ -297,7 +318,11 @@ impl RtmpClient {
     }
 
     async fn connect_on(socket: TcpStream, addr: std::net::SocketAddr, app: &str) -> RtmpClient {
-        let mut c = RtmpClient { socket, session: ClientSession::new(), buf: vec![0; 65536] };
+        let mut c = RtmpClient {
+            socket,
+            session: ClientSession::new(),
+            buf: vec![0; 65536],
+        };
         c.session.connect(app, &format!("rtmp://{addr}/{app}"));
         c.flush().await;
         c.wait_for(|e| matches!(e, ClientEvent::Connected)).await;
@@ -337,15 +362,27 @@ impl RtmpClient {
         true
     }
 
-    pub async fn publish(addr: std::net::SocketAddr, app: &str, key: &str) -> Result<RtmpClient, ClientEvent> {
+    pub async fn publish(
+        addr: std::net::SocketAddr,
+        app: &str,
+        key: &str,
+    ) -> Result<RtmpClient, ClientEvent> {
         let mut c = RtmpClient::connect(addr, app).await;
         c.session.create_stream();
         c.flush().await;
-        c.wait_for(|e| matches!(e, ClientEvent::StreamCreated { .. })).await;
+        c.wait_for(|e| matches!(e, ClientEvent::StreamCreated { .. }))
+            .await;
         c.session.publish(key);
         c.flush().await;
         match c
-            .wait_for(|e| matches!(e, ClientEvent::PublishStarted | ClientEvent::Status { .. } | ClientEvent::Error { .. }))
+            .wait_for(|e| {
+                matches!(
+                    e,
+                    ClientEvent::PublishStarted
+                        | ClientEvent::Status { .. }
+                        | ClientEvent::Error { .. }
+                )
+            })
             .await
         {
             ClientEvent::PublishStarted => Ok(c),
@@ -353,7 +390,11 @@ impl RtmpClient {
         }
     }
 
-    pub async fn play(addr: std::net::SocketAddr, app: &str, key: &str) -> Result<RtmpClient, ClientEvent> {
+    pub async fn play(
+        addr: std::net::SocketAddr,
+        app: &str,
+        key: &str,
+    ) -> Result<RtmpClient, ClientEvent> {
         let c = RtmpClient::connect(addr, app).await;
         c.start_play(key).await
     }
@@ -362,7 +403,8 @@ impl RtmpClient {
         let mut c = self;
         c.session.create_stream();
         c.flush().await;
-        c.wait_for(|e| matches!(e, ClientEvent::StreamCreated { .. })).await;
+        c.wait_for(|e| matches!(e, ClientEvent::StreamCreated { .. }))
+            .await;
         c.session.play(key);
         c.flush().await;
         match c
@@ -388,7 +430,8 @@ impl RtmpClient {
         for tag in FlvFile::new(data).unwrap() {
             let tag = tag.unwrap();
             if realtime {
-                tokio::time::sleep_until(start + Duration::from_millis(u64::from(tag.timestamp))).await;
+                tokio::time::sleep_until(start + Duration::from_millis(u64::from(tag.timestamp)))
+                    .await;
             }
             let ts = tag.timestamp.wrapping_add(shift_ms);
             match tag.tag_type {

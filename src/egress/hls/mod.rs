@@ -49,10 +49,16 @@ impl HlsFile {
         if name == "index.m3u8" {
             return Some(HlsFile::Playlist);
         }
-        if let Some(id) = name.strip_prefix("init_").and_then(|s| s.strip_suffix(".mp4")) {
+        if let Some(id) = name
+            .strip_prefix("init_")
+            .and_then(|s| s.strip_suffix(".mp4"))
+        {
             return id.parse().ok().map(HlsFile::Init);
         }
-        if let Some(msn) = name.strip_prefix("seg_").and_then(|s| s.strip_suffix(".m4s")) {
+        if let Some(msn) = name
+            .strip_prefix("seg_")
+            .and_then(|s| s.strip_suffix(".m4s"))
+        {
             return msn.parse().ok().map(HlsFile::Segment);
         }
         let rest = name.strip_prefix("part_")?.strip_suffix(".m4s")?;
@@ -75,9 +81,7 @@ impl Directives {
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             match k {
-                "_HLS_msn" => {
-                    d.msn = Some(v.parse().map_err(|_| format!("bad _HLS_msn {v:?}"))?)
-                }
+                "_HLS_msn" => d.msn = Some(v.parse().map_err(|_| format!("bad _HLS_msn {v:?}"))?),
                 "_HLS_part" => {
                     d.part = Some(v.parse().map_err(|_| format!("bad _HLS_part {v:?}"))?)
                 }
@@ -150,7 +154,9 @@ impl HlsServer {
     pub async fn serve(&self, path: &str, file: HlsFile, query: Option<&str>) -> Response {
         let muxer = match self.muxer(path) {
             Ok(m) => m,
-            Err(e @ ReadError::NotFound { .. }) => return error(StatusCode::NOT_FOUND, e.to_string()),
+            Err(e @ ReadError::NotFound { .. }) => {
+                return error(StatusCode::NOT_FOUND, e.to_string());
+            }
             Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
         };
         muxer.touch();
@@ -222,9 +228,8 @@ impl HlsServer {
 
     /// A complete segment; one that is still being written is waited for.
     async fn segment(&self, muxer: &Muxer, msn: u64) -> Response {
-        let (first, current) = muxer.with_window(|w| {
-            (w.segments.front().map_or(0, |s| s.msn), w.position().1)
-        });
+        let (first, current) =
+            muxer.with_window(|w| (w.segments.front().map_or(0, |s| s.msn), w.position().1));
         if msn < first || msn > current + 1 {
             return error(StatusCode::NOT_FOUND, format!("no segment {msn}"));
         }
@@ -233,7 +238,11 @@ impl HlsServer {
                 w.segment(msn).is_some_and(|s| s.is_complete())
             })
             .await;
-        match muxer.with_window(|w| w.segment(msn).filter(|s| s.is_complete()).map(|s| s.chunks())) {
+        match muxer.with_window(|w| {
+            w.segment(msn)
+                .filter(|s| s.is_complete())
+                .map(|s| s.chunks())
+        }) {
             Some(chunks) => reply(MP4_TYPE, IMMUTABLE, Body::new(ChunksBody::new(chunks))),
             None => error(StatusCode::NOT_FOUND, format!("no segment {msn}")),
         }
@@ -243,8 +252,13 @@ impl HlsServer {
     /// for instead of answered with 404.
     async fn part(&self, muxer: &Muxer, msn: u64, part: usize) -> Response {
         let find = |w: &window::Window| w.segment(msn).and_then(|s| s.parts.get(part).cloned());
-        let (found, first, current) =
-            muxer.with_window(|w| (find(w), w.segments.front().map_or(0, |s| s.msn), w.position().1));
+        let (found, first, current) = muxer.with_window(|w| {
+            (
+                find(w),
+                w.segments.front().map_or(0, |s| s.msn),
+                w.position().1,
+            )
+        });
         let found = match found {
             Some(p) => Some(p),
             None if msn >= first && msn <= current + 1 => {
@@ -259,7 +273,10 @@ impl HlsServer {
         };
         match found {
             Some(p) => reply(MP4_TYPE, IMMUTABLE, Body::new(ChunksBody::new(p.chunks()))),
-            None => error(StatusCode::NOT_FOUND, format!("no part {part} of segment {msn}")),
+            None => error(
+                StatusCode::NOT_FOUND,
+                format!("no part {part} of segment {msn}"),
+            ),
         }
     }
 }
@@ -282,7 +299,14 @@ mod tests {
     #[test]
     fn directives() {
         let d = Directives::parse(Some("_HLS_msn=5&_HLS_part=2&_HLS_skip=YES")).unwrap();
-        assert_eq!(d, Directives { msn: Some(5), part: Some(2), skip: true });
+        assert_eq!(
+            d,
+            Directives {
+                msn: Some(5),
+                part: Some(2),
+                skip: true
+            }
+        );
         assert!(Directives::parse(Some("_HLS_part=2")).is_err());
         assert!(Directives::parse(Some("_HLS_msn=-1")).is_err());
         assert_eq!(Directives::parse(None).unwrap(), Directives::default());

@@ -63,7 +63,11 @@ pub fn render(w: &Window, p: &PlaylistParams) -> String {
         first_msn,
     );
     if w.discontinuity_sequence > 0 {
-        let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", w.discontinuity_sequence);
+        let _ = writeln!(
+            out,
+            "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+            w.discontinuity_sequence
+        );
     }
     out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
 
@@ -200,7 +204,10 @@ mod tests {
         assert!(text.starts_with(expected_head), "{text}");
         assert!(text.contains("#EXTINF:1.00000,\nseg_2.m4s\n"));
         assert!(text.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:23.000Z\n#EXT-X-PART:DURATION=0.20000,URI=\"part_3_0.m4s\",INDEPENDENT=YES\n"));
-        assert!(text.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part_3_1.m4s\"\n"), "{text}");
+        assert!(
+            text.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part_3_1.m4s\"\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -211,8 +218,17 @@ mod tests {
         assert!(!text.contains("part_0_0.m4s"));
         assert!(text.contains("part_9_0.m4s"));
         assert!(text.contains("seg_0.m4s"));
-        let delta = render(&w, &PlaylistParams { skip: true, ..params() });
-        assert!(delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=6\n"), "{delta}");
+        let delta = render(
+            &w,
+            &PlaylistParams {
+                skip: true,
+                ..params()
+            },
+        );
+        assert!(
+            delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=6\n"),
+            "{delta}"
+        );
         assert!(!delta.contains("seg_5.m4s"));
         assert!(delta.contains("seg_6.m4s"));
     }
@@ -227,7 +243,10 @@ mod tests {
         w.close_segment(1_400_000_000);
         w.end();
         let text = render(&w, &params());
-        assert!(text.contains("seg_1.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init_2.mp4\"\n"), "{text}");
+        assert!(
+            text.contains("seg_1.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init_2.mp4\"\n"),
+            "{text}"
+        );
         assert!(text.ends_with("#EXT-X-ENDLIST\n"));
         assert!(!text.contains("PRELOAD-HINT"));
     }

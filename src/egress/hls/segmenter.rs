@@ -28,6 +28,9 @@ pub struct SegmenterConfig {
     pub target_duration_nanos: i64,
 }
 
+/// One track's frames of a part, with their durations in ticks.
+type TrackFrames = (Arc<Track>, Vec<(Arc<Frame>, u32)>);
+
 /// At most this many frames of a non-driver track wait for the driver.
 const MAX_WAITING: usize = 2048;
 
@@ -199,8 +202,11 @@ impl Segmenter {
                 q.pop_front();
             }
         }
-        self.window
-            .start_segment(start, self.init_id, std::mem::take(&mut self.next_discontinuity));
+        self.window.start_segment(
+            start,
+            self.init_id,
+            std::mem::take(&mut self.next_discontinuity),
+        );
         self.segment_start = Some(start);
         self.part_start = start;
     }
@@ -218,7 +224,7 @@ impl Segmenter {
             return;
         }
         let driver_frames = std::mem::take(&mut self.part_frames);
-        let mut runs: Vec<(Arc<Track>, Vec<(Arc<Frame>, u32)>)> = Vec::new();
+        let mut runs: Vec<TrackFrames> = Vec::new();
         for (index, track) in self.tracks.iter().enumerate() {
             if index == self.driver {
                 runs.push((Arc::clone(track), driver_frames.clone()));
@@ -297,7 +303,11 @@ impl Segmenter {
         let payloads = runs
             .iter()
             .flat_map(|(_, frames)| frames.iter())
-            .flat_map(|(f, _)| in_band_parameter_sets(f).into_iter().chain([f.data.clone()]))
+            .flat_map(|(f, _)| {
+                in_band_parameter_sets(f)
+                    .into_iter()
+                    .chain([f.data.clone()])
+            })
             .collect();
         self.window.push_part(Part {
             duration_nanos: end - self.part_start,

@@ -91,11 +91,15 @@ impl Window {
 
     pub fn segment(&self, msn: u64) -> Option<&Segment> {
         let first = self.segments.front()?.msn;
-        self.segments.get(usize::try_from(msn.checked_sub(first)?).ok()?)
+        self.segments
+            .get(usize::try_from(msn.checked_sub(first)?).ok()?)
     }
 
     pub fn init(&self, id: u32) -> Option<Bytes> {
-        self.inits.iter().find(|(i, _)| *i == id).map(|(_, b)| b.clone())
+        self.inits
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, b)| b.clone())
     }
 
     /// The msn the next segment will get.

@@ -23,9 +23,13 @@ fn feed(ingest: &mut FlvIngest, tags: &[Tag], shift_ms: u32, out: &mut Vec<Outpu
 fn frames(out: &[Output], index: usize) -> Vec<(i64, i64, bool)> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Frame { index: i, dts, pts, keyframe, .. } if *i == index => {
-                Some((*dts, *pts, *keyframe))
-            }
+            Output::Frame {
+                index: i,
+                dts,
+                pts,
+                keyframe,
+                ..
+            } if *i == index => Some((*dts, *pts, *keyframe)),
             _ => None,
         })
         .collect()
@@ -40,9 +44,13 @@ fn a_real_flv_becomes_two_tracks_with_exact_timestamps() {
         panic!("starts first: {:?}", out[0]);
     };
     assert_eq!(params.len(), 2);
-    let CodecParams::H264(h) = &params[0] else { panic!() };
+    let CodecParams::H264(h) = &params[0] else {
+        panic!()
+    };
     assert_eq!((h.width, h.height), (320, 240));
-    let CodecParams::Aac(a) = &params[1] else { panic!() };
+    let CodecParams::Aac(a) = &params[1] else {
+        panic!()
+    };
     assert_eq!((a.sample_rate, a.channels), (48_000, 2));
 
     let video = frames(&out, 0);
@@ -50,10 +58,16 @@ fn a_real_flv_becomes_two_tracks_with_exact_timestamps() {
     assert!(video[0].2, "first video frame is a keyframe");
     assert!(video.windows(2).all(|w| w[1].0 > w[0].0), "dts increases");
     assert!(video.iter().all(|v| v.1 >= v.0), "pts >= dts");
-    assert!(video.iter().any(|v| v.1 != v.0), "B-frames keep their composition time");
+    assert!(
+        video.iter().any(|v| v.1 != v.0),
+        "B-frames keep their composition time"
+    );
     let audio = frames(&out, 1);
     assert_eq!(audio.len(), 95);
-    assert!(audio.windows(2).all(|w| w[1].0 - w[0].0 == 1024), "AAC clock is exact");
+    assert!(
+        audio.windows(2).all(|w| w[1].0 - w[0].0 == 1024),
+        "AAC clock is exact"
+    );
 }
 
 #[test]
@@ -62,9 +76,16 @@ fn a_new_sequence_header_mid_stream_changes_the_track() {
     let mut out = vec![];
     feed(&mut ingest, &tags("res_a_320x240.flv"), 0, &mut out);
     feed(&mut ingest, &tags("res_b_640x360.flv"), 2100, &mut out);
-    let changes: Vec<&Output> = out.iter().filter(|o| matches!(o, Output::Params { .. })).collect();
+    let changes: Vec<&Output> = out
+        .iter()
+        .filter(|o| matches!(o, Output::Params { .. }))
+        .collect();
     assert_eq!(changes.len(), 1, "only video changed");
-    let Output::Params { index: 0, params: CodecParams::H264(h) } = changes[0] else {
+    let Output::Params {
+        index: 0,
+        params: CodecParams::H264(h),
+    } = changes[0]
+    else {
         panic!("{:?}", changes[0]);
     };
     assert_eq!((h.width, h.height), (640, 360));
@@ -82,7 +103,9 @@ fn without_metadata_a_video_only_stream_starts_after_a_second() {
     for t in &only_video {
         ingest.on_video(t.timestamp, &t.body, &mut out).unwrap();
     }
-    let Output::Start(params) = &out[0] else { panic!() };
+    let Output::Start(params) = &out[0] else {
+        panic!()
+    };
     assert_eq!(params.len(), 1);
     assert_eq!(frames(&out, 0).len(), 60, "frames held back are not lost");
 }
@@ -91,7 +114,12 @@ fn without_metadata_a_video_only_stream_starts_after_a_second() {
 fn timestamps_keep_counting_across_the_32_bit_wrap() {
     let mut ingest = FlvIngest::new();
     let mut out = vec![];
-    feed(&mut ingest, &tags("res_a_320x240.flv"), u32::MAX - 1000, &mut out);
+    feed(
+        &mut ingest,
+        &tags("res_a_320x240.flv"),
+        u32::MAX - 1000,
+        &mut out,
+    );
     let video = frames(&out, 0);
     assert!(video.windows(2).all(|w| w[1].0 > w[0].0));
     assert!(video.last().unwrap().0 > 90 * 1900);
@@ -102,7 +130,8 @@ fn bad_input_is_an_error_not_a_panic() {
     let mut out = vec![];
     // An AVC sequence header whose SPS is garbage.
     let bad_sps = Bytes::from_static(&[
-        0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0xff, 0xff, 0xff, 1, 0, 2, 0x68, 0,
+        0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0xff, 0xff, 0xff, 1, 0, 2,
+        0x68, 0,
     ]);
     assert!(matches!(
         FlvIngest::new().on_video(0, &bad_sps, &mut out),
@@ -125,5 +154,9 @@ fn bad_input_is_an_error_not_a_panic() {
     let err = FlvIngest::new().on_video(0, &hevc, &mut out).unwrap_err();
     assert!(err.to_string().contains("hvc1"), "{err}");
     // A tag with nothing in it.
-    assert!(FlvIngest::new().on_audio(0, &Bytes::new(), &mut out).is_err());
+    assert!(
+        FlvIngest::new()
+            .on_audio(0, &Bytes::new(), &mut out)
+            .is_err()
+    );
 }

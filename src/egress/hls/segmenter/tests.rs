@@ -11,9 +11,9 @@ const MS: i64 = 1_000_000;
 
 /// avcC of fixtures/media/high_bframes_aac48.mp4 (High, 640x360).
 const AVCC: &[u8] = &[
-    0x01, 0x64, 0x00, 0x1e, 0xff, 0xe1, 0x00, 0x1a, 0x67, 0x64, 0x00, 0x1e, 0xac, 0xd9, 0x40,
-    0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03, 0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x3c,
-    0x0f, 0x16, 0x2d, 0x96, 0x01, 0x00, 0x04, 0x68, 0xef, 0xbc, 0xb0, 0xfd, 0xf8, 0xf8, 0x00,
+    0x01, 0x64, 0x00, 0x1e, 0xff, 0xe1, 0x00, 0x1a, 0x67, 0x64, 0x00, 0x1e, 0xac, 0xd9, 0x40, 0xa0,
+    0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03, 0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16,
+    0x2d, 0x96, 0x01, 0x00, 0x04, 0x68, 0xef, 0xbc, 0xb0, 0xfd, 0xf8, 0xf8, 0x00,
 ];
 
 fn cfg() -> SegmenterConfig {
@@ -104,8 +104,16 @@ fn cuts_segments_at_keyframes_and_parts_within_the_target() {
         assert!(seg.parts[0].independent);
         assert_eq!(seg.parts.len(), 5);
         for (i, p) in seg.parts.iter().enumerate() {
-            assert!(p.duration_nanos <= 200 * MS, "part {i}: {}", p.duration_nanos);
-            assert!(p.duration_nanos >= 166 * MS, "part {i}: {}", p.duration_nanos);
+            assert!(
+                p.duration_nanos <= 200 * MS,
+                "part {i}: {}",
+                p.duration_nanos
+            );
+            assert!(
+                p.duration_nanos >= 166 * MS,
+                "part {i}: {}",
+                p.duration_nanos
+            );
             if i > 0 {
                 assert!(!p.independent);
             }
@@ -163,7 +171,10 @@ fn parts_carry_both_tracks_with_exact_timing() {
         }
     }
     assert_eq!(v, video_total);
-    assert_eq!(a, audio_total, "audio after the last video frame is kept too");
+    assert_eq!(
+        a, audio_total,
+        "audio after the last video frame is kept too"
+    );
 }
 
 #[test]

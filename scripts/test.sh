@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the test peers (ffmpeg, nginx-rtmp, rtmpdump …) when they are
+# missing, then runs every test: formatting, clippy, unit and end-to-end tests.
+#   ./scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mediarelay-target}"
+
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo nextest run --locked --profile ci
