@@ -372,7 +372,8 @@ mod example_file {
         for key in known_keys() {
             let leaf = key.rsplit('.').next().unwrap();
             assert!(
-                text.lines().any(|l| l.trim_start().starts_with(&format!("{leaf} ="))),
+                text.lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{leaf} ="))),
                 "config/mediarelay.toml does not document {key}"
             );
         }

@@ -173,3 +173,35 @@ fn metadata(tracks: &[Arc<Track>]) -> Vec<(&'static str, Amf0Value)> {
     }
     props
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::AacParams;
+
+    #[test]
+    fn a_frame_is_serialised_once_for_every_player() {
+        let track = Arc::new(Track::new(
+            0,
+            0,
+            CodecParams::Aac(AacParams {
+                asc: Bytes::from_static(&[0x11, 0x90]),
+                object_type: 2,
+                sample_rate: 48_000,
+                channels: 2,
+                samples_per_frame: 1024,
+            }),
+        ));
+        let frame = Frame::new(track, 48_000, 48_000, true, Bytes::from(vec![7u8; 5000]));
+        let a = message(&frame, 1000);
+        let b = message(&frame, 1000);
+        assert_eq!(
+            a.as_ptr(),
+            b.as_ptr(),
+            "the second player gets the same bytes"
+        );
+        // One type-0 header, then type-3 continuation chunks every 4096 bytes.
+        assert_eq!(a[0] & 0xc0, 0);
+        assert_eq!(a.len(), 12 + 5002 + 1);
+    }
+}

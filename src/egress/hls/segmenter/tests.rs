@@ -258,3 +258,29 @@ fn the_window_keeps_a_bounded_number_of_segments() {
     assert_eq!(s.window.segments.front().unwrap().msn, 4);
     assert!(s.window.current().is_some());
 }
+
+#[test]
+fn parts_reference_the_frames_payloads_without_copies() {
+    let t = tracks();
+    let mut s = Segmenter::new(cfg(), t.clone(), 10);
+    let frames = av_frames(&t, 2, 30);
+    let pointers: std::collections::HashSet<usize> =
+        frames.iter().map(|f| f.data.as_ptr() as usize).collect();
+    for f in frames {
+        s.push(f);
+    }
+    s.finish();
+    let mut n = 0;
+    for seg in &s.window.segments {
+        for p in &seg.parts {
+            for b in &p.payloads {
+                assert!(
+                    pointers.contains(&(b.as_ptr() as usize)),
+                    "payload was copied"
+                );
+                n += 1;
+            }
+        }
+    }
+    assert_eq!(n, pointers.len());
+}
