@@ -2,8 +2,9 @@
 
 # Needed to build the server.
 BUILD_PACKAGES=(gcc pkg-config)
-# Real peers the tests start: ffmpeg/ffprobe as publisher and players.
-TEST_PACKAGES=(ffmpeg)
+# Real peers the tests start: ffmpeg/ffprobe as publisher and players,
+# Chromium for hls.js in a browser.
+TEST_PACKAGES=(ffmpeg chromium)
 
 # Installs the packages that are not installed yet (apt-get, as root or with sudo).
 ensure_packages() {
@@ -17,4 +18,10 @@ ensure_packages() {
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)
   "${sudo[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# Node.js for the browser tests: the machine's own if there is one, else Debian's.
+ensure_node() {
+  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && return 0
+  ensure_packages nodejs npm
 }

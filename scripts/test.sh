@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the test peers (ffmpeg, nginx-rtmp, rtmpdump …) when they are
+# Installs the test peers (ffmpeg, Chromium, hls.js) when they are
 # missing, then runs every test: formatting, clippy, unit and end-to-end tests.
 #   ./scripts/test.sh
 set -euo pipefail
@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+ensure_node
+(cd tests/browser && npm ci --silent --no-audit --no-fund)
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
