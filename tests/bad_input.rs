@@ -1300,10 +1300,11 @@ async fn interleaved_audio_and_video_chunks_are_demuxed() {
         60,
         "every video frame comes out of HLS"
     );
-    // Every audio frame but those that arrived before the first keyframe
-    // (see the ignored test below for why those are lost).
-    let audio = packets(&probe, "audio").len();
-    assert!((90..=95).contains(&audio), "{audio} audio frames out of 95");
+    assert_eq!(
+        packets(&probe, "audio").len(),
+        95,
+        "every audio frame comes out of HLS"
+    );
     // Payloads were reassembled right: they decode without errors.
     let errors = decode_errors(&hls_url(&b.app, "live/interleaved"), 3).await;
     assert!(errors.is_empty(), "decode errors {errors:?}");
@@ -1314,14 +1315,10 @@ async fn interleaved_audio_and_video_chunks_are_demuxed() {
 }
 
 /// With interleaved chunks the small audio messages sent alongside the first
-/// keyframe complete before it. Two server defects then damage the start of
-/// the stream (see the report): `FlvIngest` takes its time base from the
-/// first frame that completes (audio at 46 ms) and clamps earlier video
-/// timestamps to it, so the first two video frames both get DTS 0 and wrong
-/// PTS; and the GOP cache drops the audio frames that arrive before the first
-/// keyframe, so HLS loses them.
+/// keyframe complete before it. Every frame must still keep its timestamp
+/// (no clamping to the first frame that completed) and every audio frame must
+/// reach HLS (audio that overtakes a keyframe belongs to its GOP).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: src/ingest/flv.rs FlvIngest::relative clamps timestamps below the first frame's (duplicate video DTS); src/hub/gop.rs GopCache::push drops audio that arrives before the first keyframe"]
 async fn interleaved_publish_keeps_every_frame_and_timestamp() {
     let b =
         bench("read_timeout = \"2s\"\n[paths.\"live/interleaved2\"]\npublisher_grace = \"0s\"\n")

@@ -20,6 +20,7 @@ const BATCH: usize = 64;
 /// session is kicked.
 pub async fn run(mut conn: RtmpConn, mut reading: Reading) -> Result<(), ConnError> {
     conn.session.accept_play();
+    conn.session.resume()?;
     let tracks = reading.reader.stream().tracks();
     conn.session.send_play_metadata(&metadata(&tracks));
     conn.flush().await?;

@@ -69,14 +69,29 @@ impl GopCache {
     }
 
     pub(crate) fn push(&mut self, frame: &Arc<Frame>, gop_start: bool) {
+        let is_video = frame.track.kind() == crate::media::TrackKind::Video;
         if gop_start {
             self.overflowed = false;
-            self.last_cut_nanos = Some(frame.dts_nanos());
+            let at = frame.dts_nanos();
+            self.last_cut_nanos = Some(at);
+            // Frames of other tracks that arrived just before the keyframe
+            // but are timed at or after it belong to its GOP (audio messages
+            // often overtake a big keyframe on the wire).
+            let mut split = self.frames.len();
+            while split > self.current_start
+                && self.frames.get(split - 1).is_some_and(|f| {
+                    f.track.kind() != crate::media::TrackKind::Video && f.dts_nanos() >= at
+                })
+            {
+                split -= 1;
+            }
             // Drop the GOP before the previous one.
-            self.pop_front(self.current_start);
-            self.current_start = self.frames.len();
-        } else if self.overflowed || self.frames.is_empty() {
-            // Nothing to attach to until a GOP starts.
+            let dropped = self.current_start;
+            self.pop_front(dropped);
+            self.current_start = split - dropped;
+        } else if self.overflowed || (self.frames.is_empty() && is_video) {
+            // Video cannot start before a keyframe; other tracks' frames may
+            // belong to the first GOP and are kept.
             return;
         }
         self.bytes += frame.data.len();
@@ -234,5 +249,75 @@ mod tests {
         }
         // 150 frames × 21.3 ms = 3.2 s: a cut at the first frame ≥ 1 s after the last.
         assert_eq!(cuts, 4);
+    }
+}
+
+#[cfg(test)]
+mod audio_order_tests {
+    use super::*;
+    use crate::media::{AacParams, CodecParams, H264Params, Track};
+    use bytes::Bytes;
+
+    #[test]
+    fn audio_that_overtakes_a_keyframe_joins_its_gop() {
+        let v = Arc::new(Track::new(
+            0,
+            0,
+            CodecParams::H264(H264Params {
+                avcc: Bytes::new(),
+                sps: vec![],
+                pps: vec![],
+                profile_idc: 66,
+                constraint_flags: 0,
+                level_idc: 30,
+                width: 2,
+                height: 2,
+            }),
+        ));
+        let a = Arc::new(Track::new(
+            1,
+            0,
+            CodecParams::Aac(AacParams {
+                asc: Bytes::new(),
+                object_type: 2,
+                sample_rate: 48_000,
+                channels: 2,
+                samples_per_frame: 1024,
+            }),
+        ));
+        let f = |t: &Arc<Track>, ms: i64, key: bool| {
+            let ticks = ms * i64::from(t.timescale()) / 1000;
+            Arc::new(Frame::new(
+                t.clone(),
+                ticks,
+                ticks,
+                key,
+                Bytes::from_static(b"x"),
+            ))
+        };
+        let mut c = GopCache::new(1 << 20);
+        // Audio at 46 ms arrives before the first keyframe at 0 ms; audio at
+        // 1040 ms before the second keyframe at 1000 ms.
+        for (frame, start) in [
+            (f(&a, 46, true), false),
+            (f(&v, 0, true), true),
+            (f(&v, 33, false), false),
+            (f(&a, 1040, true), false),
+            (f(&v, 1000, true), true),
+        ] {
+            c.push(&frame, start);
+        }
+        let latest: Vec<i64> = c
+            .snapshot(StartAt::LatestKeyframe)
+            .iter()
+            .map(|f| f.dts_nanos() / 1_000_000)
+            .collect();
+        assert_eq!(latest, vec![1040, 1000]);
+        let previous: Vec<i64> = c
+            .snapshot(StartAt::PreviousKeyframe)
+            .iter()
+            .map(|f| f.dts_nanos() / 1_000_000)
+            .collect();
+        assert_eq!(previous, vec![46, 0, 33, 1040, 1000]);
     }
 }

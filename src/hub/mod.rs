@@ -293,6 +293,11 @@ impl Hub {
         self.inner.shutdown.cancel();
     }
 
+    /// Whether the server is shutting down (sessions end because of it).
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutdown.is_cancelled()
+    }
+
     /// A snapshot of every path, sorted by name.
     pub fn path_snapshots(&self) -> Vec<PathSnapshot> {
         let mut paths: Vec<Arc<Path>> = self.paths().values().cloned().collect();
@@ -375,6 +380,10 @@ impl Publisher {
 
     pub fn path(&self) -> &str {
         &self.path.name
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
     }
 
     /// Starts the stream with these tracks, or continues the path's stream

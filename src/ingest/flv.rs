@@ -18,6 +18,17 @@ use crate::media::{AacParams, CodecParams, H264Params, TrackKind, timestamp};
 const ANALYZE_MS: i64 = 1000;
 /// At most this many frames wait for the stream to start.
 const MAX_PENDING: usize = 512;
+/// A publisher clock that jumps forward by more than this, or back by more
+/// than [`MAX_BACKWARD_MS`], is re-anchored so the stream's timeline stays
+/// continuous (a jump would otherwise make one HLS segment hours long, or hold
+/// every reader behind the hub's monotonic clamp).
+const MAX_FORWARD_MS: i64 = 10_000;
+const MAX_BACKWARD_MS: i64 = 2_000;
+/// Stream time of the first frame. Not 0: a frame of the other track may
+/// arrive after it with an earlier timestamp (interleaved chunks finish small
+/// audio messages before a big keyframe sent alongside), and it must keep its
+/// place instead of being clamped.
+const START_MS: i64 = 1000;
 
 /// What the ingest asks of the hub.
 #[derive(Debug)]
@@ -57,6 +68,17 @@ struct Expect {
     audio: Option<bool>,
 }
 
+/// A frame as the publisher timed it, before it is placed on the timeline.
+#[derive(Debug)]
+struct RawFrame {
+    kind: TrackKind,
+    /// Unwrapped, jump-corrected publisher time.
+    ms: i64,
+    composition_ms: i32,
+    keyframe: bool,
+    data: Bytes,
+}
+
 /// The converter for one publishing session.
 #[derive(Debug, Default)]
 pub struct FlvIngest {
@@ -65,10 +87,16 @@ pub struct FlvIngest {
     audio: Option<AacParams>,
     /// Track index of video/audio once started.
     layout: Option<(Option<usize>, Option<usize>)>,
-    pending: VecDeque<Output>,
+    pending: VecDeque<RawFrame>,
+    /// Publisher time (ms) of stream time 0: [`START_MS`] before the earliest
+    /// frame seen when the stream starts.
     base_ms: Option<i64>,
     video_clock: timestamp::Unwrapper,
     audio_clock: timestamp::Unwrapper,
+    /// Correction added to the publisher's clock after jumps.
+    jump_offset_ms: i64,
+    /// Last corrected time per track kind (video, audio).
+    last_ms: [Option<i64>; 2],
     next_audio_dts: Option<i64>,
     warned: Warned,
 }
@@ -124,24 +152,26 @@ impl FlvIngest {
                 composition_time_ms,
                 data,
             } => {
-                let ms = self.video_clock.unwrap(ts);
+                let raw = self.video_clock.unwrap(ts);
                 let Some((_, length_size)) = &self.video else {
                     self.warn_before_header();
                     return Ok(());
                 };
                 let data = h264::normalize_nal_lengths(data, *length_size)
-                    .map_err(|source| IngestError::AvcFrame { ms, source })?;
-                if data.is_empty() {
-                    return Ok(());
-                }
-                let dts =
-                    timestamp::millis_to_ticks(self.relative(ms), crate::media::VIDEO_TIMESCALE);
-                let pts = dts
-                    + timestamp::millis_to_ticks(
-                        i64::from(composition_time_ms.max(0)),
-                        crate::media::VIDEO_TIMESCALE,
+                    .map_err(|source| IngestError::AvcFrame { ms: raw, source })?;
+                if !data.is_empty() {
+                    let ms = self.correct(TrackKind::Video, raw);
+                    self.accept(
+                        RawFrame {
+                            kind: TrackKind::Video,
+                            ms,
+                            composition_ms: composition_time_ms,
+                            keyframe,
+                            data,
+                        },
+                        out,
                     );
-                self.emit(TrackKind::Video, dts, pts, keyframe, data, out);
+                }
             }
             VideoTag::AvcEndOfSequence | VideoTag::Command => {}
             VideoTag::Enhanced { fourcc, .. } => {
@@ -183,25 +213,24 @@ impl FlvIngest {
                 self.audio = Some(params);
             }
             AudioTag::AacFrame { data } => {
-                let ms = self.audio_clock.unwrap(ts);
-                let Some(params) = &self.audio else {
+                let raw = self.audio_clock.unwrap(ts);
+                if self.audio.is_none() {
                     self.warn_before_header();
                     return Ok(());
-                };
-                if data.is_empty() {
-                    return Ok(());
                 }
-                let (rate, spf) = (params.sample_rate, i64::from(params.samples_per_frame));
-                let measured = timestamp::millis_to_ticks(self.relative(ms), rate);
-                // RTMP rounds to milliseconds; AAC frames are exactly `spf`
-                // samples apart. Keep the exact clock unless it drifts by more
-                // than half a frame (a gap or a clock jump).
-                let dts = match self.next_audio_dts {
-                    Some(expected) if (measured - expected).abs() <= spf / 2 => expected,
-                    _ => measured,
-                };
-                self.next_audio_dts = Some(dts + spf);
-                self.emit(TrackKind::Audio, dts, dts, true, data, out);
+                if !data.is_empty() {
+                    let ms = self.correct(TrackKind::Audio, raw);
+                    self.accept(
+                        RawFrame {
+                            kind: TrackKind::Audio,
+                            ms,
+                            composition_ms: 0,
+                            keyframe: true,
+                            data,
+                        },
+                        out,
+                    );
+                }
             }
             AudioTag::Unsupported { sound_format } => {
                 self.expect.audio = Some(false);
@@ -219,16 +248,11 @@ impl FlvIngest {
     }
 
     /// Starts with what has arrived; called when the publisher stops before
-    /// the stream started, or when waiting makes no more sense.
+    /// the stream started.
     pub fn force_start(&mut self, out: &mut Vec<Output>) {
         if self.layout.is_none() && (self.video.is_some() || self.audio.is_some()) {
             self.start(out);
         }
-    }
-
-    fn relative(&mut self, ms: i64) -> i64 {
-        let base = *self.base_ms.get_or_insert(ms);
-        (ms - base).max(0)
     }
 
     fn index_of(&self, kind: TrackKind) -> Option<usize> {
@@ -246,46 +270,79 @@ impl FlvIngest {
         }
     }
 
-    fn emit(
-        &mut self,
-        kind: TrackKind,
-        dts: i64,
-        pts: i64,
-        keyframe: bool,
-        data: Bytes,
-        out: &mut Vec<Output>,
-    ) {
-        match self.layout {
-            Some(_) => match self.index_of(kind) {
-                Some(index) => out.push(Output::Frame {
-                    index,
-                    dts,
-                    pts,
-                    keyframe,
-                    data,
-                }),
-                None => {
-                    if !self.warned.late_track {
-                        self.warned.late_track = true;
-                        tracing::warn!(?kind, "track appeared after the stream started; ignored");
-                    }
-                }
-            },
-            None => {
-                // Index 0 = video, 1 = audio until the layout is known.
-                let index = usize::from(kind == TrackKind::Audio);
-                if self.pending.len() >= MAX_PENDING {
-                    self.pending.pop_front();
-                }
-                self.pending.push_back(Output::Frame {
-                    index,
-                    dts,
-                    pts,
-                    keyframe,
-                    data,
-                });
+    /// Applies the jump correction to a track's unwrapped publisher time.
+    fn correct(&mut self, kind: TrackKind, raw: i64) -> i64 {
+        let slot = usize::from(kind == TrackKind::Audio);
+        let mut ms = raw + self.jump_offset_ms;
+        if let Some(last) = self.last_ms[slot] {
+            let step = ms - last;
+            if !(-MAX_BACKWARD_MS..=MAX_FORWARD_MS).contains(&step) {
+                // Continue one nominal frame after the last one.
+                let target = last + if kind == TrackKind::Video { 33 } else { 21 };
+                self.jump_offset_ms += target - ms;
+                tracing::warn!(
+                    ?kind,
+                    jump_ms = step,
+                    "publisher clock jumped; timeline kept continuous"
+                );
+                ms = target;
             }
         }
+        self.last_ms[slot] = Some(ms);
+        ms
+    }
+
+    /// Places a frame on the stream timeline, or holds it until the start.
+    fn accept(&mut self, frame: RawFrame, out: &mut Vec<Output>) {
+        if self.layout.is_none() {
+            if self.pending.len() >= MAX_PENDING {
+                self.pending.pop_front();
+            }
+            self.pending.push_back(frame);
+            return;
+        }
+        let Some(index) = self.index_of(frame.kind) else {
+            if !self.warned.late_track {
+                self.warned.late_track = true;
+                tracing::warn!(kind = ?frame.kind, "track appeared after the stream started; ignored");
+            }
+            return;
+        };
+        let base = *self.base_ms.get_or_insert(frame.ms - START_MS);
+        let relative = (frame.ms - base).max(0);
+        let (dts, pts) = match frame.kind {
+            TrackKind::Video => {
+                let dts = timestamp::millis_to_ticks(relative, crate::media::VIDEO_TIMESCALE);
+                let cts = timestamp::millis_to_ticks(
+                    i64::from(frame.composition_ms.max(0)),
+                    crate::media::VIDEO_TIMESCALE,
+                );
+                (dts, dts + cts)
+            }
+            TrackKind::Audio => {
+                let Some(params) = &self.audio else {
+                    return;
+                };
+                let (rate, spf) = (params.sample_rate, i64::from(params.samples_per_frame));
+                let measured = timestamp::millis_to_ticks(relative, rate);
+                // RTMP rounds to milliseconds; AAC frames are exactly `spf`
+                // samples apart. Keep the exact clock unless it drifts by more
+                // than half a frame (a gap or a clock jump).
+                let dts = match self.next_audio_dts {
+                    Some(expected) if (measured - expected).abs() <= spf / 2 => expected,
+                    _ => measured,
+                };
+                self.next_audio_dts = Some(dts + spf);
+                (dts, dts)
+            }
+        };
+        out.push(Output::Frame {
+            index,
+            dts,
+            pts,
+            keyframe: frame.keyframe,
+            data: frame.data,
+        });
     }
 
     fn maybe_start(&mut self, out: &mut Vec<Output>) {
@@ -305,21 +362,9 @@ impl FlvIngest {
     }
 
     fn pending_span_ms(&self) -> i64 {
-        let nanos = |o: &Output| match o {
-            Output::Frame { index, dts, .. } => {
-                let ts = if *index == 0 {
-                    crate::media::VIDEO_TIMESCALE
-                } else {
-                    self.audio.as_ref().map_or(48_000, |a| a.sample_rate)
-                };
-                Some(timestamp::ticks_to_millis(*dts, ts))
-            }
-            _ => None,
-        };
-        let first = self.pending.iter().find_map(nanos);
-        let last = self.pending.iter().rev().find_map(nanos);
-        match (first, last) {
-            (Some(f), Some(l)) => l - f,
+        let times = self.pending.iter().map(|f| f.ms);
+        match (times.clone().min(), times.max()) {
+            (Some(first), Some(last)) => last - first,
             _ => 0,
         }
     }
@@ -338,30 +383,11 @@ impl FlvIngest {
         }
         self.layout = Some((video_index, audio_index));
         out.push(Output::Start(params));
-        for o in std::mem::take(&mut self.pending) {
-            if let Output::Frame {
-                index,
-                dts,
-                pts,
-                keyframe,
-                data,
-            } = o
-            {
-                let kind = if index == 0 {
-                    TrackKind::Video
-                } else {
-                    TrackKind::Audio
-                };
-                if let Some(index) = self.index_of(kind) {
-                    out.push(Output::Frame {
-                        index,
-                        dts,
-                        pts,
-                        keyframe,
-                        data,
-                    });
-                }
-            }
+        // Time is counted from the earliest frame of any track, so that a
+        // track whose first frame arrived later keeps its offset to the other.
+        self.base_ms = self.pending.iter().map(|f| f.ms - START_MS).min();
+        for frame in std::mem::take(&mut self.pending) {
+            self.accept(frame, out);
         }
     }
 }

@@ -19,6 +19,8 @@ pub enum PublishEnd {
     Media(#[from] IngestError),
     #[error("kicked or replaced by another publisher")]
     Kicked,
+    #[error("server shutting down")]
+    Shutdown,
 }
 
 /// Runs a publishing connection until the publisher stops, fails or is kicked.
@@ -28,6 +30,8 @@ pub async fn run(mut conn: RtmpConn, mut publisher: Publisher) -> Result<(), Con
     let mut tracks: Vec<Arc<Track>> = Vec::new();
     let mut out = Vec::new();
     let result: Result<(), PublishEnd> = async {
+        // Media the client sent right behind its `publish`.
+        conn.session.resume().map_err(ConnError::from)?;
         loop {
             let mut finished = false;
             while let Some(event) = conn.session.poll_event() {
@@ -58,7 +62,13 @@ pub async fn run(mut conn: RtmpConn, mut publisher: Publisher) -> Result<(), Con
             }
             tokio::select! {
                 read = conn.read_input() => { read?; }
-                _ = publisher.cancelled() => return Err(PublishEnd::Kicked),
+                _ = publisher.cancelled() => {
+                    return Err(if publisher.hub().is_shutting_down() {
+                        PublishEnd::Shutdown
+                    } else {
+                        PublishEnd::Kicked
+                    });
+                }
             }
         }
     }
@@ -76,6 +86,10 @@ pub async fn run(mut conn: RtmpConn, mut publisher: Publisher) -> Result<(), Con
             Ok(())
         }
         Err(PublishEnd::Conn(e)) => Err(e),
+        Err(PublishEnd::Shutdown) => {
+            tracing::info!("publishing ended: server shutting down");
+            Ok(())
+        }
         Err(e) => {
             tracing::warn!(error = %e, "publishing ended");
             Ok(())

@@ -27,6 +27,16 @@ pub enum ConnError {
     Rtmp(#[from] RtmpError),
 }
 
+/// A reset is how OBS ends a session: report it as a close, not a failure.
+fn io_error(e: std::io::Error) -> ConnError {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted => {
+            ConnError::Closed
+        }
+        _ => ConnError::Io(e),
+    }
+}
+
 pub struct RtmpConn {
     pub session: ServerSession,
     pub peer: SocketAddr,
@@ -61,7 +71,8 @@ impl RtmpConn {
     pub async fn read_input(&mut self) -> Result<usize, ConnError> {
         let n = tokio::time::timeout(self.read_timeout, self.socket.read(&mut self.buf))
             .await
-            .map_err(|_| ConnError::ReadTimeout(self.read_timeout))??;
+            .map_err(|_| ConnError::ReadTimeout(self.read_timeout))?
+            .map_err(io_error)?;
         self.feed(n)
     }
 
@@ -76,7 +87,7 @@ impl RtmpConn {
         match self.socket.try_read(&mut self.buf) {
             Ok(n) => self.feed(n),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(io_error(e)),
         }
     }
 

@@ -82,69 +82,75 @@ async fn handle(socket: TcpStream, peer: SocketAddr, hub: Hub) -> Result<(), Con
     let mut app = String::new();
     loop {
         conn.read_input().await?;
-        while let Some(event) = conn.session.poll_event() {
-            match event {
-                ServerEvent::ConnectRequested { app: a, tc_url } => {
-                    tracing::debug!(app = %a, ?tc_url, "connect");
-                    app = a;
-                    conn.session.accept_connect();
+        loop {
+            while let Some(event) = conn.session.poll_event() {
+                match event {
+                    ServerEvent::ConnectRequested { app: a, tc_url } => {
+                        tracing::debug!(app = %a, ?tc_url, "connect");
+                        app = a;
+                        conn.session.accept_connect();
+                    }
+                    ServerEvent::PublishRequested { stream_key, .. } => {
+                        let (path, query) = path_from(&app, &stream_key);
+                        let spec = SessionSpec {
+                            protocol: Protocol::Rtmp,
+                            role: Role::Publisher,
+                            path: path.clone(),
+                            remote: Some(peer),
+                            query,
+                        };
+                        return match hub.publish(spec) {
+                            Ok(publisher) => {
+                                conn.session.accept_publish();
+                                conn.flush().await?;
+                                let span = tracing::info_span!("publish", path = %path, session = publisher.session().id);
+                                crate::ingest::rtmp::run(conn, publisher)
+                                    .instrument(span)
+                                    .await
+                            }
+                            Err(e) => {
+                                tracing::info!(path = %path, error = %e, "publish refused");
+                                conn.session
+                                    .reject_publish("NetStream.Publish.BadName", &e.to_string());
+                                conn.flush().await?;
+                                Ok(())
+                            }
+                        };
+                    }
+                    ServerEvent::PlayRequested { stream_key } => {
+                        let (path, query) = path_from(&app, &stream_key);
+                        let spec = SessionSpec {
+                            protocol: Protocol::Rtmp,
+                            role: Role::Reader,
+                            path: path.clone(),
+                            remote: Some(peer),
+                            query,
+                        };
+                        return match hub.read(spec, crate::hub::StartAt::LatestKeyframe) {
+                            Ok(reading) => {
+                                let span = tracing::info_span!("play", path = %path, session = reading.session.id);
+                                crate::egress::rtmp::run(conn, reading)
+                                    .instrument(span)
+                                    .await
+                            }
+                            Err(e) => {
+                                tracing::info!(path = %path, error = %e, "play refused");
+                                conn.session
+                                    .reject_play("NetStream.Play.StreamNotFound", &e.to_string());
+                                conn.flush().await?;
+                                Ok(())
+                            }
+                        };
+                    }
+                    other => tracing::trace!(?other, "ignored before publish/play"),
                 }
-                ServerEvent::PublishRequested { stream_key, .. } => {
-                    let (path, query) = path_from(&app, &stream_key);
-                    let spec = SessionSpec {
-                        protocol: Protocol::Rtmp,
-                        role: Role::Publisher,
-                        path: path.clone(),
-                        remote: Some(peer),
-                        query,
-                    };
-                    return match hub.publish(spec) {
-                        Ok(publisher) => {
-                            conn.session.accept_publish();
-                            conn.flush().await?;
-                            let span = tracing::info_span!("publish", path = %path, session = publisher.session().id);
-                            crate::ingest::rtmp::run(conn, publisher)
-                                .instrument(span)
-                                .await
-                        }
-                        Err(e) => {
-                            tracing::info!(path = %path, error = %e, "publish refused");
-                            conn.session
-                                .reject_publish("NetStream.Publish.BadName", &e.to_string());
-                            conn.flush().await?;
-                            Ok(())
-                        }
-                    };
-                }
-                ServerEvent::PlayRequested { stream_key } => {
-                    let (path, query) = path_from(&app, &stream_key);
-                    let spec = SessionSpec {
-                        protocol: Protocol::Rtmp,
-                        role: Role::Reader,
-                        path: path.clone(),
-                        remote: Some(peer),
-                        query,
-                    };
-                    return match hub.read(spec, crate::hub::StartAt::LatestKeyframe) {
-                        Ok(reading) => {
-                            let span = tracing::info_span!("play", path = %path, session = reading.session.id);
-                            crate::egress::rtmp::run(conn, reading)
-                                .instrument(span)
-                                .await
-                        }
-                        Err(e) => {
-                            tracing::info!(path = %path, error = %e, "play refused");
-                            conn.session
-                                .reject_play("NetStream.Play.StreamNotFound", &e.to_string());
-                            conn.flush().await?;
-                            Ok(())
-                        }
-                    };
-                }
-                other => tracing::trace!(?other, "ignored before publish/play"),
+            }
+            conn.flush().await?;
+            // Commands the client sent without waiting for our answers.
+            if !conn.session.resume()? {
+                break;
             }
         }
-        conn.flush().await?;
     }
 }
 

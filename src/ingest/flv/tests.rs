@@ -160,3 +160,68 @@ fn bad_input_is_an_error_not_a_panic() {
             .is_err()
     );
 }
+
+#[test]
+fn a_track_that_arrives_first_with_a_later_timestamp_keeps_the_offset() {
+    // Interleaved chunks: a small audio message (46 ms) completes before the
+    // big keyframe at 0 ms sent alongside it.
+    let all = tags("res_a_320x240.flv");
+    let header = |t: u8| all.iter().find(|x| x.tag_type == t).unwrap().body.clone();
+    let frames_of = |t: u8| {
+        all.iter()
+            .filter(move |x| x.tag_type == t)
+            .skip(1)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let (video, audio) = (frames_of(TAG_VIDEO), frames_of(TAG_AUDIO));
+    let mut ingest = FlvIngest::new();
+    let mut out = vec![];
+    ingest.on_video(0, &header(TAG_VIDEO), &mut out).unwrap();
+    ingest.on_audio(0, &header(TAG_AUDIO), &mut out).unwrap();
+    ingest.on_audio(46, &audio[2].body, &mut out).unwrap();
+    ingest.on_video(0, &video[0].body, &mut out).unwrap();
+    ingest.on_video(34, &video[1].body, &mut out).unwrap();
+    ingest.on_audio(67, &audio[3].body, &mut out).unwrap();
+    let v = frames(&out, 0);
+    let a = frames(&out, 1);
+    assert_eq!(
+        v[1].0 - v[0].0,
+        34 * 90,
+        "the second frame keeps its own time"
+    );
+    // Audio keeps its offset to video: 46 ms after the first video frame.
+    assert_eq!(a[0].0 * 90 / 48, v[0].0 + 46 * 90);
+}
+
+#[test]
+fn a_jumping_publisher_clock_keeps_the_timeline_continuous() {
+    let all = tags("res_a_320x240.flv");
+    let mut ingest = FlvIngest::new();
+    let mut out = vec![];
+    for (i, t) in all.iter().enumerate() {
+        // One hour forward half way through.
+        let ts = if i > all.len() / 2 {
+            t.timestamp + 3_600_000
+        } else {
+            t.timestamp
+        };
+        match t.tag_type {
+            TAG_VIDEO => ingest.on_video(ts, &t.body, &mut out).unwrap(),
+            TAG_AUDIO => ingest.on_audio(ts, &t.body, &mut out).unwrap(),
+            _ => {}
+        }
+    }
+    let v = frames(&out, 0);
+    assert!(
+        v.windows(2)
+            .all(|w| w[1].0 > w[0].0 && w[1].0 - w[0].0 < 90 * 100),
+        "{v:?}"
+    );
+    let a = frames(&out, 1);
+    assert!(
+        a.windows(2)
+            .all(|w| w[1].0 - w[0].0 == 1024 || (w[1].0 - w[0].0).abs() < 48 * 100)
+    );
+    assert!(v.last().unwrap().0 < 90 * 3000);
+}

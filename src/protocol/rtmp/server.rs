@@ -214,11 +214,48 @@ impl ServerSession {
         } else {
             self.conn.decoder.push(data);
         }
-        while let Some(msg) = self.conn.decoder.next_message()? {
-            self.on_message(msg)?;
-        }
+        self.decode_until_decision()?;
         self.conn.maybe_ack();
         Ok(())
+    }
+
+    /// Whether a `connect`, `publish` or `play` waits for the application's
+    /// accept or reject.
+    fn awaiting_decision(&self) -> bool {
+        matches!(self.connect, ConnectState::Requested { .. })
+            || matches!(
+                self.stream,
+                StreamState::PublishRequested { .. } | StreamState::PlayRequested
+            )
+    }
+
+    /// Decodes buffered messages until one needs a decision. What a client
+    /// sent after it (clients that pipeline `connect`, `createStream` and
+    /// `publish` without waiting for the answers, as nginx-rtmp allows) stays
+    /// buffered until [`resume`](Self::resume).
+    fn decode_until_decision(&mut self) -> Result<(), RtmpError> {
+        while !self.awaiting_decision() {
+            match self.conn.decoder.next_message()? {
+                Some(msg) => self.on_message(msg)?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Continues with the buffered input after an `accept_*`/`reject_*`;
+    /// returns whether that produced events.
+    pub fn resume(&mut self) -> Result<bool, RtmpError> {
+        if self.failed {
+            return Err(RtmpError::Failed);
+        }
+        let before = self.events.len();
+        let result = self.decode_until_decision();
+        if result.is_err() {
+            self.failed = true;
+        }
+        result?;
+        Ok(self.events.len() > before)
     }
 
     /// The next event, in the order received.

@@ -368,16 +368,29 @@ fn drive(
     let mut pos = 0;
     while pos < data.len() {
         let end = (pos + piece().max(1)).min(data.len());
-        let result = server.handle_input(&data[pos..end]);
+        let mut result = server.handle_input(&data[pos..end]);
         pos = end;
-        while let Some(ev) = server.poll_event() {
-            match &ev {
-                ServerEvent::ConnectRequested { .. } => server.accept_connect(),
-                ServerEvent::PublishRequested { .. } => server.accept_publish(),
-                ServerEvent::PlayRequested { .. } => server.accept_play(),
-                _ => {}
+        loop {
+            while let Some(ev) = server.poll_event() {
+                match &ev {
+                    ServerEvent::ConnectRequested { .. } => server.accept_connect(),
+                    ServerEvent::PublishRequested { .. } => server.accept_publish(),
+                    ServerEvent::PlayRequested { .. } => server.accept_play(),
+                    _ => {}
+                }
+                all.push(ev);
             }
-            all.push(ev);
+            if result.is_err() {
+                break;
+            }
+            match server.resume() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
         }
         while server.poll_output().is_some() {}
         if let Err(e) = result {
@@ -480,6 +493,13 @@ fn captured_ffmpeg_publish() {
     assert!(err.is_none());
     again.extend(rest);
     assert_eq!(again, got);
+
+    // All of it in one piece, as a client that does not wait for answers
+    // sends it: the same events.
+    let mut server = ServerSession::new(ServerConfig::default());
+    let (at_once, err) = drive(&mut server, &capture, || usize::MAX);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(at_once, got);
 }
 
 #[test]
@@ -756,16 +776,32 @@ fn rml_rtmp_panic_cases_are_harmless() {
 
 #[test]
 fn protocol_order_errors() {
-    // createStream before the connect was accepted.
+    // createStream right behind connect waits until the connect is decided.
     let mut server = ServerSession::new(ServerConfig::default());
     let mut wire = Wire::new();
     server.handle_input(&client_handshake()).unwrap();
     wire.command(0, vec![s("connect"), n(1.0), obj(&[("app", s("a"))])]);
     wire.command(0, vec![s("createStream"), n(2.0), Amf0Value::Null]);
+    wire.command(1, vec![s("publish"), n(3.0), Amf0Value::Null, s("k")]);
+    server.handle_input(&wire.take()).unwrap();
     assert!(matches!(
-        server.handle_input(&wire.take()),
-        Err(RtmpError::Protocol(_))
+        events(&mut server)[..],
+        [ServerEvent::ConnectRequested { .. }]
     ));
+    server.accept_connect();
+    assert!(server.resume().unwrap());
+    assert!(matches!(
+        events(&mut server)[..],
+        [ServerEvent::PublishRequested { .. }]
+    ));
+    // A rejected connect ends what came behind it.
+    let mut server = ServerSession::new(ServerConfig::default());
+    server.handle_input(&client_handshake()).unwrap();
+    wire.command(0, vec![s("connect"), n(1.0), obj(&[("app", s("a"))])]);
+    wire.command(0, vec![s("createStream"), n(2.0), Amf0Value::Null]);
+    server.handle_input(&wire.take()).unwrap();
+    server.reject_connect("no");
+    assert!(matches!(server.resume(), Err(RtmpError::Protocol(_))));
     // Rejected connect.
     let mut server = ServerSession::new(ServerConfig::default());
     let mut obs = Observer::new();
