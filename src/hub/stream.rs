@@ -217,29 +217,11 @@ impl Stream {
 mod tests {
     use super::*;
     use crate::hub::reader::Recv;
-    use crate::media::{AacParams, H264Params};
+
     use bytes::Bytes;
 
     fn params() -> Vec<CodecParams> {
-        vec![
-            CodecParams::H264(H264Params {
-                avcc: Bytes::from_static(b"x"),
-                sps: vec![],
-                pps: vec![],
-                profile_idc: 100,
-                constraint_flags: 0,
-                level_idc: 31,
-                width: 640,
-                height: 360,
-            }),
-            CodecParams::Aac(AacParams {
-                asc: Bytes::from_static(&[0x11, 0x90]),
-                object_type: 2,
-                sample_rate: 48_000,
-                channels: 2,
-                samples_per_frame: 1024,
-            }),
-        ]
+        crate::media::testing::av()
     }
 
     fn video(s: &Stream, i: i64, key: bool) -> Frame {

@@ -5,28 +5,10 @@ use bytes::Bytes;
 
 use super::*;
 use crate::config::{Config, PathRule};
-use crate::media::{AacParams, CodecParams, Frame, H264Params};
+use crate::media::{CodecParams, Frame};
 
 fn params() -> Vec<CodecParams> {
-    vec![
-        CodecParams::H264(H264Params {
-            avcc: Bytes::from_static(b"x"),
-            sps: vec![],
-            pps: vec![],
-            profile_idc: 100,
-            constraint_flags: 0,
-            level_idc: 31,
-            width: 640,
-            height: 360,
-        }),
-        CodecParams::Aac(AacParams {
-            asc: Bytes::from_static(&[0x11, 0x90]),
-            object_type: 2,
-            sample_rate: 48_000,
-            channels: 2,
-            samples_per_frame: 1024,
-        }),
-    ]
+    crate::media::testing::av()
 }
 
 fn spec(path: &str) -> SessionSpec {

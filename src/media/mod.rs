@@ -12,6 +12,9 @@
 
 pub mod timestamp;
 
+#[cfg(test)]
+pub mod testing;
+
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;

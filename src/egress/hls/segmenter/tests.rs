@@ -5,16 +5,9 @@ use shiguredo_mp4::Decode;
 use shiguredo_mp4::boxes::MoofBox;
 
 use super::*;
-use crate::media::{AacParams, CodecParams, Frame, H264Params, Track};
+use crate::media::{Frame, Track};
 
 const MS: i64 = 1_000_000;
-
-/// avcC of fixtures/media/high_bframes_aac48.mp4 (High, 640x360).
-const AVCC: &[u8] = &[
-    0x01, 0x64, 0x00, 0x1e, 0xff, 0xe1, 0x00, 0x1a, 0x67, 0x64, 0x00, 0x1e, 0xac, 0xd9, 0x40, 0xa0,
-    0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03, 0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16,
-    0x2d, 0x96, 0x01, 0x00, 0x04, 0x68, 0xef, 0xbc, 0xb0, 0xfd, 0xf8, 0xf8, 0x00,
-];
 
 fn cfg() -> SegmenterConfig {
     SegmenterConfig {
@@ -24,28 +17,7 @@ fn cfg() -> SegmenterConfig {
     }
 }
 
-fn h264(width: u16) -> CodecParams {
-    CodecParams::H264(H264Params {
-        avcc: Bytes::from_static(AVCC),
-        sps: vec![],
-        pps: vec![],
-        profile_idc: 100,
-        constraint_flags: 0,
-        level_idc: 31,
-        width,
-        height: 360,
-    })
-}
-
-fn aac() -> CodecParams {
-    CodecParams::Aac(AacParams {
-        asc: Bytes::from_static(&[0x11, 0x90]),
-        object_type: 2,
-        sample_rate: 48_000,
-        channels: 2,
-        samples_per_frame: 1024,
-    })
-}
+use crate::media::testing::{aac, h264};
 
 fn tracks() -> Vec<Arc<Track>> {
     vec![
