@@ -3,8 +3,8 @@
 # Needed to build the server.
 BUILD_PACKAGES=(gcc pkg-config)
 # Real peers the tests start: ffmpeg/ffprobe as publisher and players,
-# Chromium for hls.js in a browser.
-TEST_PACKAGES=(ffmpeg chromium)
+# Chromium for hls.js in a browser, VLC as a desktop player.
+TEST_PACKAGES=(ffmpeg chromium vlc-bin vlc-plugin-base)
 
 # Installs the packages that are not installed yet (apt-get, as root or with sudo).
 ensure_packages() {

@@ -146,3 +146,62 @@ async fn rtmp_playback_keeps_b_frames_and_starts_on_a_keyframe() {
     assert!(video.windows(2).all(|w| w[1].1 > w[0].1), "dts increases");
     app.shutdown().await;
 }
+
+/// VLC (3.0, the adaptive demuxer) reads the LL-HLS stream: what it reads is
+/// remuxed to a file and counted with ffprobe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vlc_plays_the_hls_stream() {
+    let app = start("").await;
+    let _push = push("high_bframes_aac48.mp4", &rtmp_url(&app, "live/vlc"), true);
+    wait_published(&app, "live/vlc").await;
+    let dir = std::env::temp_dir().join(format!("mediarelay-vlc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // VLC refuses to run as root; run it as nobody where we are root.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let out = dir.join("vlc.ts");
+    let sout = format!("#std{{access=file,mux=ts,dst={}}}", out.display());
+    let url = hls_url(&app, "live/vlc");
+    let mut args = vec![
+        "-I",
+        "dummy",
+        "--run-time",
+        "6",
+        "--play-and-exit",
+        &url,
+        "--sout",
+        &sout,
+    ];
+    let root = run("id", &["-u"], Duration::from_secs(5)).await.1.trim() == "0";
+    let mut program = "cvlc";
+    if root {
+        args.splice(
+            0..0,
+            [
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                "cvlc",
+            ],
+        );
+        program = "setpriv";
+    }
+    let (ok, _, err) = run(program, &args, Duration::from_secs(40)).await;
+    assert!(ok, "vlc failed: {err}");
+    let probe = ffprobe(out.to_str().unwrap(), &["-count_frames", "-show_streams"]).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let streams = probe["streams"].as_array().unwrap();
+    let frames = |kind: &str| {
+        streams
+            .iter()
+            .find(|s| s["codec_type"] == kind)
+            .and_then(|s| s["nb_read_frames"].as_str()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(frames("video") >= 100, "{probe}");
+    assert!(frames("audio") >= 150, "{probe}");
+    app.shutdown().await;
+}
