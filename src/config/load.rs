@@ -118,13 +118,14 @@ fn known_keys() -> Vec<String> {
     };
     if let Ok(Value::Table(t)) = Value::try_from(&defaults) {
         for (k, v) in t {
-            match v {
-                Value::Table(inner) if k != "paths" => {
-                    keys.extend(inner.keys().map(|ik| format!("{k}.{ik}")))
-                }
-                Value::Table(_) => {}
-                _ => keys.push(k),
+            // A table as a whole takes a TOML inline table
+            // (MEDIARELAY_PATHS='{ "live/*" = { takeover = true } }').
+            if let Value::Table(inner) = &v
+                && k != "paths"
+            {
+                keys.extend(inner.keys().map(|ik| format!("{k}.{ik}")));
             }
+            keys.push(k);
         }
     }
     keys
@@ -141,9 +142,13 @@ fn parse_scalar(raw: &str) -> Value {
 
 fn set_dotted(table: &mut Table, key: &str, value: Value) {
     match key.split_once('.') {
-        None => {
-            table.insert(key.to_string(), value);
-        }
+        None => match (table.get_mut(key), value) {
+            // A table given as a whole merges into what the file says.
+            (Some(Value::Table(existing)), Value::Table(new)) => merge(existing, new),
+            (_, value) => {
+                table.insert(key.to_string(), value);
+            }
+        },
         Some((head, rest)) => {
             let entry = table
                 .entry(head.to_string())
@@ -153,6 +158,18 @@ fn set_dotted(table: &mut Table, key: &str, value: Value) {
             }
             if let Value::Table(inner) = entry {
                 set_dotted(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Merges `new` into `into`, table by table; `new` wins on scalars.
+fn merge(into: &mut Table, new: Table) {
+    for (k, v) in new {
+        match (into.get_mut(&k), v) {
+            (Some(Value::Table(a)), Value::Table(b)) => merge(a, b),
+            (_, v) => {
+                into.insert(k, v);
             }
         }
     }
@@ -293,6 +310,10 @@ mod tests {
                 "MEDIARELAY_PATH_DEFAULTS_PUBLISHER_GRACE".to_string(),
                 "2s".to_string(),
             ),
+            (
+                "MEDIARELAY_PATHS".to_string(),
+                "{ \"cam/*\" = { publisher_grace = \"9s\" } }".to_string(),
+            ),
             ("OTHER".to_string(), "x".to_string()),
         ];
         let flags = Overrides {
@@ -308,6 +329,10 @@ mod tests {
             Some(Duration::from_secs(2))
         );
         assert!(c.path_settings("live/a").takeover);
+        assert_eq!(
+            c.path_settings("cam/x").publisher_grace,
+            Duration::from_secs(9)
+        );
     }
 
     #[test]
@@ -372,8 +397,10 @@ mod example_file {
         for key in known_keys() {
             let leaf = key.rsplit('.').next().unwrap();
             assert!(
-                text.lines()
-                    .any(|l| l.trim_start().starts_with(&format!("{leaf} ="))),
+                text.lines().any(|l| {
+                    let l = l.trim_start_matches(['#', ' ']);
+                    l.starts_with(&format!("{leaf} =")) || l.starts_with(&format!("[{leaf}"))
+                }),
                 "config/mediarelay.toml does not document {key}"
             );
         }
