@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shiguredo_mp4::boxes::{
-    Avc1Box, AvccBox, Brand, DinfBox, EsdsBox, FtypBox, HdlrBox, MdhdBox, MdiaBox, MediaHeader,
-    MfhdBox, MinfBox, MoofBox, MoovBox, Mp4aBox, MvexBox, MvhdBox, SampleEntry, SmhdBox, StblBox,
-    StcoBox, StscBox, StsdBox, StszBox, SttsBox, TfdtBox, TfhdBox, TkhdBox, TrafBox, TrakBox,
-    TrexBox, TrunBox, TrunSample, VisualSampleEntryFields, VmhdBox,
+    Avc1Box, AvccBox, Brand, DinfBox, DopsBox, EsdsBox, FtypBox, HdlrBox, Hvc1Box, HvccBox,
+    MdhdBox, MdiaBox, MediaHeader, MfhdBox, MinfBox, MoofBox, MoovBox, Mp4aBox, MvexBox, MvhdBox,
+    OpusBox, SampleEntry, SmhdBox, StblBox, StcoBox, StscBox, StsdBox, StszBox, SttsBox, TfdtBox,
+    TfhdBox, TkhdBox, TrafBox, TrakBox, TrexBox, TrunBox, TrunSample, VisualSampleEntryFields,
+    VmhdBox,
 };
 use shiguredo_mp4::descriptors::{
     DecoderConfigDescriptor, DecoderSpecificInfo, EsDescriptor, SlConfigDescriptor,
@@ -23,7 +24,7 @@ use shiguredo_mp4::{
     Decode, Either, Encode, FixedPointNumber, LanguageCode, Mp4FileTime, SampleFlags, Uint,
 };
 
-use crate::media::{AacParams, CodecParams, H264Params, Track};
+use crate::media::{AacParams, CodecParams, H264Params, H265Params, OpusParams, Track, TrackKind};
 
 /// A box could not be encoded (a value out of range for its field).
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,12 @@ pub fn init_segment(tracks: &[Arc<Track>]) -> Result<Bytes, Fmp4Error> {
         .any(|t| matches!(t.params, CodecParams::H264(_)))
     {
         compatible_brands.push(Brand::AVC1);
+    }
+    if tracks
+        .iter()
+        .any(|t| matches!(t.params, CodecParams::H265(_)))
+    {
+        compatible_brands.push(Brand::HVC1);
     }
     let ftyp = FtypBox {
         major_brand: Brand::ISO6,
@@ -101,19 +108,15 @@ pub fn init_segment(tracks: &[Arc<Track>]) -> Result<Bytes, Fmp4Error> {
 }
 
 fn trak(track: &Track, epoch: Mp4FileTime) -> Result<TrakBox, Fmp4Error> {
-    let (entry, width, height, handler, media_header, volume) = match &track.params {
-        CodecParams::H264(h) => (
-            SampleEntry::Avc1(avc1(h)?),
-            h.width,
-            h.height,
+    let entry = sample_entry(&track.params)?;
+    let (width, height) = track.params.dimensions().unwrap_or((0, 0));
+    let (handler, media_header, volume) = match track.kind() {
+        TrackKind::Video => (
             HdlrBox::HANDLER_TYPE_VIDE,
             MediaHeader::Vmhd(VmhdBox::default()),
             TkhdBox::DEFAULT_VIDEO_VOLUME,
         ),
-        CodecParams::Aac(a) => (
-            SampleEntry::Mp4a(mp4a(a)),
-            0,
-            0,
+        TrackKind::Audio => (
             HdlrBox::HANDLER_TYPE_SOUN,
             MediaHeader::Smhd(SmhdBox::default()),
             TkhdBox::DEFAULT_AUDIO_VOLUME,
@@ -186,14 +189,83 @@ fn trak(track: &Track, epoch: Mp4FileTime) -> Result<TrakBox, Fmp4Error> {
     })
 }
 
+/// Whether fMP4 (and so HLS) can carry this codec.
+pub fn carries(params: &CodecParams) -> bool {
+    !matches!(params, CodecParams::G711(_))
+}
+
+fn sample_entry(params: &CodecParams) -> Result<SampleEntry, Fmp4Error> {
+    Ok(match params {
+        CodecParams::H264(h) => SampleEntry::Avc1(avc1(h)?),
+        CodecParams::H265(h) => SampleEntry::Hvc1(hvc1(h)?),
+        CodecParams::Aac(a) => SampleEntry::Mp4a(mp4a(a)),
+        CodecParams::Opus(o) => SampleEntry::Opus(opus(o)),
+        CodecParams::G711(_) => {
+            return Err(Fmp4Error {
+                what: "stsd",
+                reason: "G.711 is not carried in fMP4 for HLS (transcode it to AAC)".into(),
+            });
+        }
+    })
+}
+
+fn visual(width: u16, height: u16) -> VisualSampleEntryFields {
+    VisualSampleEntryFields {
+        data_reference_index: NonZeroU16::MIN,
+        width,
+        height,
+        horizresolution: VisualSampleEntryFields::DEFAULT_HORIZRESOLUTION,
+        vertresolution: VisualSampleEntryFields::DEFAULT_VERTRESOLUTION,
+        frame_count: VisualSampleEntryFields::DEFAULT_FRAME_COUNT,
+        compressorname: VisualSampleEntryFields::NULL_COMPRESSORNAME,
+        depth: VisualSampleEntryFields::DEFAULT_DEPTH,
+    }
+}
+
+/// A configuration record as the box that carries it, for decoding.
+fn boxed(kind: &[u8; 4], record: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(record.len() + 8);
+    b.extend_from_slice(&(record.len() as u32 + 8).to_be_bytes());
+    b.extend_from_slice(kind);
+    b.extend_from_slice(record);
+    b
+}
+
+/// `hvc1` with the source's HEVCDecoderConfigurationRecord as `hvcC`
+/// (ISO/IEC 14496-15 §8.4.1).
+fn hvc1(h: &H265Params) -> Result<Hvc1Box, Fmp4Error> {
+    let (hvcc_box, _) = HvccBox::decode(&boxed(b"hvcC", &h.hvcc)).map_err(err("hvcC"))?;
+    Ok(Hvc1Box {
+        visual: visual(h.width, h.height),
+        hvcc_box,
+        unknown_boxes: Vec::new(),
+    })
+}
+
+/// `Opus` with `dOps` (Opus in ISOBMFF §4.3.2); pre-skip is unknown for a
+/// live RTP source and left at 0.
+fn opus(o: &OpusParams) -> OpusBox {
+    OpusBox {
+        audio: shiguredo_mp4::boxes::AudioSampleEntryFields {
+            data_reference_index: NonZeroU16::MIN,
+            channelcount: u16::from(o.channels),
+            samplesize: 16,
+            samplerate: FixedPointNumber::new(48_000, 0),
+        },
+        dops_box: DopsBox {
+            output_channel_count: o.channels,
+            pre_skip: 0,
+            input_sample_rate: 48_000,
+            output_gain: 0,
+        },
+        unknown_boxes: Vec::new(),
+    }
+}
+
 /// `avc1` with the publisher's AVCDecoderConfigurationRecord (ISO/IEC
 /// 14496-15 §5.4.2.1), passed through as `avcC` so nothing in it is lost.
 fn avc1(h: &H264Params) -> Result<Avc1Box, Fmp4Error> {
-    let mut boxed = Vec::with_capacity(h.avcc.len() + 8);
-    boxed.extend_from_slice(&(h.avcc.len() as u32 + 8).to_be_bytes());
-    boxed.extend_from_slice(b"avcC");
-    boxed.extend_from_slice(&h.avcc);
-    let avcc_box = match AvccBox::decode(&boxed) {
+    let avcc_box = match AvccBox::decode(&boxed(b"avcC", &h.avcc)) {
         Ok((b, _)) => b,
         // Some encoders leave out the High-profile fields; rebuild from the
         // parameter sets rather than refuse the stream.
@@ -222,16 +294,7 @@ fn avc1(h: &H264Params) -> Result<Avc1Box, Fmp4Error> {
         }
     };
     Ok(Avc1Box {
-        visual: VisualSampleEntryFields {
-            data_reference_index: NonZeroU16::MIN,
-            width: h.width,
-            height: h.height,
-            horizresolution: VisualSampleEntryFields::DEFAULT_HORIZRESOLUTION,
-            vertresolution: VisualSampleEntryFields::DEFAULT_VERTRESOLUTION,
-            frame_count: VisualSampleEntryFields::DEFAULT_FRAME_COUNT,
-            compressorname: VisualSampleEntryFields::NULL_COMPRESSORNAME,
-            depth: VisualSampleEntryFields::DEFAULT_DEPTH,
-        },
+        visual: visual(h.width, h.height),
         avcc_box,
         unknown_boxes: Vec::new(),
     })

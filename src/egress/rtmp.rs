@@ -22,11 +22,11 @@ pub async fn run(mut conn: RtmpConn, mut reading: Reading) -> Result<(), ConnErr
     conn.session.accept_play();
     conn.session.resume()?;
     let tracks = reading.reader.stream().tracks();
-    conn.session.send_play_metadata(&metadata(&tracks));
+    let mut player = Player::new(&tracks);
+    conn.session.send_play_metadata(&metadata(&tracks, &player));
     conn.flush().await?;
     tracing::info!("playing started");
 
-    let mut player = Player::default();
     let mut batch: Vec<Arc<Frame>> = Vec::with_capacity(BATCH);
     let result = loop {
         tokio::select! {
@@ -81,8 +81,9 @@ pub async fn run(mut conn: RtmpConn, mut reading: Reading) -> Result<(), ConnErr
 }
 
 /// What one player has been sent.
-#[derive(Default)]
 struct Player {
+    /// Per track index: whether RTMP carries it to this player.
+    carried: Vec<bool>,
     /// The track generation whose sequence header the player has, per index.
     headers: Vec<Option<Arc<Track>>>,
     /// Video is held back until a keyframe.
@@ -90,8 +91,35 @@ struct Player {
 }
 
 impl Player {
+    /// RTMP (legacy FLV) carries H.264 and AAC: the first of each. Other
+    /// tracks (H.265, G.711, Opus) are left out with one log line; a G.711
+    /// camera's audio reaches RTMP as its transcoded AAC track.
+    fn new(tracks: &[Arc<Track>]) -> Player {
+        let first = |f: fn(&CodecParams) -> bool| tracks.iter().position(|t| f(&t.params));
+        let video = first(|p| matches!(p, CodecParams::H264(_)));
+        let audio = first(|p| matches!(p, CodecParams::Aac(_)));
+        let carried = (0..tracks.len())
+            .map(|i| Some(i) == video || Some(i) == audio)
+            .collect::<Vec<_>>();
+        for (t, _) in tracks.iter().zip(&carried).filter(|(_, c)| !**c) {
+            tracing::info!(
+                track = t.index,
+                codec = t.params.name(),
+                "track not carried over RTMP (FLV has H.264 and AAC)"
+            );
+        }
+        Player {
+            carried,
+            headers: Vec::new(),
+            video_started: false,
+        }
+    }
+
     fn queue(&mut self, conn: &mut RtmpConn, frame: &Arc<Frame>) {
         let track = &frame.track;
+        if !self.carried.get(track.index).copied().unwrap_or(false) {
+            return;
+        }
         let is_video = track.kind() == TrackKind::Video;
         if is_video && !self.video_started {
             if !frame.keyframe {
@@ -105,10 +133,14 @@ impl Player {
         }
         let slot = &mut self.headers[track.index];
         if !slot.as_ref().is_some_and(|t| Arc::ptr_eq(t, track)) {
-            conn.session.queue_encoded(sequence_header(track, ms));
+            if let Some(header) = sequence_header(track, ms) {
+                conn.session.queue_encoded(header);
+            }
             *slot = Some(Arc::clone(track));
         }
-        conn.session.queue_encoded(message(frame, ms));
+        if let Some(message) = message(frame, ms) {
+            conn.session.queue_encoded(message);
+        }
     }
 }
 
@@ -119,26 +151,27 @@ fn rtmp_time(ticks: i64, timescale: u32) -> u32 {
 
 /// The frame's RTMP message, built by the first player that needs it and
 /// shared by all others.
-fn message(frame: &Frame, ms: u32) -> Bytes {
-    frame
-        .memo
-        .get_or_init(MemoKey::RtmpChunks, || match &frame.track.params {
-            CodecParams::H264(_) => {
-                let cts =
-                    timestamp::ticks_to_millis(frame.pts - frame.dts, frame.track.timescale());
-                let header = flv::avc_frame_header(frame.keyframe, cts as i32);
-                encode_media_message(MediaKind::Video, ms, &[&header, &frame.data])
-            }
-            CodecParams::Aac(_) => {
-                encode_media_message(MediaKind::Audio, ms, &[&flv::AAC_FRAME_HEADER, &frame.data])
-            }
-        })
+fn message(frame: &Frame, ms: u32) -> Option<Bytes> {
+    let kind = match &frame.track.params {
+        CodecParams::H264(_) => MediaKind::Video,
+        CodecParams::Aac(_) => MediaKind::Audio,
+        _ => return None,
+    };
+    Some(frame.memo.get_or_init(MemoKey::RtmpChunks, || {
+        if kind == MediaKind::Video {
+            let cts = timestamp::ticks_to_millis(frame.pts - frame.dts, frame.track.timescale());
+            let header = flv::avc_frame_header(frame.keyframe, cts as i32);
+            encode_media_message(kind, ms, &[&header, &frame.data])
+        } else {
+            encode_media_message(kind, ms, &[&flv::AAC_FRAME_HEADER, &frame.data])
+        }
+    }))
 }
 
 /// The FLV sequence header of a track, with the timestamp of the frame it
 /// precedes.
-fn sequence_header(track: &Track, ms: u32) -> Bytes {
-    match &track.params {
+fn sequence_header(track: &Track, ms: u32) -> Option<Bytes> {
+    Some(match &track.params {
         CodecParams::H264(h) => encode_media_message(
             MediaKind::Video,
             ms,
@@ -149,13 +182,17 @@ fn sequence_header(track: &Track, ms: u32) -> Bytes {
             ms,
             &[&flv::AAC_SEQUENCE_HEADER_PREFIX, &a.asc],
         ),
-    }
+        _ => return None,
+    })
 }
 
 /// `onMetaData` for players (FLV spec E.5).
-fn metadata(tracks: &[Arc<Track>]) -> Vec<(&'static str, Amf0Value)> {
+fn metadata(tracks: &[Arc<Track>], player: &Player) -> Vec<(&'static str, Amf0Value)> {
     let mut props = vec![("duration", Amf0Value::Number(0.0))];
-    for t in tracks {
+    for t in tracks
+        .iter()
+        .filter(|t| player.carried.get(t.index).copied().unwrap_or(false))
+    {
         match &t.params {
             CodecParams::H264(h) => {
                 props.push(("width", Amf0Value::Number(f64::from(h.width))));
@@ -170,6 +207,7 @@ fn metadata(tracks: &[Arc<Track>]) -> Vec<(&'static str, Amf0Value)> {
                 ));
                 props.push(("stereo", Amf0Value::Boolean(a.channels > 1)));
             }
+            _ => {}
         }
     }
     props
@@ -194,8 +232,8 @@ mod tests {
             }),
         ));
         let frame = Frame::new(track, 48_000, 48_000, true, Bytes::from(vec![7u8; 5000]));
-        let a = message(&frame, 1000);
-        let b = message(&frame, 1000);
+        let a = message(&frame, 1000).unwrap();
+        let b = message(&frame, 1000).unwrap();
         assert_eq!(
             a.as_ptr(),
             b.as_ptr(),

@@ -581,10 +581,8 @@ fn snapshot(path: &Arc<Path>, sessions: &[Arc<Session>]) -> PathSnapshot {
 }
 
 fn track_snapshot(t: &Track) -> TrackSnapshot {
-    let (width, height, sample_rate, channels) = match &t.params {
-        CodecParams::H264(h) => (Some(h.width), Some(h.height), None, None),
-        CodecParams::Aac(a) => (None, None, Some(a.sample_rate), Some(a.channels)),
-    };
+    let (width, height) = t.params.dimensions().unzip();
+    let (sample_rate, channels) = t.params.audio_format().unzip();
     TrackSnapshot {
         index: t.index,
         kind: t.kind(),

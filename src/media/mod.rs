@@ -79,18 +79,59 @@ impl AacParams {
     }
 }
 
+/// H.265 decoder parameters, from an HEVCDecoderConfigurationRecord
+/// (ISO/IEC 14496-15 §8.3.3.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct H265Params {
+    /// The HEVCDecoderConfigurationRecord as it goes into an `hvcC` box, with
+    /// 4-byte NAL lengths.
+    pub hvcc: Bytes,
+    /// VPS, SPS and PPS NAL units (without length prefix), in that order.
+    pub parameter_sets: Vec<Bytes>,
+    /// RFC 6381 codec string, e.g. `hvc1.1.6.L93.B0`.
+    pub codec: String,
+    pub width: u16,
+    pub height: u16,
+}
+
+/// G.711 companding law (ITU-T G.711).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum G711Law {
+    /// PCMA.
+    ALaw,
+    /// PCMU.
+    MuLaw,
+}
+
+/// G.711 audio: one byte per sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct G711Params {
+    pub law: G711Law,
+    pub sample_rate: u32,
+    pub channels: u8,
+}
+
+/// Opus audio (RFC 7587): always a 48 kHz clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpusParams {
+    pub channels: u8,
+}
+
 /// Codec and decoder parameters of a track.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CodecParams {
     H264(H264Params),
+    H265(H265Params),
     Aac(AacParams),
+    G711(G711Params),
+    Opus(OpusParams),
 }
 
 impl CodecParams {
     pub fn kind(&self) -> TrackKind {
         match self {
-            CodecParams::H264(_) => TrackKind::Video,
-            CodecParams::Aac(_) => TrackKind::Audio,
+            CodecParams::H264(_) | CodecParams::H265(_) => TrackKind::Video,
+            CodecParams::Aac(_) | CodecParams::G711(_) | CodecParams::Opus(_) => TrackKind::Audio,
         }
     }
 
@@ -98,15 +139,23 @@ impl CodecParams {
     pub fn name(&self) -> &'static str {
         match self {
             CodecParams::H264(_) => "h264",
+            CodecParams::H265(_) => "h265",
             CodecParams::Aac(_) => "aac",
+            CodecParams::G711(g) => match g.law {
+                G711Law::ALaw => "pcma",
+                G711Law::MuLaw => "pcmu",
+            },
+            CodecParams::Opus(_) => "opus",
         }
     }
 
     /// Ticks per second of this codec's timestamps.
     pub fn timescale(&self) -> u32 {
         match self {
-            CodecParams::H264(_) => VIDEO_TIMESCALE,
+            CodecParams::H264(_) | CodecParams::H265(_) => VIDEO_TIMESCALE,
             CodecParams::Aac(a) => a.sample_rate,
+            CodecParams::G711(g) => g.sample_rate,
+            CodecParams::Opus(_) => 48_000,
         }
     }
 
@@ -114,7 +163,29 @@ impl CodecParams {
     pub fn codec_string(&self) -> String {
         match self {
             CodecParams::H264(h) => h.codec_string(),
+            CodecParams::H265(h) => h.codec.clone(),
             CodecParams::Aac(a) => a.codec_string(),
+            CodecParams::G711(_) => self.name().to_string(),
+            CodecParams::Opus(_) => "opus".to_string(),
+        }
+    }
+
+    /// Picture size of a video track.
+    pub fn dimensions(&self) -> Option<(u16, u16)> {
+        match self {
+            CodecParams::H264(h) => Some((h.width, h.height)),
+            CodecParams::H265(h) => Some((h.width, h.height)),
+            _ => None,
+        }
+    }
+
+    /// Sample rate and channels of an audio track.
+    pub fn audio_format(&self) -> Option<(u32, u8)> {
+        match self {
+            CodecParams::Aac(a) => Some((a.sample_rate, a.channels)),
+            CodecParams::G711(g) => Some((g.sample_rate, g.channels)),
+            CodecParams::Opus(o) => Some((48_000, o.channels)),
+            _ => None,
         }
     }
 }
@@ -165,8 +236,9 @@ pub struct Frame {
     pub pts: i64,
     /// A random access point: an IDR picture for video; every audio frame.
     pub keyframe: bool,
-    /// Video: NAL units, each with a 4-byte big-endian length prefix (AVCC).
-    /// Audio: one raw AAC frame.
+    /// Video: NAL units, each with a 4-byte big-endian length prefix
+    /// (AVCC/HVCC). Audio: one raw AAC frame, one Opus packet, or G.711
+    /// samples.
     pub data: Bytes,
     /// Derived forms of this frame, computed once and shared by all readers.
     pub memo: Memo,

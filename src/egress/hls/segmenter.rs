@@ -36,7 +36,10 @@ const MAX_WAITING: usize = 2048;
 
 pub struct Segmenter {
     cfg: SegmenterConfig,
-    tracks: Vec<Arc<Track>>,
+    /// Every track of the stream, current generations.
+    all: Vec<Arc<Track>>,
+    /// The stream's tracks by index; `None` for tracks HLS does not carry.
+    tracks: Vec<Option<Arc<Track>>>,
     driver: usize,
     init_id: u32,
     /// Driver frame waiting for its successor (which fixes its duration).
@@ -60,6 +63,7 @@ impl Segmenter {
         let mut s = Segmenter {
             cfg,
             driver: 0,
+            all: Vec::new(),
             tracks: Vec::new(),
             init_id: 0,
             held: None,
@@ -77,14 +81,21 @@ impl Segmenter {
         s
     }
 
-    fn set_tracks(&mut self, tracks: Vec<Arc<Track>>) {
+    fn set_tracks(&mut self, all: Vec<Arc<Track>>) {
+        let tracks = select_tracks(&all, self.all.is_empty());
+        self.all = all;
         self.driver = tracks
             .iter()
-            .position(|t| t.kind() == TrackKind::Video)
+            .position(|t| t.as_ref().is_some_and(|t| t.kind() == TrackKind::Video))
+            .or_else(|| tracks.iter().position(Option::is_some))
             .unwrap_or(0);
         self.waiting = tracks.iter().map(|_| VecDeque::new()).collect();
-        self.last_duration = tracks.get(self.driver).map_or(1, nominal_duration);
-        match fmp4::init_segment(&tracks) {
+        self.last_duration = tracks
+            .get(self.driver)
+            .and_then(Option::as_ref)
+            .map_or(1, nominal_duration);
+        let selected: Vec<Arc<Track>> = tracks.iter().flatten().cloned().collect();
+        match fmp4::init_segment(&selected) {
             Ok(init) => {
                 self.init_id += 1;
                 self.window.add_init(self.init_id, init);
@@ -97,8 +108,8 @@ impl Segmenter {
     /// Feeds the next frame of the stream.
     pub fn push(&mut self, frame: Arc<Frame>) {
         let index = frame.track.index;
-        let Some(current) = self.tracks.get(index) else {
-            return;
+        let Some(Some(current)) = self.tracks.get(index) else {
+            return; // a track HLS does not carry
         };
         if !Arc::ptr_eq(current, &frame.track) {
             self.change_track(&frame);
@@ -124,7 +135,7 @@ impl Segmenter {
     /// segment; the next segment starts at a keyframe after a discontinuity.
     fn change_track(&mut self, frame: &Arc<Frame>) {
         self.flush();
-        let mut tracks = self.tracks.clone();
+        let mut tracks: Vec<Arc<Track>> = self.all.clone();
         if let Some(slot) = tracks.get_mut(frame.track.index) {
             *slot = Arc::clone(&frame.track);
         }
@@ -226,6 +237,9 @@ impl Segmenter {
         let driver_frames = std::mem::take(&mut self.part_frames);
         let mut runs: Vec<TrackFrames> = Vec::new();
         for (index, track) in self.tracks.iter().enumerate() {
+            let Some(track) = track else {
+                continue;
+            };
             if index == self.driver {
                 runs.push((Arc::clone(track), driver_frames.clone()));
                 continue;
@@ -319,26 +333,62 @@ impl Segmenter {
     }
 }
 
-/// SPS and PPS (4-byte length prefixed) to put in front of a keyframe once
-/// a track's parameters changed mid-stream. Players that switch to a new
+/// Parameter sets (4-byte length prefixed) to put in front of a keyframe
+/// once a track's parameters changed mid-stream. Players that switch to a new
 /// init segment do not need them, but players that keep their decoder across
 /// `EXT-X-MAP` changes (ffmpeg's HLS demuxer) only see the new resolution this
 /// way. Built once per track generation and shared (no payload copy).
 fn in_band_parameter_sets(frame: &Frame) -> Option<Bytes> {
-    let CodecParams::H264(h) = &frame.track.params else {
-        return None;
-    };
     if !frame.keyframe || frame.track.generation == 0 {
         return None;
     }
+    let sets: Vec<&Bytes> = match &frame.track.params {
+        CodecParams::H264(h) => h.sps.iter().chain(&h.pps).collect(),
+        CodecParams::H265(h) => h.parameter_sets.iter().collect(),
+        _ => return None,
+    };
     Some(frame.track.memo.get_or_init(MemoKey::ParameterSets, || {
         let mut out = Vec::new();
-        for nal in h.sps.iter().chain(&h.pps) {
+        for nal in sets {
             out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
             out.extend_from_slice(nal);
         }
         Bytes::from(out)
     }))
+}
+
+/// The tracks HLS carries: the first video track, and one audio track (AAC
+/// preferred, else Opus; G.711 is not playable in hls.js or Safari and is
+/// expected to come transcoded as an extra AAC track). `log` says what is
+/// left out, once.
+fn select_tracks(all: &[Arc<Track>], log: bool) -> Vec<Option<Arc<Track>>> {
+    let video = all
+        .iter()
+        .position(|t| t.kind() == TrackKind::Video && fmp4::carries(&t.params));
+    let audio = all
+        .iter()
+        .position(|t| matches!(t.params, CodecParams::Aac(_)))
+        .or_else(|| {
+            all.iter()
+                .position(|t| matches!(t.params, CodecParams::Opus(_)))
+        });
+    all.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if Some(i) == video || Some(i) == audio {
+                Some(Arc::clone(t))
+            } else {
+                if log {
+                    tracing::info!(
+                        track = i,
+                        codec = t.params.name(),
+                        "track not carried over HLS"
+                    );
+                }
+                None
+            }
+        })
+        .collect()
 }
 
 fn ticks_nanos(ticks: i64, track: &Track) -> i64 {
@@ -350,7 +400,10 @@ fn ticks_nanos(ticks: i64, track: &Track) -> i64 {
 fn nominal_duration(track: &Arc<Track>) -> u32 {
     match &track.params {
         CodecParams::Aac(a) => a.samples_per_frame,
-        CodecParams::H264(_) => 3000,
+        CodecParams::H264(_) | CodecParams::H265(_) => 3000,
+        // 20 ms packets, the usual RTP packet time.
+        CodecParams::Opus(_) => 960,
+        CodecParams::G711(g) => g.sample_rate / 50,
     }
 }
 
