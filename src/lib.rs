@@ -14,3 +14,4 @@ pub mod media;
 pub mod net;
 pub mod protocol;
 pub mod server;
+pub mod transcode;

@@ -111,6 +111,12 @@ fn known_keys() -> Vec<String> {
         source: Some(String::new()),
         takeover: Some(false),
         publisher_grace: Some(Duration::ZERO),
+        on_demand: Some(false),
+        on_demand_start_timeout: Some(Duration::ZERO),
+        on_demand_close_after: Some(Duration::ZERO),
+        rtsp_transport: Some(super::RtspTransport::Auto),
+        source_user: Some(String::new()),
+        source_pass: Some(String::new()),
     };
     let defaults = Config {
         path_defaults: full_rule,
@@ -240,16 +246,23 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
 }
 
 fn validate_rule(rule: &PathRule, key: &str) -> Result<(), (String, String)> {
-    if let Some(source) = &rule.source
-        && source != "publisher"
-    {
-        let reason = match source.split_once("://") {
-            Some((scheme, _)) => {
-                format!("pulling from {scheme}:// sources is not supported yet; use \"publisher\"")
-            }
-            None => format!("unknown source {source:?}; expected \"publisher\""),
-        };
-        return Err((format!("{key}.source"), reason));
+    let source = rule
+        .parsed_source()
+        .map_err(|reason| (format!("{key}.source"), reason))?;
+    let pulled = source.as_ref().is_some_and(|s| s.is_pulled());
+    if pulled && key.contains('*') {
+        return Err((
+            format!("{key}.source"),
+            "a pulled source needs an exact path name, not a pattern".into(),
+        ));
+    }
+    for (name, d) in [
+        ("on_demand_start_timeout", rule.on_demand_start_timeout),
+        ("on_demand_close_after", rule.on_demand_close_after),
+    ] {
+        if d.is_some_and(|d| d < Duration::from_millis(100)) {
+            return Err((format!("{key}.{name}"), "must be at least 100ms".into()));
+        }
     }
     Ok(())
 }
@@ -351,9 +364,23 @@ mod tests {
         assert!(e.key.starts_with("paths."), "{e}");
         assert!(e.reason.contains(".."), "{e}");
 
-        let f = write("[paths.\"cam\"]\nsource = \"rtsp://10.0.0.5/x\"\n");
+        let f = write("[paths.\"cam\"]\nsource = \"srt://10.0.0.5/x\"\n");
         let e = load(Some(&f.0), no_env(), &Overrides::default()).unwrap_err();
         assert_eq!(e.key, "paths.\"cam\".source");
+        let f = write("[paths.\"cam/*\"]\nsource = \"rtsp://10.0.0.5/x\"\n");
+        let e = load(Some(&f.0), no_env(), &Overrides::default()).unwrap_err();
+        assert!(e.reason.contains("exact path name"), "{e}");
+        let f = write("[paths.\"cam\"]\nrtsp_transport = \"quic\"\n");
+        let e = load(Some(&f.0), no_env(), &Overrides::default()).unwrap_err();
+        assert_eq!(e.key, "paths.cam.rtsp_transport");
+        let f = write(
+            "[paths.\"door\"]\nsource = \"rtsp://u:p@10.0.0.5:554/Streaming/Channels/101\"\nrtsp_transport = \"tcp\"\non_demand = true\n",
+        );
+        let c = load(Some(&f.0), no_env(), &Overrides::default()).unwrap();
+        let s = c.path_settings("door");
+        assert!(s.on_demand);
+        assert_eq!(s.rtsp_transport, super::super::RtspTransport::Tcp);
+        assert!(matches!(s.source, super::super::Source::Rtsp(_)));
 
         let f = write("this is not toml");
         let e = load(Some(&f.0), no_env(), &Overrides::default()).unwrap_err();

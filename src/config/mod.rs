@@ -108,12 +108,23 @@ impl Default for HlsConfig {
     }
 }
 
+/// How an RTSP source asks the camera to send RTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    /// UDP, and TCP (interleaved) when no UDP packets arrive.
+    Auto,
+    Tcp,
+    Udp,
+}
+
 /// A path rule. Keys left out fall back to `[path_defaults]`, then to the
 /// built-in defaults.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PathRule {
-    /// Where the path's media comes from: `publisher` (pushed by a client).
+    /// Where the path's media comes from: `publisher` (pushed by a client),
+    /// or an `rtsp://` / `rtsps://` URL to pull (a camera).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// A second publisher on a live path replaces the first (instead of being
@@ -128,6 +139,68 @@ pub struct PathRule {
         skip_serializing_if = "Option::is_none"
     )]
     pub publisher_grace: Option<Duration>,
+    /// Pull the source only while someone reads the path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_demand: Option<bool>,
+    /// How long the first reader of an on-demand source waits for it.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub on_demand_start_timeout: Option<Duration>,
+    /// An on-demand source with no reader for this long is stopped.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub on_demand_close_after: Option<Duration>,
+    /// RTP transport of an RTSP source: `auto`, `tcp` or `udp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtsp_transport: Option<RtspTransport>,
+    /// Credentials for the source, when they are not in its URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_pass: Option<String>,
+}
+
+/// Where a path's media comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Pushed by a client (RTMP).
+    Publisher,
+    /// Pulled from an RTSP server (an IP camera).
+    Rtsp(String),
+}
+
+impl Source {
+    fn parse(text: &str) -> Result<Source, String> {
+        if text == "publisher" {
+            return Ok(Source::Publisher);
+        }
+        match text.split_once("://") {
+            Some(("rtsp" | "rtsps", _)) => match text.parse::<url::Url>() {
+                Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => {
+                    Ok(Source::Rtsp(text.to_string()))
+                }
+                Ok(_) => Err(format!("{text:?} has no host")),
+                Err(e) => Err(format!("{text:?} is not a URL: {e}")),
+            },
+            Some((scheme, _)) => Err(format!(
+                "pulling from {scheme}:// sources is not supported; use \"publisher\" or an rtsp:// URL"
+            )),
+            None => Err(format!(
+                "unknown source {text:?}; expected \"publisher\" or an rtsp:// URL"
+            )),
+        }
+    }
+
+    /// Whether the relay pulls this source (as opposed to waiting for a push).
+    pub fn is_pulled(&self) -> bool {
+        !matches!(self, Source::Publisher)
+    }
 }
 
 /// The effective settings of one path, after rule lookup and defaults.
@@ -135,9 +208,15 @@ pub struct PathRule {
 pub struct PathSettings {
     /// The rule that matched (`None`: path defaults).
     pub rule: Option<String>,
-    pub source: String,
+    pub source: Source,
     pub takeover: bool,
     pub publisher_grace: Duration,
+    pub on_demand: bool,
+    pub on_demand_start_timeout: Duration,
+    pub on_demand_close_after: Duration,
+    pub rtsp_transport: RtspTransport,
+    pub source_user: Option<String>,
+    pub source_pass: Option<String>,
 }
 
 impl PathRule {
@@ -146,7 +225,28 @@ impl PathRule {
             source: self.source.clone().or_else(|| fallback.source.clone()),
             takeover: self.takeover.or(fallback.takeover),
             publisher_grace: self.publisher_grace.or(fallback.publisher_grace),
+            on_demand: self.on_demand.or(fallback.on_demand),
+            on_demand_start_timeout: self
+                .on_demand_start_timeout
+                .or(fallback.on_demand_start_timeout),
+            on_demand_close_after: self
+                .on_demand_close_after
+                .or(fallback.on_demand_close_after),
+            rtsp_transport: self.rtsp_transport.or(fallback.rtsp_transport),
+            source_user: self
+                .source_user
+                .clone()
+                .or_else(|| fallback.source_user.clone()),
+            source_pass: self
+                .source_pass
+                .clone()
+                .or_else(|| fallback.source_pass.clone()),
         }
+    }
+
+    /// The source this rule names, checked.
+    pub fn parsed_source(&self) -> Result<Option<Source>, String> {
+        self.source.as_deref().map(Source::parse).transpose()
     }
 }
 
@@ -173,10 +273,38 @@ impl Config {
         };
         PathSettings {
             rule: matched.map(|(name, _)| name.to_string()),
-            source: rule.source.unwrap_or_else(|| "publisher".into()),
+            // Validated when the config was loaded.
+            source: rule
+                .parsed_source()
+                .ok()
+                .flatten()
+                .unwrap_or(Source::Publisher),
             takeover: rule.takeover.unwrap_or(false),
             publisher_grace: rule.publisher_grace.unwrap_or(Duration::from_secs(5)),
+            on_demand: rule.on_demand.unwrap_or(false),
+            on_demand_start_timeout: rule
+                .on_demand_start_timeout
+                .unwrap_or(Duration::from_secs(10)),
+            on_demand_close_after: rule
+                .on_demand_close_after
+                .unwrap_or(Duration::from_secs(10)),
+            rtsp_transport: rule.rtsp_transport.unwrap_or(RtspTransport::Auto),
+            source_user: rule.source_user,
+            source_pass: rule.source_pass,
         }
+    }
+
+    /// Paths whose source is pulled all the time (`on_demand = false`).
+    pub fn always_pulled(&self) -> Vec<String> {
+        self.paths
+            .keys()
+            .filter(|name| !name.contains('*'))
+            .filter(|name| {
+                let s = self.path_settings(name);
+                s.source.is_pulled() && !s.on_demand
+            })
+            .cloned()
+            .collect()
     }
 }
 
@@ -221,6 +349,6 @@ mod tests {
         assert_eq!(s.publisher_grace, Duration::from_secs(1));
         let s = c.path_settings("other/x");
         assert_eq!(s.rule, None);
-        assert_eq!(s.source, "publisher");
+        assert_eq!(s.source, Source::Publisher);
     }
 }

@@ -7,11 +7,12 @@
 mod gop;
 mod reader;
 mod session;
+pub mod source;
 mod stream;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -22,9 +23,10 @@ pub use reader::{Reader, Recv};
 pub use session::{Counters, Protocol, Role, Session, SessionSpec};
 pub use stream::Stream;
 
-use crate::config::{Config, PathNameError, PathSettings, validate_path_name};
+use crate::config::{Config, PathNameError, PathSettings, Source, validate_path_name};
 use crate::media::{CodecParams, Frame, Track, timestamp};
 use session::Registry;
+use source::{PullJob, Puller, SourceStatus, StatusInner};
 
 /// Why a publish was refused.
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +35,8 @@ pub enum PublishError {
     InvalidPath { path: String, source: PathNameError },
     #[error("path {path:?} already has a publisher (session {session_id})")]
     Busy { path: String, session_id: u64 },
-    #[error("path {path:?} takes its media from {source_kind:?}, not from a publisher")]
-    NotPublishable { path: String, source_kind: String },
+    #[error("path {path:?} pulls its media from {source_url}, it takes no publisher")]
+    NotPublishable { path: String, source_url: String },
 }
 
 /// Why a read was refused.
@@ -44,6 +46,8 @@ pub enum ReadError {
     InvalidPath { path: String, source: PathNameError },
     #[error("no stream is published on path {path:?}")]
     NotFound { path: String },
+    #[error("the source of path {path:?} is not ready: {reason}")]
+    NotReady { path: String, reason: String },
 }
 
 /// The hub. Cheap to clone.
@@ -58,6 +62,7 @@ struct HubInner {
     sessions: Registry,
     next_id: AtomicU64,
     shutdown: CancellationToken,
+    puller: OnceLock<Arc<dyn Puller>>,
 }
 
 /// A named path: at most one publisher, any number of readers.
@@ -66,11 +71,22 @@ pub struct Path {
     pub created: SystemTime,
     pub counters: Arc<Counters>,
     state: Mutex<PathState>,
+    /// Bumped whenever a stream starts, for readers that wait for one.
+    started: tokio::sync::watch::Sender<u64>,
+    /// Readers waiting for the path's stream (they keep an on-demand source up).
+    waiters: AtomicUsize,
+}
+
+/// A pulled source running for a path.
+struct RunningSource {
+    id: u64,
+    status: Arc<SourceStatus>,
 }
 
 struct PathState {
     stream: Option<Arc<Stream>>,
     publisher: Option<Arc<Session>>,
+    source: Option<RunningSource>,
     /// Bumped whenever the publisher slot changes, so a stale grace timer
     /// knows it is stale.
     epoch: u64,
@@ -116,6 +132,7 @@ impl Hub {
                 sessions: Registry::default(),
                 next_id: AtomicU64::new(0),
                 shutdown: CancellationToken::new(),
+                puller: OnceLock::new(),
             }),
         }
     }
@@ -147,8 +164,11 @@ impl Hub {
                 state: Mutex::new(PathState {
                     stream: None,
                     publisher: None,
+                    source: None,
                     epoch: 0,
                 }),
+                started: tokio::sync::watch::Sender::new(0),
+                waiters: AtomicUsize::new(0),
             })
         }))
     }
@@ -159,6 +179,8 @@ impl Hub {
         let st = path.lock();
         if st.publisher.is_none()
             && st.stream.is_none()
+            && st.source.is_none()
+            && path.waiters.load(Ordering::Relaxed) == 0
             && paths.get(&path.name).is_some_and(|p| Arc::ptr_eq(p, path))
         {
             paths.remove(&path.name);
@@ -193,10 +215,10 @@ impl Hub {
             source,
         })?;
         let settings = self.config().path_settings(&spec.path);
-        if settings.source != "publisher" {
+        if let Source::Rtsp(url) = &settings.source {
             return Err(PublishError::NotPublishable {
                 path: spec.path,
-                source_kind: settings.source,
+                source_url: source::redact(url),
             });
         }
         let path = self.get_or_create_path(&spec.path);
@@ -226,9 +248,121 @@ impl Hub {
         })
     }
 
-    /// Adds a reader session to the stream of `spec.path`.
-    pub fn read(&self, spec: SessionSpec, start: StartAt) -> Result<Reading, ReadError> {
-        let reader = self.read_internal(&spec.path, start)?;
+    /// Registers the implementation that pulls sources (set once, at start).
+    pub fn set_puller(&self, puller: Arc<dyn Puller>) {
+        let _ = self.inner.puller.set(puller);
+    }
+
+    /// Starts the sources that are pulled all the time (`on_demand = false`).
+    pub fn start_pulled_sources(&self) {
+        let config = self.config();
+        for name in config.always_pulled() {
+            let settings = config.path_settings(&name);
+            let path = self.get_or_create_path(&name);
+            self.ensure_source(&path, &settings);
+        }
+    }
+
+    /// Starts the path's pulled source unless it runs already.
+    fn ensure_source(
+        &self,
+        path: &Arc<Path>,
+        settings: &PathSettings,
+    ) -> Option<Arc<SourceStatus>> {
+        let Source::Rtsp(url) = &settings.source else {
+            return None;
+        };
+        let puller = self.inner.puller.get()?.clone();
+        let mut st = path.lock();
+        if let Some(running) = &st.source {
+            return Some(Arc::clone(&running.status));
+        }
+        let id = self.next_id();
+        let session = self.register(
+            SessionSpec {
+                protocol: Protocol::Rtsp,
+                role: Role::Publisher,
+                path: path.name.clone(),
+                remote: None,
+                query: String::new(),
+            },
+            Arc::clone(&path.counters),
+        );
+        st.publisher = Some(Arc::clone(&session.session));
+        st.epoch += 1;
+        let status = Arc::new(SourceStatus::new("rtsp", source::redact(url)));
+        let cancel = session.session.cancel_token();
+        st.source = Some(RunningSource {
+            id,
+            status: Arc::clone(&status),
+        });
+        drop(st);
+        tracing::info!(path = %path.name, source = %status.url, on_demand = settings.on_demand, "starting pulled source");
+        let publisher = Publisher {
+            hub: self.clone(),
+            path: Arc::clone(path),
+            session,
+            settings: settings.clone(),
+            stream: None,
+            continue_from: None,
+            offset: None,
+        };
+        let job = PullJob {
+            path: path.name.clone(),
+            settings: settings.clone(),
+            publisher,
+            status: Arc::clone(&status),
+            cancel: cancel.clone(),
+        };
+        let hub = self.clone();
+        let p = Arc::clone(path);
+        tokio::spawn(async move {
+            puller.pull(job).await;
+            let mut st = p.lock();
+            if st.source.as_ref().is_some_and(|s| s.id == id) {
+                st.source = None;
+            }
+            drop(st);
+            hub.forget_if_idle(&p);
+        });
+        if settings.on_demand {
+            self.watch_idle(Arc::clone(path), cancel, settings.on_demand_close_after);
+        }
+        Some(status)
+    }
+
+    /// Stops an on-demand source once nobody read its path for `close_after`.
+    fn watch_idle(&self, path: Arc<Path>, cancel: CancellationToken, close_after: Duration) {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let tick = Duration::from_millis(250).min(close_after);
+            let mut idle = Duration::ZERO;
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(tick) => {}
+                }
+                let readers = hub.stream(&path.name).map_or(0, |s| s.reader_count())
+                    + path.waiters.load(Ordering::Relaxed);
+                if readers > 0 {
+                    idle = Duration::ZERO;
+                    continue;
+                }
+                idle += tick;
+                if idle >= close_after {
+                    tracing::info!(path = %path.name, "on-demand source stopped: no readers for {close_after:?}");
+                    cancel.cancel();
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Adds a reader session to the stream of `spec.path`, waiting for a
+    /// pulled source to start when the path has one (bounded by its
+    /// `on_demand_start_timeout`).
+    pub async fn read(&self, spec: SessionSpec, start: StartAt) -> Result<Reading, ReadError> {
+        let reader = self.read_internal(&spec.path, start).await?;
         let counters = self
             .paths()
             .get(&spec.path)
@@ -241,16 +375,56 @@ impl Hub {
 
     /// A reader that is not a session of its own (the HLS muxer of a path,
     /// which serves many viewers).
-    pub fn read_internal(&self, path: &str, start: StartAt) -> Result<Reader, ReadError> {
+    pub async fn read_internal(&self, path: &str, start: StartAt) -> Result<Reader, ReadError> {
         validate_path_name(path).map_err(|source| ReadError::InvalidPath {
             path: path.to_string(),
             source,
         })?;
-        let stream = self
-            .stream(path)
-            .ok_or_else(|| ReadError::NotFound { path: path.into() })?;
         let capacity = self.config().reader_queue_frames;
+        if let Some(stream) = self.stream(path) {
+            return Ok(stream.attach(self.next_id(), start, capacity));
+        }
+        let settings = self.config().path_settings(path);
+        if !settings.source.is_pulled() {
+            return Err(ReadError::NotFound { path: path.into() });
+        }
+        let p = self.get_or_create_path(path);
+        p.waiters.fetch_add(1, Ordering::Relaxed);
+        let result = self.wait_for_stream(&p, &settings).await;
+        p.waiters.fetch_sub(1, Ordering::Relaxed);
+        let stream = result?;
         Ok(stream.attach(self.next_id(), start, capacity))
+    }
+
+    async fn wait_for_stream(
+        &self,
+        p: &Arc<Path>,
+        settings: &PathSettings,
+    ) -> Result<Arc<Stream>, ReadError> {
+        let mut started = p.started.subscribe();
+        let status = self.ensure_source(p, settings);
+        let deadline = tokio::time::Instant::now() + settings.on_demand_start_timeout;
+        loop {
+            if let Some(stream) = self.stream(&p.name) {
+                return Ok(stream);
+            }
+            tokio::select! {
+                changed = started.changed() => if changed.is_err() { break },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let reason = match status.map(|s| s.snapshot()) {
+            Some(StatusInner {
+                last_error: Some(e),
+                ..
+            }) => e,
+            Some(_) => format!("no media within {:?}", settings.on_demand_start_timeout),
+            None => "no source is configured to pull it".into(),
+        };
+        Err(ReadError::NotReady {
+            path: p.name.clone(),
+            reason,
+        })
     }
 
     /// The live stream of a path, if any.
@@ -298,18 +472,30 @@ impl Hub {
         self.inner.shutdown.is_cancelled()
     }
 
-    /// A snapshot of every path, sorted by name.
+    /// A snapshot of every path (live ones and configured pulled ones),
+    /// sorted by name.
     pub fn path_snapshots(&self) -> Vec<PathSnapshot> {
-        let mut paths: Vec<Arc<Path>> = self.paths().values().cloned().collect();
-        paths.sort_by(|a, b| a.name.cmp(&b.name));
+        let live: Vec<Arc<Path>> = self.paths().values().cloned().collect();
         let sessions = self.sessions();
-        paths.iter().map(|p| snapshot(p, &sessions)).collect()
+        let mut out: Vec<PathSnapshot> = live.iter().map(|p| snapshot(p, &sessions)).collect();
+        let config = self.config();
+        for (name, _) in config.paths.iter().filter(|(n, _)| !n.contains('*')) {
+            if !out.iter().any(|p| &p.name == name)
+                && let Some(idle) = idle_pulled_snapshot(&config, name)
+            {
+                out.push(idle);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     /// A snapshot of one path.
     pub fn path_snapshot(&self, name: &str) -> Option<PathSnapshot> {
-        let p = self.paths().get(name).cloned()?;
-        Some(snapshot(&p, &self.sessions()))
+        match self.paths().get(name).cloned() {
+            Some(p) => Some(snapshot(&p, &self.sessions())),
+            None => idle_pulled_snapshot(&self.config(), name),
+        }
     }
 
     fn unpublish(&self, path: &Arc<Path>, session_id: u64, grace: Duration) {
@@ -425,6 +611,11 @@ impl Publisher {
             }
         };
         self.stream = Some(stream);
+        // A publisher that starts again (a source reconnecting) rebases its
+        // new timestamps on its first frame.
+        self.offset = None;
+        drop(st);
+        self.path.started.send_modify(|n| *n += 1);
         Ok(())
     }
 
@@ -497,8 +688,13 @@ pub struct PathSnapshot {
 pub struct SourceSnapshot {
     #[serde(rename = "type")]
     pub kind: Protocol,
-    pub session_id: u64,
+    pub session_id: Option<u64>,
     pub remote_addr: Option<String>,
+    /// Pulled sources: the URL (without credentials) and how it is doing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusInner>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -536,6 +732,33 @@ pub struct ReaderSnapshot {
     pub frames_dropped: u64,
 }
 
+/// A configured pulled path that is not running (on demand, nobody reading).
+fn idle_pulled_snapshot(config: &Config, name: &str) -> Option<PathSnapshot> {
+    if !config.paths.contains_key(name) {
+        return None;
+    }
+    let Source::Rtsp(url) = config.path_settings(name).source else {
+        return None;
+    };
+    let status = SourceStatus::new("rtsp", source::redact(&url));
+    Some(PathSnapshot {
+        name: name.to_string(),
+        created: SystemTime::now(),
+        state: "idle",
+        source: Some(SourceSnapshot {
+            kind: Protocol::Rtsp,
+            session_id: None,
+            remote_addr: None,
+            url: Some(status.url.clone()),
+            status: Some(status.snapshot()),
+        }),
+        stream: None,
+        readers: Vec::new(),
+        bytes_in: 0,
+        bytes_out: 0,
+    })
+}
+
 /// Times in API output are RFC 3339 strings.
 pub fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_rfc3339_millis(*t))
@@ -553,11 +776,23 @@ fn snapshot(path: &Arc<Path>, sessions: &[Arc<Session>]) -> PathSnapshot {
         name: path.name.clone(),
         created: path.created,
         state,
-        source: st.publisher.as_ref().map(|s| SourceSnapshot {
-            kind: s.protocol,
-            session_id: s.id,
-            remote_addr: s.remote.map(|a| a.to_string()),
-        }),
+        source: match (&st.source, &st.publisher) {
+            (Some(src), publisher) => Some(SourceSnapshot {
+                kind: Protocol::Rtsp,
+                session_id: publisher.as_ref().map(|s| s.id),
+                remote_addr: None,
+                url: Some(src.status.url.clone()),
+                status: Some(src.status.snapshot()),
+            }),
+            (None, Some(s)) => Some(SourceSnapshot {
+                kind: s.protocol,
+                session_id: Some(s.id),
+                remote_addr: s.remote.map(|a| a.to_string()),
+                url: None,
+                status: None,
+            }),
+            (None, None) => None,
+        },
         stream: stream.map(|s| StreamSnapshot {
             id: s.id,
             online_since: s.created(),

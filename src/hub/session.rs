@@ -17,6 +17,7 @@ use super::reader::ReaderQueue;
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Rtmp,
+    Rtsp,
     Hls,
 }
 
@@ -75,6 +76,10 @@ impl Session {
 
     pub(crate) fn cancel(&self) {
         self.cancel.cancel()
+    }
+
+    pub(crate) fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
     }
 
     pub(crate) fn set_reader(&self, queue: Arc<ReaderQueue>) {

@@ -52,7 +52,10 @@ async fn second_publisher_is_refused_and_first_undisturbed() {
     let err = hub.publish(spec("live/a")).err().unwrap();
     assert!(matches!(err, PublishError::Busy { .. }), "{err}");
     assert!(!first.session().is_cancelled());
-    let mut r = hub.read(reader_spec("live/a"), StartAt::Live).unwrap();
+    let mut r = hub
+        .read(reader_spec("live/a"), StartAt::Live)
+        .await
+        .unwrap();
     let f = video(&first, 0, true);
     first.write(f);
     assert!(r.reader.recv().await.is_some());
@@ -77,7 +80,10 @@ async fn a_publisher_that_returns_within_grace_continues_with_rebased_timestamps
     let hub = hub_with(Duration::from_secs(5), false);
     let mut p = hub.publish(spec("live/a")).unwrap();
     p.start(params()).unwrap();
-    let mut r = hub.read(reader_spec("live/a"), StartAt::Live).unwrap();
+    let mut r = hub
+        .read(reader_spec("live/a"), StartAt::Live)
+        .await
+        .unwrap();
     for i in 0..10 {
         let f = video(&p, i * 3000, i == 0);
         p.write(f);
@@ -109,7 +115,10 @@ async fn readers_are_told_when_the_grace_period_ends() {
     let hub = hub_with(Duration::from_secs(1), false);
     let mut p = hub.publish(spec("live/a")).unwrap();
     p.start(params()).unwrap();
-    let mut r = hub.read(reader_spec("live/a"), StartAt::Live).unwrap();
+    let mut r = hub
+        .read(reader_spec("live/a"), StartAt::Live)
+        .await
+        .unwrap();
     drop(p);
     assert!(r.reader.recv().await.is_none());
     assert!(hub.stream("live/a").is_none());
@@ -123,11 +132,11 @@ async fn readers_are_told_when_the_grace_period_ends() {
 async fn reading_a_missing_path_is_not_found() {
     let hub = hub_with(Duration::ZERO, false);
     assert!(matches!(
-        hub.read(reader_spec("live/none"), StartAt::Live),
+        hub.read(reader_spec("live/none"), StartAt::Live).await,
         Err(ReadError::NotFound { .. })
     ));
     assert!(matches!(
-        hub.read(reader_spec("../x"), StartAt::Live),
+        hub.read(reader_spec("../x"), StartAt::Live).await,
         Err(ReadError::InvalidPath { .. })
     ));
 }

@@ -126,7 +126,7 @@ async fn handle(socket: TcpStream, peer: SocketAddr, hub: Hub) -> Result<(), Con
                             remote: Some(peer),
                             query,
                         };
-                        return match hub.read(spec, crate::hub::StartAt::LatestKeyframe) {
+                        return match hub.read(spec, crate::hub::StartAt::LatestKeyframe).await {
                             Ok(reading) => {
                                 let span = tracing::info_span!("play", path = %path, session = reading.session.id);
                                 crate::egress::rtmp::run(conn, reading)

@@ -123,21 +123,35 @@ impl HlsServer {
     }
 
     /// The path's running muxer, started on the first request.
-    fn muxer(&self, path: &str) -> Result<Arc<Muxer>, ReadError> {
+    async fn muxer(&self, path: &str) -> Result<Arc<Muxer>, ReadError> {
         let live = self.hub.stream(path);
-        let mut muxers = self.muxers.lock().unwrap_or_else(|e| e.into_inner());
-        muxers.retain(|_, m| m.is_alive());
-        if let Some(m) = muxers.get(path) {
-            match &live {
-                // A muxer of an ended stream keeps serving its ENDLIST
-                // playlist until a new stream replaces it.
-                None => return Ok(Arc::clone(m)),
-                Some(s) if s.id == m.stream.id => return Ok(Arc::clone(m)),
-                Some(_) => m.stop(),
+        let pulled = self.hub.config().path_settings(path).source.is_pulled();
+        {
+            let mut muxers = self.muxers.lock().unwrap_or_else(|e| e.into_inner());
+            muxers.retain(|_, m| m.is_alive());
+            if let Some(m) = muxers.get(path) {
+                match &live {
+                    // A muxer of an ended stream keeps serving its ENDLIST
+                    // playlist until a new stream replaces it (a pulled
+                    // source is started again instead).
+                    None if !pulled => return Ok(Arc::clone(m)),
+                    Some(s) if s.id == m.stream.id => return Ok(Arc::clone(m)),
+                    _ => m.stop(),
+                }
             }
         }
+        // Not under the lock: this may wait for an on-demand source.
         let cfg = self.hub.config().hls.clone();
-        let m = Muxer::start(&self.hub, path, &cfg)?;
+        let m = Muxer::start(&self.hub, path, &cfg).await?;
+        let mut muxers = self.muxers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(other) = muxers.get(path)
+            && other.is_alive()
+            && other.stream.id == m.stream.id
+        {
+            // A concurrent first request started one too: keep the first.
+            m.stop();
+            return Ok(Arc::clone(other));
+        }
         muxers.insert(path.to_string(), Arc::clone(&m));
         Ok(m)
     }
@@ -152,10 +166,13 @@ impl HlsServer {
 
     /// Serves one HLS request for `file` below `path`.
     pub async fn serve(&self, path: &str, file: HlsFile, query: Option<&str>) -> Response {
-        let muxer = match self.muxer(path) {
+        let muxer = match self.muxer(path).await {
             Ok(m) => m,
             Err(e @ ReadError::NotFound { .. }) => {
                 return error(StatusCode::NOT_FOUND, e.to_string());
+            }
+            Err(e @ ReadError::NotReady { .. }) => {
+                return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
             }
             Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
         };

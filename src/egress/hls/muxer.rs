@@ -32,8 +32,8 @@ pub struct Muxer {
 impl Muxer {
     /// Starts a muxer on the path's stream, from the GOP cache's previous
     /// keyframe so the first playlist has a complete segment at once.
-    pub fn start(hub: &Hub, path: &str, cfg: &HlsConfig) -> Result<Arc<Muxer>, ReadError> {
-        let mut reader = hub.read_internal(path, StartAt::PreviousKeyframe)?;
+    pub async fn start(hub: &Hub, path: &str, cfg: &HlsConfig) -> Result<Arc<Muxer>, ReadError> {
+        let mut reader = hub.read_internal(path, StartAt::PreviousKeyframe).await?;
         let stream = Arc::clone(reader.stream());
         let nanos = |d: Duration| d.as_nanos().min(i64::MAX as u128) as i64;
         let segmenter = Segmenter::new(

@@ -1,0 +1,170 @@
+//! Pulled sources (IP cameras): the interface the hub uses to start one, and
+//! the status a source reports for the API. The protocol work lives in
+//! `ingest`; the hub only starts, stops and watches sources.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::Publisher;
+use crate::config::PathSettings;
+
+/// What a pulled source is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceState {
+    /// Not running (on demand, nobody reading).
+    Idle,
+    /// Connecting to the camera.
+    Connecting,
+    /// Media is flowing.
+    Ready,
+    /// The last attempt failed; waiting to try again.
+    Retrying,
+}
+
+/// The live status of a pulled source, shared between its task and the API.
+#[derive(Debug)]
+pub struct SourceStatus {
+    /// `rtsp`.
+    pub kind: &'static str,
+    /// The source URL without credentials.
+    pub url: String,
+    inner: Mutex<StatusInner>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusInner {
+    pub state: SourceState,
+    pub last_error: Option<String>,
+    /// Failed attempts since the source was last ready.
+    pub retries: u32,
+    #[serde(serialize_with = "rfc3339_opt")]
+    pub next_retry: Option<SystemTime>,
+}
+
+fn rfc3339_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => super::rfc3339(t, s),
+        None => s.serialize_none(),
+    }
+}
+
+impl SourceStatus {
+    pub fn new(kind: &'static str, url: String) -> Self {
+        SourceStatus {
+            kind,
+            url,
+            inner: Mutex::new(StatusInner {
+                state: SourceState::Idle,
+                last_error: None,
+                retries: 0,
+                next_retry: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StatusInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn snapshot(&self) -> StatusInner {
+        self.lock().clone()
+    }
+
+    pub fn state(&self) -> SourceState {
+        self.lock().state
+    }
+
+    pub fn set_connecting(&self) {
+        let mut s = self.lock();
+        s.state = SourceState::Connecting;
+        s.next_retry = None;
+    }
+
+    /// Media flows: the retry count starts over.
+    pub fn set_ready(&self) {
+        let mut s = self.lock();
+        s.state = SourceState::Ready;
+        s.retries = 0;
+        s.next_retry = None;
+    }
+
+    /// An attempt failed; the next one is at `next_retry`.
+    pub fn set_retrying(&self, error: String, next_retry: SystemTime) {
+        let mut s = self.lock();
+        s.state = SourceState::Retrying;
+        s.last_error = Some(error);
+        s.retries = s.retries.saturating_add(1);
+        s.next_retry = Some(next_retry);
+    }
+
+    pub fn set_idle(&self) {
+        let mut s = self.lock();
+        s.state = SourceState::Idle;
+        s.next_retry = None;
+    }
+}
+
+/// Everything a pulled source needs to run.
+pub struct PullJob {
+    pub path: String,
+    pub settings: PathSettings,
+    /// The path's publisher slot, held for the life of the source (across
+    /// reconnects, so readers stay connected).
+    pub publisher: Publisher,
+    pub status: Arc<SourceStatus>,
+    /// Cancelled when the source must stop (idle on demand, shutdown).
+    pub cancel: CancellationToken,
+}
+
+/// Starts pulled sources; implemented by the RTSP ingest.
+pub trait Puller: Send + Sync + 'static {
+    /// Runs the source until `job.cancel` is cancelled, reconnecting by
+    /// itself.
+    fn pull(&self, job: PullJob) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// A URL with its user information removed, for logs and the API.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => "<invalid url>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_reach_the_api() {
+        assert_eq!(
+            redact("rtsp://admin:secret@10.0.0.5:554/Streaming/Channels/101"),
+            "rtsp://10.0.0.5:554/Streaming/Channels/101"
+        );
+    }
+
+    #[test]
+    fn status_counts_retries_until_ready() {
+        let s = SourceStatus::new("rtsp", "rtsp://x/".into());
+        s.set_retrying("401 Unauthorized from camera".into(), SystemTime::now());
+        s.set_retrying("401 Unauthorized from camera".into(), SystemTime::now());
+        assert_eq!(s.snapshot().retries, 2);
+        assert_eq!(s.state(), SourceState::Retrying);
+        s.set_ready();
+        assert_eq!(s.snapshot().retries, 0);
+        assert_eq!(
+            s.snapshot().last_error.as_deref(),
+            Some("401 Unauthorized from camera")
+        );
+    }
+}
