@@ -3,8 +3,11 @@
 # Needed to build the server.
 BUILD_PACKAGES=(gcc pkg-config)
 # Real peers the tests start: ffmpeg/ffprobe as publisher and players,
-# Chromium for hls.js in a browser, VLC as a desktop player.
-TEST_PACKAGES=(ffmpeg chromium vlc-bin vlc-plugin-base)
+# Chromium for hls.js in a browser, VLC as a desktop player, a GStreamer RTSP
+# server as the IP camera.
+TEST_PACKAGES=(ffmpeg chromium vlc-bin vlc-plugin-base
+  python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 
 # Installs the packages that are not installed yet (apt-get, as root or with sudo).
 ensure_packages() {

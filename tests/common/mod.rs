@@ -3,6 +3,8 @@
 //! project's own sans-IO client session.
 #![allow(dead_code)]
 
+pub mod camera;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
