@@ -1,7 +1,8 @@
 # Shared by run.sh and test.sh: what Debian 12 packages the project needs.
 
-# Needed to build the server.
-BUILD_PACKAGES=(gcc pkg-config)
+# Needed to build the server (ffmpeg-next: libav* headers and clang for bindgen).
+BUILD_PACKAGES=(gcc pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev
+  libswresample-dev)
 # Real peers the tests start: ffmpeg/ffprobe as publisher and players,
 # Chromium for hls.js in a browser, VLC as a desktop player, a GStreamer RTSP
 # server as the IP camera.

@@ -55,6 +55,8 @@ impl App {
         let api_addr = local(&api, "api_listen", config.api_listen)?;
 
         let hub = Hub::new(Arc::new(config));
+        hub.set_puller(Arc::new(crate::ingest::rtsp::RtspPuller::default()));
+        hub.start_pulled_sources();
         let hls = Arc::new(HlsServer::new(hub.clone()));
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -87,7 +89,7 @@ impl App {
         tracing::info!(
             webrtc_listen = %c.webrtc_listen,
             rtsp_listen = %c.rtsp_listen,
-            "WebRTC and RTSP are not served by this version; those listeners are not opened"
+            "WebRTC and the RTSP server are not served by this version; those listeners are not opened"
         );
         Ok(App {
             hub,

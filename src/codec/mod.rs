@@ -3,3 +3,4 @@
 
 pub mod aac;
 pub mod h264;
+pub mod h265;

@@ -675,7 +675,8 @@ pub struct PathSnapshot {
     pub name: String,
     #[serde(serialize_with = "rfc3339")]
     pub created: SystemTime,
-    /// `publishing`, `waiting_for_publisher` (in the grace period) or `idle`.
+    /// `publishing`, `waiting_for_publisher` (in the grace period),
+    /// `waiting_for_source` (a pulled source that is not ready) or `idle`.
     pub state: &'static str,
     pub source: Option<SourceSnapshot>,
     pub stream: Option<StreamSnapshot>,
@@ -767,10 +768,12 @@ pub fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::E
 fn snapshot(path: &Arc<Path>, sessions: &[Arc<Session>]) -> PathSnapshot {
     let st = path.lock();
     let stream = st.stream.as_ref().filter(|s| !s.has_ended());
-    let state = match (&st.publisher, stream) {
-        (Some(_), _) => "publishing",
-        (None, Some(_)) => "waiting_for_publisher",
-        (None, None) => "idle",
+    let state = match (&st.source, &st.publisher, stream) {
+        (_, Some(_), Some(_)) => "publishing",
+        (Some(_), _, None) => "waiting_for_source",
+        (None, Some(_), None) => "publishing",
+        (None, None, Some(_)) => "waiting_for_publisher",
+        (_, None, _) => "idle",
     };
     PathSnapshot {
         name: path.name.clone(),

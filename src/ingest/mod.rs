@@ -3,3 +3,5 @@
 
 pub mod flv;
 pub mod rtmp;
+pub mod rtsp;
+pub mod source;

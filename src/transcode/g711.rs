@@ -187,7 +187,11 @@ mod tests {
                 eprintln!("ffmpeg CLI not found; skipping");
                 return;
             };
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let decoded: Vec<i16> = out
                 .stdout
                 .chunks_exact(2)

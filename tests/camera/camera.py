@@ -83,6 +83,8 @@ MOUNTS = {
     "/h264_opus": H264 + H264_PAY + OPUS,
     "/h265_aac": H265 + "! rtph265pay name=pay0 pt=96 config-interval=-1 " + AAC,
     "/video_only": H264 + H264_PAY,
+    # Like a camera that only does RTP over TCP (answers UDP SETUP with 461).
+    "/tcp_only": H264 + H264_PAY + PCMU,
     "/secure": H264 + H264_PAY + PCMU,
     # SPS/PPS sent in-band with every IDR; InbandMedia strips them from the SDP.
     "/inband": H264 + "! rtph264pay name=pay0 pt=96 config-interval=-1 ",
@@ -174,7 +176,10 @@ def main():
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(f"( {launch})")
         factory.set_shared(True)
-        factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP | GstRtsp.RTSPLowerTrans.UDP)
+        if path == "/tcp_only":
+            factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP)
+        else:
+            factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP | GstRtsp.RTSPLowerTrans.UDP)
         factory.set_permissions(permissions(anonymous_may_construct=path != "/secure"))
         if path == "/inband":
             factory.set_media_gtype(InbandMedia)

@@ -176,7 +176,7 @@ impl HlsServer {
             }
             Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
         };
-        muxer.touch();
+        let _request = muxer.request();
         let response = match file {
             HlsFile::Playlist => self.playlist(&muxer, query).await,
             HlsFile::Init(id) => match muxer.with_window(|w| w.init(id)) {

@@ -1,7 +1,7 @@
 //! One LL-HLS muxer per path: a hub reader feeding the segmenter, shared by
 //! every HLS viewer of the path, stopped when nobody asked for a while.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,6 +22,8 @@ pub struct Muxer {
     segmenter: Mutex<Segmenter>,
     version: watch::Sender<u64>,
     last_request: Mutex<Instant>,
+    /// Requests being answered (a blocked request keeps the muxer alive).
+    in_flight: AtomicUsize,
     alive: AtomicBool,
     cancel: CancellationToken,
     params: PlaylistParams,
@@ -51,6 +53,7 @@ impl Muxer {
             segmenter: Mutex::new(segmenter),
             version: watch::Sender::new(0),
             last_request: Mutex::new(Instant::now()),
+            in_flight: AtomicUsize::new(0),
             alive: AtomicBool::new(true),
             cancel: CancellationToken::new(),
             params: PlaylistParams {
@@ -88,7 +91,7 @@ impl Muxer {
                     }
                     _ = tick.tick() => {
                         let idle = m.last_request.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
-                        if idle > idle_timeout {
+                        if idle > idle_timeout && m.in_flight.load(Ordering::Relaxed) == 0 {
                             tracing::info!(path = %m.path, "HLS muxer stopped: no requests for {idle_timeout:?}");
                             break;
                         }
@@ -112,8 +115,14 @@ impl Muxer {
         self.cancel.cancel();
     }
 
-    /// Records a request (keeps the muxer from idling out).
-    pub fn touch(&self) {
+    /// Records a request; the muxer does not idle out while the returned
+    /// guard lives.
+    pub fn request(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        RequestGuard(Arc::clone(self))
+    }
+
+    fn touch(&self) {
         *self.last_request.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 
@@ -164,5 +173,15 @@ impl Muxer {
         let text = Bytes::from(playlist::render(&seg.window, &params));
         *slot = Some((version, text.clone()));
         text
+    }
+}
+
+/// A request in progress (see [`Muxer::request`]).
+pub struct RequestGuard(Arc<Muxer>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -1,0 +1,530 @@
+//! Pulling RTSP sources (IP cameras) with retina: DESCRIBE/SETUP/PLAY, the
+//! depacketized frames into the hub, reconnects with backoff (see
+//! [`super::source`]), and G.711 audio transcoded to AAC once per path for
+//! the readers that cannot play G.711 (HLS, RTMP).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use retina::client::{
+    Credentials, InitialTimestampPolicy, PlayOptions, SessionGroup, SessionOptions, SetupOptions,
+    TcpTransportOptions, TeardownPolicy, Transport, UdpTransportOptions,
+};
+use retina::codec::{CodecItem, ParametersRef, VideoParametersCodec};
+use tokio::sync::Mutex;
+use tracing::Instrument;
+
+use super::source::{self, AttemptError, RetryPolicy};
+use crate::codec::{aac, h264};
+use crate::config::{PathSettings, RtspTransport, Source};
+use crate::hub::Publisher;
+use crate::hub::source::{PullJob, Puller, SourceStatus};
+use crate::media::{CodecParams, Frame, G711Law, G711Params, H265Params, Track, VIDEO_TIMESCALE};
+use crate::transcode::{AudioTranscoder, G711ToAac};
+
+/// How long DESCRIBE/SETUP/PLAY may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// With `rtsp_transport = "auto"`, how long to wait for the first UDP packet
+/// before trying TCP.
+const UDP_FIRST_PACKET: Duration = Duration::from_secs(3);
+/// Frames held back while the video parameters are not known yet.
+const MAX_PENDING: usize = 256;
+/// Stream time of media time 0: room for a track whose first frame comes
+/// slightly before the other's.
+const START_SECS: i64 = 1;
+
+/// Pulls `rtsp://` sources for the hub.
+pub struct RtspPuller {
+    group: Arc<SessionGroup>,
+}
+
+impl Default for RtspPuller {
+    fn default() -> Self {
+        RtspPuller {
+            group: Arc::new(SessionGroup::default()),
+        }
+    }
+}
+
+impl Puller for RtspPuller {
+    fn pull(&self, job: PullJob) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let group = Arc::clone(&self.group);
+        let span = tracing::info_span!("rtsp", path = %job.path, source = %job.status.url);
+        Box::pin(run(job, group).instrument(span))
+    }
+}
+
+/// What survives from one attempt to the next.
+struct SourceState {
+    publisher: Publisher,
+    /// `auto` found that UDP does not get through: use TCP from now on.
+    prefer_tcp: bool,
+}
+
+async fn run(job: PullJob, group: Arc<SessionGroup>) {
+    let PullJob {
+        path,
+        settings,
+        publisher,
+        status,
+        cancel,
+    } = job;
+    let Source::Rtsp(url) = settings.source.clone() else {
+        return;
+    };
+    let state = Arc::new(Mutex::new(SourceState {
+        publisher,
+        prefer_tcp: false,
+    }));
+    let read_timeout = publisher_read_timeout(&state).await;
+    source::run(&status, &cancel, RetryPolicy::default(), || {
+        let state = Arc::clone(&state);
+        let group = Arc::clone(&group);
+        let status = Arc::clone(&status);
+        let settings = settings.clone();
+        let url = url.clone();
+        async move {
+            let mut state = state.lock().await;
+            attempt(&url, &settings, &mut state, &status, &group, read_timeout).await
+        }
+    })
+    .await;
+    tracing::info!(path, "source stopped");
+}
+
+async fn publisher_read_timeout(state: &Arc<Mutex<SourceState>>) -> Duration {
+    state.lock().await.publisher.hub().config().read_timeout
+}
+
+fn fail(message: impl Into<String>) -> AttemptError {
+    AttemptError {
+        message: message.into(),
+        auth: false,
+        was_ready: false,
+    }
+}
+
+/// An error from the camera, in words for the API.
+fn camera_error(what: &str, e: &retina::Error) -> AttemptError {
+    match e.status_code() {
+        Some(401) => AttemptError {
+            message: "401 Unauthorized from camera (check the credentials)".into(),
+            auth: true,
+            was_ready: false,
+        },
+        Some(code) => fail(format!("{what}: {code} from camera: {}", first_line(e))),
+        None => fail(format!("{what}: {}", first_line(e))),
+    }
+}
+
+fn first_line(e: &retina::Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
+}
+
+/// Splits credentials out of the URL (retina takes them separately), or
+/// takes them from `source_user`/`source_pass`.
+fn url_and_credentials(
+    raw: &str,
+    settings: &PathSettings,
+) -> Result<(url::Url, Option<Credentials>), AttemptError> {
+    let mut url = url::Url::parse(raw).map_err(|e| fail(format!("bad source URL: {e}")))?;
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let from_url = (!url.username().is_empty()).then(|| Credentials {
+        username: decode(url.username()),
+        password: decode(url.password().unwrap_or_default()),
+    });
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let creds = from_url.or_else(|| {
+        settings.source_user.as_ref().map(|u| Credentials {
+            username: u.clone(),
+            password: settings.source_pass.clone().unwrap_or_default(),
+        })
+    });
+    Ok((url, creds))
+}
+
+/// One connection to the camera, until it fails or the source is stopped
+/// (the caller drops this future then).
+async fn attempt(
+    raw_url: &str,
+    settings: &PathSettings,
+    state: &mut SourceState,
+    status: &SourceStatus,
+    group: &Arc<SessionGroup>,
+    read_timeout: Duration,
+) -> Result<(), AttemptError> {
+    let (url, creds) = url_and_credentials(raw_url, settings)?;
+    // A camera with a session limit must see the last session torn down
+    // before it accepts the next one.
+    let _ = tokio::time::timeout(REQUEST_TIMEOUT, group.await_teardown()).await;
+    let options = SessionOptions::default()
+        .creds(creds)
+        .session_group(Arc::clone(group))
+        .teardown(TeardownPolicy::Auto)
+        .user_agent(format!("mediarelay/{}", env!("CARGO_PKG_VERSION")));
+    let mut session = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        retina::client::Session::describe(url, options),
+    )
+    .await
+    .map_err(|_| fail("camera did not answer DESCRIBE"))?
+    .map_err(|e| camera_error("DESCRIBE", &e))?;
+
+    let chosen = choose_streams(session.streams());
+    if chosen.is_empty() {
+        return Err(fail(
+            "the camera offers no stream the relay can take (H.264/H.265 video, AAC/G.711 audio)",
+        ));
+    }
+    let udp = match settings.rtsp_transport {
+        RtspTransport::Udp => true,
+        RtspTransport::Tcp => false,
+        RtspTransport::Auto => !state.prefer_tcp,
+    };
+    let transport = if udp {
+        Transport::Udp(UdpTransportOptions::default())
+    } else {
+        Transport::Tcp(TcpTransportOptions::default())
+    };
+    for c in &chosen {
+        let setup = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            session.setup(
+                c.stream,
+                SetupOptions::default().transport(transport.clone()),
+            ),
+        )
+        .await
+        .map_err(|_| fail("camera did not answer SETUP"))?;
+        if let Err(e) = setup {
+            if udp && settings.rtsp_transport == RtspTransport::Auto {
+                // The camera does not do UDP (e.g. 461 Unsupported Transport).
+                state.prefer_tcp = true;
+                return Err(camera_error("SETUP over UDP; trying TCP", &e));
+            }
+            return Err(camera_error("SETUP", &e));
+        }
+    }
+    let playing = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        session.play(PlayOptions::default().initial_timestamp(InitialTimestampPolicy::Permissive)),
+    )
+    .await
+    .map_err(|_| fail("camera did not answer PLAY"))?
+    .map_err(|e| camera_error("PLAY", &e))?;
+    let mut demuxed = playing.demuxed().map_err(|e| camera_error("PLAY", &e))?;
+    tracing::info!(transport = %transport, streams = chosen.len(), "camera playing");
+
+    let mut ingest = Ingest::new(chosen, demuxed.streams())?;
+    let mut first = true;
+    loop {
+        let wait = if first && udp && settings.rtsp_transport == RtspTransport::Auto {
+            UDP_FIRST_PACKET
+        } else {
+            read_timeout
+        };
+        let item = match tokio::time::timeout(wait, demuxed.next()).await {
+            Err(_) if first && udp && settings.rtsp_transport == RtspTransport::Auto => {
+                state.prefer_tcp = true;
+                return Err(fail("no RTP packets over UDP; trying TCP"));
+            }
+            Err(_) => return Err(ingest.fail(format!("no media from camera for {wait:?}"))),
+            Ok(None) => return Err(ingest.fail("camera ended the session")),
+            Ok(Some(Err(e))) => return Err(ingest.fail_with(camera_error("stream", &e))),
+            Ok(Some(Ok(item))) => item,
+        };
+        first = false;
+        ingest.on_item(item, demuxed.streams(), &mut state.publisher, status)?;
+    }
+}
+
+/// A stream of the camera the relay takes.
+#[derive(Debug, Clone)]
+struct Chosen {
+    stream: usize,
+    kind: ChosenKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChosenKind {
+    Video,
+    Aac,
+    G711(G711Law),
+}
+
+/// The first video stream the relay can carry, and the first audio one.
+/// Opus has no RTSP depacketizer in retina yet: such audio is left out with
+/// one log line.
+fn choose_streams(streams: &[retina::client::Stream]) -> Vec<Chosen> {
+    let mut out = Vec::new();
+    let mut have_video = false;
+    let mut have_audio = false;
+    for (i, s) in streams.iter().enumerate() {
+        let enc = s.encoding_name();
+        let kind = match (s.media(), enc) {
+            ("video", "h264" | "h265") if !have_video => Some(ChosenKind::Video),
+            ("audio", "mpeg4-generic") if !have_audio => Some(ChosenKind::Aac),
+            ("audio", "pcma") if !have_audio => Some(ChosenKind::G711(G711Law::ALaw)),
+            ("audio", "pcmu") if !have_audio => Some(ChosenKind::G711(G711Law::MuLaw)),
+            _ => None,
+        };
+        match kind {
+            Some(k) => {
+                have_video |= k == ChosenKind::Video;
+                have_audio |= k != ChosenKind::Video;
+                out.push(Chosen { stream: i, kind: k });
+            }
+            None => tracing::info!(
+                stream = i,
+                media = s.media(),
+                encoding = enc,
+                "camera stream not taken (supported: H.264, H.265, AAC, G.711)"
+            ),
+        }
+    }
+    out
+}
+
+/// Turns retina's frames into hub frames for one connection.
+struct Ingest {
+    chosen: Vec<Chosen>,
+    /// Track index in the hub stream per chosen stream.
+    track_of: Vec<usize>,
+    /// Parameters per track; video may be unknown until the first frame.
+    params: Vec<Option<CodecParams>>,
+    /// The G.711 → AAC transcoder and the index of its track.
+    transcoder: Option<(Box<dyn AudioTranscoder>, usize)>,
+    tracks: Vec<Arc<Track>>,
+    pending_raw: Vec<(usize, i64, bool, Bytes)>,
+    started: bool,
+    /// Video lost packets: drop frames up to the next keyframe.
+    need_keyframe: bool,
+}
+
+impl Ingest {
+    fn new(chosen: Vec<Chosen>, streams: &[retina::client::Stream]) -> Result<Self, AttemptError> {
+        let mut params = Vec::new();
+        let mut track_of = Vec::new();
+        let mut transcoder = None;
+        for c in &chosen {
+            track_of.push(params.len());
+            let stream = streams.get(c.stream);
+            params.push(stream.and_then(|s| stream_params(c.kind, s)));
+            if let ChosenKind::G711(law) = c.kind {
+                let Some(Some(CodecParams::G711(g))) = params.last() else {
+                    return Err(fail("G.711 stream without a clock rate"));
+                };
+                match G711ToAac::new(law, g.sample_rate, g.channels) {
+                    Ok(t) => {
+                        let output = t.output().clone();
+                        transcoder = Some((Box::new(t) as Box<dyn AudioTranscoder>, params.len()));
+                        params.push(Some(output));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "G.711 → AAC transcoder unavailable; HLS and RTMP get no audio")
+                    }
+                }
+            }
+        }
+        Ok(Ingest {
+            chosen,
+            track_of,
+            params,
+            transcoder,
+            tracks: Vec::new(),
+            pending_raw: Vec::new(),
+            started: false,
+            need_keyframe: true,
+        })
+    }
+
+    fn fail(&self, message: impl Into<String>) -> AttemptError {
+        self.fail_with(fail(message))
+    }
+
+    fn fail_with(&self, mut e: AttemptError) -> AttemptError {
+        e.was_ready = self.started;
+        e
+    }
+
+    fn chosen_index(&self, stream_id: usize) -> Option<usize> {
+        self.chosen.iter().position(|c| c.stream == stream_id)
+    }
+
+    fn on_item(
+        &mut self,
+        item: CodecItem,
+        streams: &[retina::client::Stream],
+        publisher: &mut Publisher,
+        status: &SourceStatus,
+    ) -> Result<(), AttemptError> {
+        match item {
+            CodecItem::VideoFrame(frame) => {
+                let Some(ci) = self.chosen_index(frame.stream_id()) else {
+                    return Ok(());
+                };
+                let track = self.track_of[ci];
+                if frame.has_new_parameters() || self.params[track].is_none() {
+                    let new = streams
+                        .get(frame.stream_id())
+                        .and_then(|s| stream_params(ChosenKind::Video, s));
+                    if let Some(p) = new {
+                        if self.started
+                            && self.params[track].as_ref() != Some(&p)
+                            && let Some(t) = publisher.set_params(track, p.clone())
+                        {
+                            self.tracks[track] = t;
+                        }
+                        self.params[track] = Some(p);
+                    }
+                }
+                if frame.loss() > 0 {
+                    tracing::debug!(
+                        lost = frame.loss(),
+                        "video packets lost; waiting for a keyframe"
+                    );
+                    self.need_keyframe = true;
+                }
+                // retina counts only IDR pictures; CRA pictures (x265 and
+                // many cameras after the first IDR) are random access points too.
+                let keyframe = frame.is_random_access_point()
+                    || (matches!(self.params[track], Some(CodecParams::H265(_)))
+                        && crate::codec::h265::is_irap(frame.data()));
+                if self.need_keyframe && !keyframe {
+                    return Ok(());
+                }
+                self.need_keyframe = false;
+                let pts = frame.timestamp().elapsed() + START_SECS * i64::from(VIDEO_TIMESCALE);
+                let data = Bytes::from(frame.into_data());
+                self.emit(track, pts, keyframe, data, publisher, status);
+            }
+            CodecItem::AudioFrame(frame) => {
+                let Some(ci) = self.chosen_index(frame.stream_id()) else {
+                    return Ok(());
+                };
+                let track = self.track_of[ci];
+                let rate = i64::from(frame.timestamp().clock_rate().get());
+                let pts = frame.timestamp().elapsed() + START_SECS * rate;
+                let data = Bytes::copy_from_slice(frame.data());
+                if let Some((tx, aac_track)) = &mut self.transcoder {
+                    match tx.push(pts, &data) {
+                        Ok(out) => {
+                            let aac_track = *aac_track;
+                            for f in out {
+                                self.emit(aac_track, f.pts, true, f.data, publisher, status);
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "transcode failed for one packet"),
+                    }
+                }
+                self.emit(track, pts, true, data, publisher, status);
+            }
+            CodecItem::MessageFrame(_) | CodecItem::Rtcp(_) => {}
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Hands a frame to the hub, or holds it until every track's parameters
+    /// are known and the stream can start.
+    fn emit(
+        &mut self,
+        track: usize,
+        pts: i64,
+        keyframe: bool,
+        data: Bytes,
+        publisher: &mut Publisher,
+        status: &SourceStatus,
+    ) {
+        if !self.started {
+            if self.pending_raw.len() >= MAX_PENDING {
+                self.pending_raw.remove(0);
+            }
+            self.pending_raw.push((track, pts, keyframe, data));
+            if self.params.iter().all(Option::is_some) {
+                self.start(publisher, status);
+            }
+            return;
+        }
+        if let Some(t) = self.tracks.get(track) {
+            // RTP carries presentation time only; cameras send no B-frames,
+            // so decoding order is presentation order.
+            publisher.write(Frame::new(Arc::clone(t), pts, pts, keyframe, data));
+        }
+    }
+
+    fn start(&mut self, publisher: &mut Publisher, status: &SourceStatus) {
+        let params: Vec<CodecParams> = self.params.iter().flatten().cloned().collect();
+        let names: Vec<&str> = params.iter().map(|p| p.name()).collect();
+        if publisher.start(params).is_err() {
+            return;
+        }
+        self.tracks = (0..self.params.len())
+            .filter_map(|i| publisher.track(i))
+            .collect();
+        self.started = true;
+        status.set_ready();
+        tracing::info!(tracks = ?names, "camera stream ready");
+        for (track, pts, keyframe, data) in std::mem::take(&mut self.pending_raw) {
+            if let Some(t) = self.tracks.get(track) {
+                publisher.write(Frame::new(Arc::clone(t), pts, pts, keyframe, data));
+            }
+        }
+    }
+}
+
+/// The hub parameters of a camera stream, when retina knows them.
+fn stream_params(kind: ChosenKind, stream: &retina::client::Stream) -> Option<CodecParams> {
+    match (kind, stream.parameters()) {
+        (ChosenKind::Video, Some(ParametersRef::Video(v))) => match v.codec_params() {
+            VideoParametersCodec::H264 { .. } => {
+                let record = Bytes::copy_from_slice(v.extra_data());
+                match h264::h264_params(&record) {
+                    Ok((p, _)) => Some(CodecParams::H264(p)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "camera's H.264 parameters do not parse");
+                        None
+                    }
+                }
+            }
+            VideoParametersCodec::H265 { vps, sps, pps } => {
+                let (w, h) = v.pixel_dimensions();
+                Some(CodecParams::H265(H265Params {
+                    hvcc: Bytes::copy_from_slice(v.extra_data()),
+                    parameter_sets: vec![
+                        Bytes::copy_from_slice(vps),
+                        Bytes::copy_from_slice(sps),
+                        Bytes::copy_from_slice(pps),
+                    ],
+                    codec: v.rfc6381_codec().to_string(),
+                    width: u16::try_from(w).unwrap_or(u16::MAX),
+                    height: u16::try_from(h).unwrap_or(u16::MAX),
+                }))
+            }
+            _ => None,
+        },
+        (ChosenKind::Aac, Some(ParametersRef::Audio(a))) => {
+            aac::parse_audio_specific_config(&Bytes::copy_from_slice(a.extra_data()))
+                .map_err(|e| tracing::warn!(error = %e, "camera's AAC config does not parse"))
+                .ok()
+                .map(CodecParams::Aac)
+        }
+        (ChosenKind::G711(law), _) => Some(CodecParams::G711(G711Params {
+            law,
+            sample_rate: stream.clock_rate_hz(),
+            channels: stream
+                .channels()
+                .map_or(1, |c| u8::try_from(c.get()).unwrap_or(1)),
+        })),
+        _ => None,
+    }
+}
