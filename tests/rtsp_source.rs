@@ -295,3 +295,51 @@ async fn a_camera_that_restarts_is_picked_up_again_and_hls_readers_continue() {
     app.shutdown().await;
     cam.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_with_b_frames_gets_decode_timestamps() {
+    let cam = Camera::start().await;
+    let app = start(&format!(
+        "[paths.\"bcam\"]\nsource = \"{}\"\nrtsp_transport = \"tcp\"\n",
+        cam.url("h264_bframes")
+    ))
+    .await;
+    wait_published(&app, "bcam").await;
+    for url in [hls_url(&app, "bcam"), rtmp_url(&app, "bcam")] {
+        let probe = ffprobe(
+            &url,
+            &[
+                "-show_packets",
+                "-select_streams",
+                "v",
+                "-read_intervals",
+                "%+3",
+            ],
+        )
+        .await;
+        let t = |p: &Value, k: &str| p[k].as_str().and_then(|s| s.parse::<f64>().ok()).unwrap();
+        let packets: Vec<(f64, f64)> = probe["packets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (t(p, "pts_time"), t(p, "dts_time")))
+            .collect();
+        assert!(packets.len() > 20, "{url}");
+        assert!(
+            packets.windows(2).all(|w| w[1].1 > w[0].1),
+            "{url}: dts increases {packets:?}"
+        );
+        assert!(
+            packets.iter().all(|(pts, dts)| pts >= dts),
+            "{url}: pts >= dts {packets:?}"
+        );
+        assert!(
+            packets.iter().any(|(pts, dts)| pts != dts),
+            "{url}: B-frames keep their reordering"
+        );
+        let errors = decode_errors(&url, 3).await;
+        assert!(errors.is_empty(), "{url}: {errors:?}");
+    }
+    app.shutdown().await;
+    cam.stop().await;
+}

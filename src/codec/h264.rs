@@ -490,6 +490,50 @@ fn put_annexb<'a>(out: &mut BytesMut, nals: impl Iterator<Item = &'a [u8]>) {
     }
 }
 
+/// How many frames may come before a frame in decoding order and after it
+/// in output order (B-frames), from an SPS NAL unit (ITU-T H.264 E.2.1
+/// `max_num_reorder_frames`). `Some(0)` when the profile or picture order
+/// count type rules reordering out; `None` when the SPS does not say.
+pub fn max_reorder_frames(sps_nal: &[u8]) -> Option<usize> {
+    use h264_reader::nal::sps::{PicOrderCntType, SeqParameterSet};
+    // Our own unescaping: h264-reader's `decode_nal` overflows on NAL units
+    // shorter than two bytes. Its SPS parser is called on a complete RBSP,
+    // and inside catch_unwind so a defect there cannot take the server down.
+    let rbsp = unescape_rbsp(sps_nal.get(1..)?);
+    let parsed = std::panic::catch_unwind(|| {
+        SeqParameterSet::from_bits(h264_reader::rbsp::BitReader::new(rbsp.as_slice())).ok()
+    });
+    let sps = parsed.ok().flatten()?;
+    if let Some(r) = sps
+        .vui_parameters
+        .as_ref()
+        .and_then(|v| v.bitstream_restrictions.as_ref())
+    {
+        return usize::try_from(r.max_num_reorder_frames).ok();
+    }
+    let baseline = u8::from(sps.profile_idc) == 66;
+    if baseline || matches!(sps.pic_order_cnt, PicOrderCntType::TypeTwo) {
+        return Some(0);
+    }
+    None
+}
+
+/// Removes emulation prevention bytes (`00 00 03` → `00 00`, ITU-T H.264
+/// §7.4.1) from a NAL unit payload.
+pub fn unescape_rbsp(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len());
+    let mut zeros = 0;
+    for &b in payload {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        out.push(b);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,6 +580,32 @@ mod tests {
         assert_eq!(params.avcc, record);
         assert_eq!(params.sps, config.sps);
         assert_eq!(params.pps, config.pps);
+    }
+
+    #[test]
+    fn reorder_depth_from_the_sps() {
+        // x264 High with B-frames writes bitstream_restriction: 2 reordered frames.
+        let high = AvcDecoderConfig::parse(&hex(HIGH_640X360)).unwrap();
+        assert_eq!(max_reorder_frames(&high.sps[0]), Some(2));
+        let baseline = AvcDecoderConfig::parse(&hex(BASELINE_320X240)).unwrap();
+        assert_eq!(max_reorder_frames(&baseline.sps[0]), Some(0));
+        assert_eq!(max_reorder_frames(&[0x67, 0xff]), None);
+        assert_eq!(max_reorder_frames(&[]), None);
+        assert_eq!(max_reorder_frames(&[0x67]), None);
+        assert_eq!(unescape_rbsp(&[0, 0, 3, 1, 0, 0, 3]), vec![0, 0, 1, 0, 0]);
+        // Random and mutated SPSs never panic.
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let mut rng = StdRng::seed_from_u64(5);
+        let base = high.sps[0].to_vec();
+        for _ in 0..5000 {
+            let mut m = base.clone();
+            for _ in 0..rng.gen_range(1..6) {
+                let i = rng.gen_range(0..m.len());
+                m[i] = rng.r#gen();
+            }
+            m.truncate(rng.gen_range(0..=m.len()));
+            let _ = max_reorder_frames(&m);
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::codec::{aac, h264};
 use crate::config::{PathSettings, RtspTransport, Source};
 use crate::hub::Publisher;
 use crate::hub::source::{PullJob, Puller, SourceStatus};
+use crate::media::decode_order::DecodeOrder;
 use crate::media::{CodecParams, Frame, G711Law, G711Params, H265Params, Track, VIDEO_TIMESCALE};
 use crate::transcode::{AudioTranscoder, G711ToAac};
 
@@ -304,7 +305,8 @@ struct Ingest {
     /// The G.711 → AAC transcoder and the index of its track.
     transcoder: Option<(Box<dyn AudioTranscoder>, usize)>,
     tracks: Vec<Arc<Track>>,
-    pending_raw: Vec<(usize, i64, bool, Bytes)>,
+    pending_raw: Vec<(usize, i64, i64, bool, Bytes)>,
+    decode_order: Option<DecodeOrder<(bool, Bytes)>>,
     started: bool,
     /// Video lost packets: drop frames up to the next keyframe.
     need_keyframe: bool,
@@ -342,6 +344,7 @@ impl Ingest {
             transcoder,
             tracks: Vec::new(),
             pending_raw: Vec::new(),
+            decode_order: None,
             started: false,
             need_keyframe: true,
         })
@@ -405,7 +408,20 @@ impl Ingest {
                 self.need_keyframe = false;
                 let pts = frame.timestamp().elapsed() + START_SECS * i64::from(VIDEO_TIMESCALE);
                 let data = Bytes::from(frame.into_data());
-                self.emit(track, pts, keyframe, data, publisher, status);
+                // RTP carries presentation time only: derive decoding time
+                // (B-frames; the depth comes from the SPS when it says).
+                let order = self.decode_order.get_or_insert_with(|| {
+                    let depth = match &self.params[track] {
+                        Some(CodecParams::H264(h)) => {
+                            h.sps.first().and_then(|s| h264::max_reorder_frames(s))
+                        }
+                        _ => None,
+                    };
+                    DecodeOrder::new(depth)
+                });
+                for (dts, pts, (keyframe, data)) in order.push(pts, (keyframe, data)) {
+                    self.emit(track, dts, pts, keyframe, data, publisher, status);
+                }
             }
             CodecItem::AudioFrame(frame) => {
                 let Some(ci) = self.chosen_index(frame.stream_id()) else {
@@ -420,13 +436,13 @@ impl Ingest {
                         Ok(out) => {
                             let aac_track = *aac_track;
                             for f in out {
-                                self.emit(aac_track, f.pts, true, f.data, publisher, status);
+                                self.emit(aac_track, f.pts, f.pts, true, f.data, publisher, status);
                             }
                         }
                         Err(e) => tracing::debug!(error = %e, "transcode failed for one packet"),
                     }
                 }
-                self.emit(track, pts, true, data, publisher, status);
+                self.emit(track, pts, pts, true, data, publisher, status);
             }
             CodecItem::MessageFrame(_) | CodecItem::Rtcp(_) => {}
             _ => {}
@@ -436,9 +452,11 @@ impl Ingest {
 
     /// Hands a frame to the hub, or holds it until every track's parameters
     /// are known and the stream can start.
+    #[allow(clippy::too_many_arguments)]
     fn emit(
         &mut self,
         track: usize,
+        dts: i64,
         pts: i64,
         keyframe: bool,
         data: Bytes,
@@ -449,16 +467,14 @@ impl Ingest {
             if self.pending_raw.len() >= MAX_PENDING {
                 self.pending_raw.remove(0);
             }
-            self.pending_raw.push((track, pts, keyframe, data));
+            self.pending_raw.push((track, dts, pts, keyframe, data));
             if self.params.iter().all(Option::is_some) {
                 self.start(publisher, status);
             }
             return;
         }
         if let Some(t) = self.tracks.get(track) {
-            // RTP carries presentation time only; cameras send no B-frames,
-            // so decoding order is presentation order.
-            publisher.write(Frame::new(Arc::clone(t), pts, pts, keyframe, data));
+            publisher.write(Frame::new(Arc::clone(t), dts, pts, keyframe, data));
         }
     }
 
@@ -474,9 +490,9 @@ impl Ingest {
         self.started = true;
         status.set_ready();
         tracing::info!(tracks = ?names, "camera stream ready");
-        for (track, pts, keyframe, data) in std::mem::take(&mut self.pending_raw) {
+        for (track, dts, pts, keyframe, data) in std::mem::take(&mut self.pending_raw) {
             if let Some(t) = self.tracks.get(track) {
-                publisher.write(Frame::new(Arc::clone(t), pts, pts, keyframe, data));
+                publisher.write(Frame::new(Arc::clone(t), dts, pts, keyframe, data));
             }
         }
     }

@@ -10,6 +10,7 @@
 //! the same for every reader of one protocol (RTMP chunks, Annex B) are derived
 //! once per frame and cached in the frame's [`Memo`].
 
+pub mod decode_order;
 pub mod timestamp;
 
 #[cfg(test)]

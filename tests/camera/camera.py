@@ -54,6 +54,14 @@ H264 = (
     "! video/x-h264,profile=baseline,stream-format=byte-stream "
 )
 
+# Main profile with B-frames (x264's zerolatency tune would turn them off):
+# RTP then carries frames in decode order with presentation timestamps.
+H264_BFRAMES = (
+    VIDEO_SRC + "! x264enc speed-preset=ultrafast bframes=2 b-adapt=false "
+    f"key-int-max={FPS} bitrate=300 threads=1 rc-lookahead=0 "
+    "! video/x-h264,profile=main,stream-format=byte-stream "
+)
+
 H265 = (
     VIDEO_SRC + "! x265enc tune=zerolatency speed-preset=ultrafast "
     f"key-int-max={FPS} bitrate=300 "
@@ -83,6 +91,7 @@ MOUNTS = {
     "/h264_opus": H264 + H264_PAY + OPUS,
     "/h265_aac": H265 + "! rtph265pay name=pay0 pt=96 config-interval=-1 " + AAC,
     "/video_only": H264 + H264_PAY,
+    "/h264_bframes": H264_BFRAMES + H264_PAY + AAC,
     # Like a camera that only does RTP over TCP (answers UDP SETUP with 461).
     "/tcp_only": H264 + H264_PAY + PCMU,
     "/secure": H264 + H264_PAY + PCMU,

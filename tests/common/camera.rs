@@ -33,6 +33,7 @@ pub const MOUNTS: &[&str] = &[
     "h264_opus",
     "h265_aac",
     "video_only",
+    "h264_bframes",
     "tcp_only",
     "secure",
     "inband",
