@@ -307,6 +307,7 @@ struct Ingest {
     tracks: Vec<Arc<Track>>,
     pending_raw: Vec<(usize, i64, i64, bool, Bytes)>,
     decode_order: Option<DecodeOrder<(bool, Bytes)>>,
+    sr_sync: SrSync,
     started: bool,
     /// Video lost packets: drop frames up to the next keyframe.
     need_keyframe: bool,
@@ -345,6 +346,7 @@ impl Ingest {
             tracks: Vec::new(),
             pending_raw: Vec::new(),
             decode_order: None,
+            sr_sync: SrSync::default(),
             started: false,
             need_keyframe: true,
         })
@@ -429,7 +431,8 @@ impl Ingest {
                 };
                 let track = self.track_of[ci];
                 let rate = i64::from(frame.timestamp().clock_rate().get());
-                let pts = frame.timestamp().elapsed() + START_SECS * rate;
+                let shift = (self.sr_sync.audio_shift_secs() * rate as f64).round() as i64;
+                let pts = frame.timestamp().elapsed() + START_SECS * rate + shift;
                 let data = Bytes::copy_from_slice(frame.data());
                 if let Some((tx, aac_track)) = &mut self.transcoder {
                     match tx.push(pts, &data) {
@@ -444,7 +447,21 @@ impl Ingest {
                 }
                 self.emit(track, pts, pts, true, data, publisher, status);
             }
-            CodecItem::MessageFrame(_) | CodecItem::Rtcp(_) => {}
+            CodecItem::Rtcp(rtcp) => {
+                let Some(ci) = self.chosen_index(rtcp.stream_id()) else {
+                    return Ok(());
+                };
+                let report = rtcp
+                    .pkts()
+                    .find_map(|p| p.as_sender_report().ok().flatten())
+                    .map(|sr| sr.ntp_timestamp().0);
+                if let (Some(ntp), Some(ts)) = (report, rtcp.rtp_timestamp()) {
+                    let kind = self.chosen[ci].kind;
+                    self.sr_sync
+                        .observe(kind == ChosenKind::Video, ntp, ts.elapsed_secs());
+                }
+            }
+            CodecItem::MessageFrame(_) => {}
             _ => {}
         }
         Ok(())
@@ -498,6 +515,59 @@ impl Ingest {
     }
 }
 
+/// Aligns audio to video through RTCP sender reports (RFC 3550 §6.4.1):
+/// each maps a stream's RTP time to the sender's NTP wall clock. Without
+/// `RTP-Info` (which retina's permissive policy falls back from), both
+/// streams' time starts at their first packet, which may differ from the
+/// capture by tens of milliseconds; the first pair of reports measures that
+/// and audio is shifted once to match.
+#[derive(Debug, Default)]
+struct SrSync {
+    /// (NTP seconds − stream seconds) of the latest report per kind.
+    video: Option<f64>,
+    audio: Option<f64>,
+    shift_secs: Option<f64>,
+}
+
+/// Below this the tracks are taken as aligned already (RTP-Info worked).
+const SR_MIN_SHIFT: f64 = 0.02;
+/// Above this a report is not believed (broken camera clocks).
+const SR_MAX_SHIFT: f64 = 10.0;
+
+impl SrSync {
+    /// A sender report of video (`is_video`) or audio: NTP time (64-bit
+    /// fixed point) at the stream time `elapsed` seconds.
+    fn observe(&mut self, is_video: bool, ntp: u64, elapsed: f64) {
+        let wall = (ntp >> 32) as f64 + (ntp & 0xffff_ffff) as f64 / 4_294_967_296.0;
+        let origin = Some(wall - elapsed);
+        if is_video {
+            self.video = origin;
+        } else {
+            self.audio = origin;
+        }
+        if self.shift_secs.is_none()
+            && let (Some(v), Some(a)) = (self.video, self.audio)
+        {
+            // Audio stream time 0 was captured `a - v` seconds after video's.
+            let shift = a - v;
+            let applied = if (SR_MIN_SHIFT..SR_MAX_SHIFT).contains(&shift.abs()) {
+                tracing::info!(
+                    shift_ms = (shift * 1000.0).round(),
+                    "audio aligned to video by RTCP sender reports"
+                );
+                shift
+            } else {
+                0.0
+            };
+            self.shift_secs = Some(applied);
+        }
+    }
+
+    fn audio_shift_secs(&self) -> f64 {
+        self.shift_secs.unwrap_or(0.0)
+    }
+}
+
 /// The hub parameters of a camera stream, when retina knows them.
 fn stream_params(kind: ChosenKind, stream: &retina::client::Stream) -> Option<CodecParams> {
     match (kind, stream.parameters()) {
@@ -542,5 +612,43 @@ fn stream_params(kind: ChosenKind, stream: &retina::client::Stream) -> Option<Co
                 .map_or(1, |c| u8::try_from(c.get()).unwrap_or(1)),
         })),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ntp(secs: f64) -> u64 {
+        ((secs.trunc() as u64) << 32) | ((secs.fract() * 4_294_967_296.0) as u64)
+    }
+
+    #[test]
+    fn sender_reports_measure_and_fix_the_audio_offset() {
+        // Video time 0 was captured at 1000.000 s, audio time 0 at 1000.120 s.
+        let mut s = SrSync::default();
+        s.observe(true, ntp(1005.0), 5.0);
+        assert_eq!(s.audio_shift_secs(), 0.0, "one report is not enough");
+        s.observe(false, ntp(1005.5), 5.38);
+        assert!(
+            (s.audio_shift_secs() - 0.12).abs() < 1e-6,
+            "{}",
+            s.audio_shift_secs()
+        );
+        // Applied once: later reports do not move audio again.
+        s.observe(false, ntp(1010.5), 10.0);
+        assert!((s.audio_shift_secs() - 0.12).abs() < 1e-6);
+    }
+
+    #[test]
+    fn aligned_streams_and_absurd_reports_change_nothing() {
+        let mut s = SrSync::default();
+        s.observe(true, ntp(2000.0), 10.0);
+        s.observe(false, ntp(2000.005), 10.0);
+        assert_eq!(s.audio_shift_secs(), 0.0);
+        let mut s = SrSync::default();
+        s.observe(true, ntp(2000.0), 10.0);
+        s.observe(false, ntp(9000.0), 10.0);
+        assert_eq!(s.audio_shift_secs(), 0.0);
     }
 }
