@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_packages "${BUILD_PACKAGES[@]}"
+ensure_node
+# hls.js for the embedded player page (a declared npm dependency, embedded at build time).
+(cd web && npm ci --silent --no-audit --no-fund)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mediarelay-target}"
 cargo build --release --locked --bin mediarelay
 exec "$CARGO_TARGET_DIR/release/mediarelay" "$@"

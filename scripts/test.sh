@@ -8,6 +8,7 @@ source scripts/lib.sh
 
 ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
 ensure_node
+(cd web && npm ci --silent --no-audit --no-fund)
 (cd tests/browser && npm ci --silent --no-audit --no-fund)
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest

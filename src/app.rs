@@ -12,9 +12,11 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::egress::hls::HlsServer;
+use crate::egress::webrtc::WhepServer;
 use crate::hub::Hub;
 use crate::net::ListenAddr;
 use crate::server::{self, http::HttpState};
+use crate::webrtc::{Engine, EngineConfig};
 
 /// A listener could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,8 @@ pub struct App {
     pub rtmp_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// The WebRTC UDP port (one for every session).
+    pub webrtc_addr: SocketAddr,
     hls: Arc<HlsServer>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -51,6 +55,19 @@ impl App {
                 .map_err(|source| BindError { key, addr, source })
         };
         let rtmp_addr = local(&rtmp, "rtmp_listen", config.rtmp_listen)?;
+        let shutdown = CancellationToken::new();
+        let engine = Engine::start(
+            &EngineConfig {
+                listen: config.webrtc_listen,
+                public_addresses: config.webrtc_public_addresses.clone(),
+            },
+            shutdown.clone(),
+        )
+        .map_err(|e| BindError {
+            key: "webrtc_listen",
+            addr: config.webrtc_listen,
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let http_addr = local(&http, "http_listen", config.http_listen)?;
         let api_addr = local(&api, "api_listen", config.api_listen)?;
 
@@ -58,7 +75,7 @@ impl App {
         hub.set_puller(Arc::new(crate::ingest::rtsp::RtspPuller::default()));
         hub.start_pulled_sources();
         let hls = Arc::new(HlsServer::new(hub.clone()));
-        let shutdown = CancellationToken::new();
+        let whep = WhepServer::new(hub.clone(), Arc::clone(&engine));
         let tasks = TaskTracker::new();
 
         tasks.spawn(server::rtmp::serve(
@@ -69,6 +86,7 @@ impl App {
         ));
         let http_router = server::http::router(Arc::new(HttpState {
             hls: Arc::clone(&hls),
+            whep,
         }));
         tasks.spawn(serve_http(http, http_router, shutdown.clone(), "http"));
         let api_state = Arc::new(ApiState {
@@ -87,15 +105,15 @@ impl App {
         tracing::info!(rtmp = %rtmp_addr, http = %http_addr, api = %api_addr, "mediarelay listening");
         let c = hub.config();
         tracing::info!(
-            webrtc_listen = %c.webrtc_listen,
             rtsp_listen = %c.rtsp_listen,
-            "WebRTC and the RTSP server are not served by this version; those listeners are not opened"
+            "the RTSP server is not served by this version; that listener is not opened"
         );
         Ok(App {
             hub,
             rtmp_addr,
             http_addr,
             api_addr,
+            webrtc_addr: engine.local_addr(),
             hls,
             shutdown,
             tasks,

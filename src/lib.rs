@@ -15,3 +15,5 @@ pub mod net;
 pub mod protocol;
 pub mod server;
 pub mod transcode;
+pub mod web;
+pub mod webrtc;

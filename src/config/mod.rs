@@ -28,8 +28,12 @@ pub struct Config {
     pub http_listen: ListenAddr,
     /// Control API listener. Loopback by default: never public unless you say so.
     pub api_listen: ListenAddr,
-    /// WebRTC UDP port shared by all sessions (not served yet).
+    /// WebRTC UDP port shared by all sessions (WHEP).
     pub webrtc_listen: ListenAddr,
+    /// Addresses (IPs or hostnames) to advertise as ICE host candidates,
+    /// besides the local ones: the public address behind NAT, in Docker, in
+    /// Kubernetes.
+    pub webrtc_public_addresses: Vec<String>,
     /// RTSP listener (not served yet).
     pub rtsp_listen: ListenAddr,
     /// A connection that sends nothing for this long is closed.
@@ -59,6 +63,7 @@ impl Default for Config {
             http_listen: ListenAddr::Any(8080),
             api_listen: ListenAddr::Addr(([127, 0, 0, 1], 9997).into()),
             webrtc_listen: ListenAddr::Any(8189),
+            webrtc_public_addresses: Vec::new(),
             rtsp_listen: ListenAddr::Any(8554),
             read_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),

@@ -25,7 +25,7 @@ pub enum PathNameError {
 /// Allowed: ASCII letters and digits, `_ - . ~` and `/` between non-empty
 /// segments; no `.`/`..` segments; at most [`MAX_PATH_LEN`] bytes. The last
 /// segment may not be a name the HTTP server uses below a path (`whep`, `whip`,
-/// or anything ending in `.m3u8`, `.mp4`, `.m4s`), so that
+/// or anything ending in `.m3u8`, `.mp4`, `.m4s`, `.js`), so that
 /// `http://HOST/{path}/index.m3u8` is never ambiguous.
 pub fn validate_path_name(name: &str) -> Result<(), PathNameError> {
     check(name, false)
@@ -65,7 +65,7 @@ fn check(name: &str, allow_glob: bool) -> Result<(), PathNameError> {
 
 fn is_reserved(segment: &str) -> bool {
     matches!(segment, "whep" | "whip")
-        || [".m3u8", ".mp4", ".m4s"]
+        || [".m3u8", ".mp4", ".m4s", ".js"]
             .iter()
             .any(|ext| segment.ends_with(ext))
 }

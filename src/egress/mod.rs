@@ -3,3 +3,4 @@
 
 pub mod hls;
 pub mod rtmp;
+pub mod webrtc;

@@ -706,6 +706,9 @@ pub struct StreamSnapshot {
     pub tracks: Vec<TrackSnapshot>,
     pub frames_in: u64,
     pub gop_cache_bytes: usize,
+    /// The video has B-frames: WebRTC players (browsers) drop many of them;
+    /// LL-HLS plays them.
+    pub b_frames: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -802,6 +805,7 @@ fn snapshot(path: &Arc<Path>, sessions: &[Arc<Session>]) -> PathSnapshot {
             tracks: s.tracks().iter().map(|t| track_snapshot(t)).collect(),
             frames_in: s.frames_in(),
             gop_cache_bytes: s.gop_cache_bytes(),
+            b_frames: s.has_b_frames(),
         }),
         readers: sessions
             .iter()

@@ -19,6 +19,8 @@ pub enum Protocol {
     Rtmp,
     Rtsp,
     Hls,
+    #[serde(rename = "webrtc")]
+    WebRtc,
 }
 
 /// Whether a session brings media in or takes it out.

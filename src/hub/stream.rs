@@ -1,7 +1,7 @@
 //! A stream: what one publisher produces — its tracks and the fan-out of its
 //! frames to every reader, with the GOP cache.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -19,11 +19,16 @@ pub struct Stream {
     inner: Mutex<Inner>,
     frames_in: AtomicU64,
     bytes_in: AtomicU64,
+    /// A video frame had pts ≠ dts: the stream has B-frames.
+    reordered: AtomicBool,
 }
 
 #[derive(Debug)]
 struct Inner {
     tracks: Vec<Arc<Track>>,
+    /// The first `primary` tracks are the publisher's; the rest are derived
+    /// from them inside the relay (e.g. Opus transcoded for WebRTC).
+    primary: usize,
     has_video: bool,
     readers: Vec<Arc<ReaderQueue>>,
     gop: GopCache,
@@ -48,6 +53,7 @@ impl Stream {
             path,
             created: SystemTime::now(),
             inner: Mutex::new(Inner {
+                primary: n,
                 tracks,
                 has_video,
                 readers: Vec::new(),
@@ -58,6 +64,7 @@ impl Stream {
             }),
             frames_in: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
+            reordered: AtomicBool::new(false),
         }
     }
 
@@ -87,6 +94,18 @@ impl Stream {
         self.lock().readers.len()
     }
 
+    /// The publisher's tracks (the first ones); the rest are derived inside
+    /// the relay.
+    pub fn primary_tracks(&self) -> Vec<Arc<Track>> {
+        let inner = self.lock();
+        inner.tracks.iter().take(inner.primary).cloned().collect()
+    }
+
+    /// Whether the video has B-frames (seen so far).
+    pub fn has_b_frames(&self) -> bool {
+        self.reordered.load(Ordering::Relaxed)
+    }
+
     pub fn frames_in(&self) -> u64 {
         self.frames_in.load(Ordering::Relaxed)
     }
@@ -102,7 +121,7 @@ impl Stream {
     /// Whether `params` describe the same kinds of tracks in the same order.
     pub(crate) fn same_layout(&self, params: &[CodecParams]) -> bool {
         let inner = self.lock();
-        inner.tracks.len() == params.len()
+        inner.primary == params.len()
             && inner
                 .tracks
                 .iter()
@@ -152,11 +171,39 @@ impl Stream {
         self.lock().last.get(index).copied().flatten().map(|l| l.0)
     }
 
+    /// Adds a track derived from the publisher's (same timeline), or returns
+    /// the derived track with these parameters if there is one already.
+    pub fn add_derived_track(&self, params: CodecParams) -> Arc<Track> {
+        let mut inner = self.lock();
+        let primary = inner.primary;
+        if let Some(t) = inner
+            .tracks
+            .iter()
+            .skip(primary)
+            .find(|t| t.params == params)
+        {
+            return Arc::clone(t);
+        }
+        let track = Arc::new(Track::new(inner.tracks.len(), 0, params));
+        inner.tracks.push(Arc::clone(&track));
+        inner.last.push(None);
+        track
+    }
+
+    /// Writes a frame of a derived track (its timestamps are on the stream's
+    /// timeline already).
+    pub fn write_derived(&self, frame: Frame) {
+        self.write(frame);
+    }
+
     /// Fans a frame out to the GOP cache and every reader. Never waits for a
     /// reader and never copies the payload: each reader gets the same `Arc`.
     pub(crate) fn write(&self, frame: Frame) {
         let frame = Arc::new(frame);
         self.frames_in.fetch_add(1, Ordering::Relaxed);
+        if frame.pts != frame.dts && frame.track.kind() == TrackKind::Video {
+            self.reordered.store(true, Ordering::Relaxed);
+        }
         self.bytes_in
             .fetch_add(frame.data.len() as u64, Ordering::Relaxed);
         let mut inner = self.lock();

@@ -284,6 +284,9 @@ const MEMO_SLOTS: usize = 3;
 #[derive(Debug, Default)]
 pub struct Memo {
     slots: [OnceLock<Bytes>; MEMO_SLOTS],
+    /// The payload as the WebRTC engine takes it (`Arc<[u8]>`; Annex B for
+    /// video), shared by every viewer's packetizer.
+    rtp: OnceLock<Arc<[u8]>>,
 }
 
 impl Memo {
@@ -295,5 +298,10 @@ impl Memo {
     /// Returns the cached value if some reader built it already.
     pub fn get(&self, key: MemoKey) -> Option<Bytes> {
         self.slots[key as usize].get().cloned()
+    }
+
+    /// The payload for RTP packetizers, built once (see [`Memo::rtp`]).
+    pub fn rtp_payload(&self, make: impl FnOnce() -> Arc<[u8]>) -> Arc<[u8]> {
+        Arc::clone(self.rtp.get_or_init(make))
     }
 }

@@ -4,16 +4,20 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode, header};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::config::validate_path_name;
 use crate::egress::hls::{HlsFile, HlsServer};
+use crate::egress::webrtc::{MAX_OFFER, WhepServer};
 
 pub struct HttpState {
     pub hls: Arc<HlsServer>,
+    pub whep: Arc<WhepServer>,
 }
 
 /// The router of the public HTTP listener.
@@ -36,6 +40,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
             header::ETAG,
             header::LINK,
             header::CONTENT_LENGTH,
+            HeaderName::from_static(B_FRAMES_HEADER),
         ]);
     Router::new().fallback(handle).layer(cors).with_state(state)
 }
@@ -48,29 +53,172 @@ fn not_found(message: String) -> Response {
         .into_response()
 }
 
-async fn handle(State(state): State<Arc<HttpState>>, req: Request) -> Response {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return (
-            StatusCode::METHOD_NOT_ALLOWED,
-            axum::Json(
-                serde_json::json!({ "error": format!("{} is not served here", req.method()) }),
-            ),
-        )
-            .into_response();
-    }
-    let uri_path = req.uri().path().trim_start_matches('/');
+/// Set on a WHEP answer when the video has B-frames: the embedded player
+/// then prefers LL-HLS (browsers' WebRTC stacks drop reordered frames).
+pub const B_FRAMES_HEADER: &str = "x-mediarelay-video-reordering";
+
+fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": message.into() })),
+    )
+        .into_response()
+}
+
+async fn handle(
+    State(state): State<Arc<HttpState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let uri_path = req.uri().path().trim_start_matches('/').to_string();
     let Some((path, file)) = uri_path.rsplit_once('/') else {
         return not_found(format!("nothing at /{uri_path}: try /{{path}}/index.m3u8"));
     };
-    if let Err(e) = validate_path_name(path) {
-        return (
-            StatusCode::BAD_REQUEST,
-            axum::Json(serde_json::json!({ "error": format!("invalid path name {path:?}: {e}") })),
-        )
-            .into_response();
+    // `/{path}/whep/{id}`: a WHEP session resource.
+    if let Some(stream_path) = path.strip_suffix("/whep") {
+        return whep_resource(&state, req, stream_path, file).await;
     }
-    match HlsFile::parse(file) {
-        Some(f) => state.hls.serve(path, f, req.uri().query()).await,
-        None => not_found(format!("no {file:?} below path {path:?}")),
+    if let Err(e) = validate_path_name(path) {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid path name {path:?}: {e}"),
+        );
+    }
+    match (req.method().clone(), file) {
+        (Method::POST, "whep") => whep_create(&state, req, path, peer).await,
+        (Method::GET | Method::HEAD, "") => static_reply(
+            "text/html; charset=utf-8",
+            crate::web::PLAYER_HTML.as_bytes(),
+        ),
+        (Method::GET | Method::HEAD, "hls.min.js") => {
+            static_reply("text/javascript; charset=utf-8", crate::web::HLS_JS)
+        }
+        (Method::GET | Method::HEAD, _) => match HlsFile::parse(file) {
+            Some(f) => state.hls.serve(path, f, req.uri().query()).await,
+            None => not_found(format!("no {file:?} below path {path:?}")),
+        },
+        (m, _) => json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{m} is not served here"),
+        ),
+    }
+}
+
+fn static_reply(content_type: &'static str, body: &'static [u8]) -> Response {
+    let mut r = Response::new(axum::body::Body::from(body));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    r
+}
+
+/// `POST /{path}/whep`: an SDP offer in, `201 Created` with the answer and
+/// the session's `Location` out.
+async fn whep_create(state: &HttpState, req: Request, path: &str, peer: SocketAddr) -> Response {
+    let is_sdp = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
+        });
+    if !is_sdp {
+        return json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the offer must be application/sdp",
+        );
+    }
+    let query = req.uri().query().unwrap_or_default().to_string();
+    let body = match axum::body::to_bytes(req.into_body(), MAX_OFFER).await {
+        Ok(b) => b,
+        Err(_) => {
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the offer is larger than {MAX_OFFER} bytes"),
+            );
+        }
+    };
+    let Ok(offer) = std::str::from_utf8(&body) else {
+        return json_error(StatusCode::BAD_REQUEST, "the offer is not UTF-8");
+    };
+    let remote = Some(crate::net::canonical_peer(peer));
+    match state.whep.create(path, offer, remote, query).await {
+        Ok(created) => {
+            let mut r = Response::new(axum::body::Body::from(created.answer));
+            *r.status_mut() = StatusCode::CREATED;
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/sdp"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("/{path}/whep/{}", created.id)) {
+                h.insert(header::LOCATION, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&created.etag) {
+                h.insert(header::ETAG, v);
+            }
+            if created.b_frames {
+                h.insert(B_FRAMES_HEADER, HeaderValue::from_static("b-frames"));
+            }
+            r
+        }
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            tracing::info!(path, error = %e, "WHEP offer refused");
+            json_error(status, e.to_string())
+        }
+    }
+}
+
+/// `DELETE` ends a WHEP session; `PATCH` takes trickled ICE candidates.
+async fn whep_resource(state: &HttpState, req: Request, path: &str, id: &str) -> Response {
+    match req.method().clone() {
+        Method::DELETE => match state.whep.delete(path, id) {
+            Ok(()) => StatusCode::OK.into_response(),
+            Err(e) => json_error(
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::NOT_FOUND),
+                e.to_string(),
+            ),
+        },
+        Method::PATCH => {
+            let is_frag = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/trickle-ice-sdpfrag"));
+            if !is_frag {
+                return json_error(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "candidates must be application/trickle-ice-sdpfrag",
+                );
+            }
+            let body = match axum::body::to_bytes(req.into_body(), MAX_OFFER).await {
+                Ok(b) => b,
+                Err(_) => return json_error(StatusCode::PAYLOAD_TOO_LARGE, "fragment too large"),
+            };
+            let fragment = String::from_utf8_lossy(&body);
+            match state.whep.patch(path, id, &fragment) {
+                Ok(etag) => {
+                    let mut r = StatusCode::NO_CONTENT.into_response();
+                    if let Ok(v) = HeaderValue::from_str(&etag) {
+                        r.headers_mut().insert(header::ETAG, v);
+                    }
+                    r
+                }
+                Err(e) => json_error(
+                    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                    e.to_string(),
+                ),
+            }
+        }
+        m => json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{m} is not served on a WHEP session"),
+        ),
     }
 }

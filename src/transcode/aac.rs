@@ -115,13 +115,15 @@ fn ff_err(op: &'static str, config: &AacEncoderConfig, e: ff::Error) -> Transcod
     }
 }
 
-/// FFmpeg logs to stderr by itself, bypassing `tracing`, and at its default
-/// level it prints a line per encoder close (`Qavg`, `frames left in the
-/// queue`). Only its errors are kept (process-wide; FFmpeg is used nowhere
-/// else); the failures that matter come back as [`TranscodeError`] anyway.
-fn quiet_ffmpeg_log() {
+/// FFmpeg logs to stderr by itself, bypassing `tracing`: at its default
+/// level a line per encoder close (`Qavg`, `frames left in the queue`), and
+/// at its error level a line per corrupt packet a publisher sends to a
+/// decoder (the AAC and Opus decoders of this module). Only fatal messages
+/// are kept (process-wide; FFmpeg is used nowhere else); failures come back
+/// as [`TranscodeError`], which callers log with their context.
+pub(super) fn quiet_ffmpeg_log() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| ff::util::log::set_level(ff::util::log::Level::Error));
+    ONCE.call_once(|| ff::util::log::set_level(ff::util::log::Level::Fatal));
 }
 
 impl AacEncoder {

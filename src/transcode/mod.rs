@@ -1,31 +1,47 @@
 //! In-process audio transcoding, behind [`AudioTranscoder`].
 //!
 //! The relay never re-encodes media except audio that a reader cannot play:
-//! IP cameras send G.711 (PCMA/PCMU, 8 kHz mono), which hls.js, Safari and
-//! RTMP players cannot decode, so HLS and RTMP readers get AAC made by
-//! [`G711ToAac`], once per path. (WebRTC will need AAC → Opus through the same
-//! trait.)
+//! - IP cameras send G.711 (PCMA/PCMU, 8 kHz mono), which hls.js, Safari and
+//!   RTMP players cannot decode, so HLS and RTMP readers get AAC made by
+//!   [`G711ToAac`], once per path.
+//! - Browsers cannot play AAC over WebRTC: WHEP viewers of AAC sources (OBS
+//!   over RTMP, cameras) get Opus made by [`AacToOpus`].
+//! - WHIP publishers (OBS, browsers) send Opus, which HLS and RTMP readers
+//!   cannot play: they get AAC made by [`OpusToAac`].
 //!
-//! Layout: [`g711`] and [`clock`] are pure Rust; [`aac`] is the only file that
-//! talks to FFmpeg (ffmpeg-next). A transcoder is synchronous and CPU-bound
-//! (G.711 → AAC costs well under 1% of a core): callers run it on their own task.
+//! Layout: [`g711`] and [`clock`] are pure Rust; [`aac`] (AAC-LC encoder),
+//! [`opus`] (Opus encoder and decoder), `resample` and `ffutil` are the files
+//! that talk to FFmpeg (ffmpeg-next); [`aac_to_opus`] and [`opus_to_aac`]
+//! put them together. A transcoder is synchronous and CPU-bound (G.711 → AAC
+//! costs well under 1% of a core, AAC ↔ Opus a few %): callers run it on
+//! their own task.
 //!
 //! Timestamps: input pts are in the input track's timescale, output pts in the
-//! output parameters' timescale (the AAC sample rate). The first input pts
-//! anchors the output clock and samples are counted from there; lost packets
-//! are filled with silence, overlaps trimmed, and jumps of more than 100 ms
-//! (either way) start a new anchor (see [`clock`]). The encoder delay is taken
-//! out of the timestamps (see [`aac`]): decoded output lines up with the input.
+//! output parameters' timescale (the AAC sample rate; 48 kHz for Opus). The
+//! first input pts anchors the output clock and samples are counted from
+//! there; lost packets are filled with silence, overlaps trimmed, and jumps of
+//! more than 100 ms (either way) start a new anchor (see [`clock`]). The
+//! encoder delay is taken out of the timestamps (see [`aac`] and [`opus`]):
+//! decoded output lines up with the input.
 
 pub mod aac;
+pub mod aac_to_opus;
 pub mod clock;
+mod ffutil;
 pub mod g711;
+pub mod opus;
+pub mod opus_to_aac;
+mod resample;
 
 use bytes::Bytes;
 
 use crate::media::CodecParams;
 use aac::{AacEncoder, AacEncoderConfig};
 use clock::{InputClock, Placement};
+
+pub use aac_to_opus::AacToOpus;
+pub use opus::{OpusApplication, OpusEncoderConfig, OpusImplementation};
+pub use opus_to_aac::OpusToAac;
 
 /// Encoded audio frame out of a transcoder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,3 +263,6 @@ impl AudioTranscoder for G711ToAac {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod opus_tests;

@@ -77,7 +77,7 @@ fn decode(asc: &[u8], frames: &[EncodedFrame]) -> Vec<(i64, f32)> {
     out
 }
 
-fn goertzel_power(x: &[f32], freq: f64, rate: f64) -> f64 {
+pub(super) fn goertzel_power(x: &[f32], freq: f64, rate: f64) -> f64 {
     let coeff = 2.0 * (2.0 * std::f64::consts::PI * freq / rate).cos();
     let (mut s1, mut s2) = (0.0f64, 0.0f64);
     for &v in x {

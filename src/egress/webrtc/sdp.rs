@@ -1,0 +1,169 @@
+//! Which stream tracks a WHEP session sends, with which codecs, and on
+//! which of the offer's media sections and payload types.
+
+use str0m::RtcConfig;
+use str0m::format::Codec;
+use str0m::media::{MediaKind, Mid};
+
+use super::{Route, Routes};
+use crate::media::{CodecParams, G711Law, Track};
+use crate::webrtc::Session;
+
+/// The media sections of an SDP (RFC 8866 §5.14) with their `a=mid`
+/// (RFC 5888): str0m announces them as events only once media can flow,
+/// but the routes are needed as soon as the answer is made.
+pub(crate) fn media_sections(sdp: &str) -> Vec<(MediaKind, Mid)> {
+    let mut out = Vec::new();
+    let mut kind = None;
+    for line in sdp.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            kind = match m.split(' ').next() {
+                Some("video") => Some(MediaKind::Video),
+                Some("audio") => Some(MediaKind::Audio),
+                _ => None,
+            };
+        } else if let (Some(k), Some(mid)) = (kind, line.strip_prefix("a=mid:")) {
+            out.push((k, Mid::from(mid.trim())));
+            kind = None;
+        }
+    }
+    out
+}
+
+/// What the stream can send: (track index, codec, via the AAC→Opus bridge).
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub video: Option<(usize, Codec)>,
+    pub audio: Option<(usize, Codec, bool)>,
+}
+
+impl Plan {
+    /// H.264 (else H.265) video; Opus, else G.711 as is, else AAC through
+    /// the Opus bridge.
+    pub fn for_tracks(tracks: &[std::sync::Arc<Track>]) -> Plan {
+        let find = |f: &dyn Fn(&CodecParams) -> Option<Codec>| {
+            tracks
+                .iter()
+                .find_map(|t| f(&t.params).map(|c| (t.index, c)))
+        };
+        let video = find(&|p| matches!(p, CodecParams::H264(_)).then_some(Codec::H264))
+            .or_else(|| find(&|p| matches!(p, CodecParams::H265(_)).then_some(Codec::H265)));
+        let audio = find(&|p| matches!(p, CodecParams::Opus(_)).then_some(Codec::Opus))
+            .map(|(i, c)| (i, c, false))
+            .or_else(|| {
+                find(&|p| match p {
+                    CodecParams::G711(g) if g.law == G711Law::MuLaw => Some(Codec::PCMU),
+                    CodecParams::G711(_) => Some(Codec::PCMA),
+                    _ => None,
+                })
+                .map(|(i, c)| (i, c, false))
+            })
+            .or_else(|| {
+                find(&|p| matches!(p, CodecParams::Aac(_)).then_some(Codec::Opus))
+                    .map(|(i, c)| (i, c, true))
+            });
+        Plan { video, audio }
+    }
+
+    /// Only the codecs this stream needs go into the answer.
+    pub fn enable_codecs(&self, mut config: RtcConfig) -> RtcConfig {
+        match self.video.map(|v| v.1) {
+            Some(Codec::H264) => config = config.enable_h264(true),
+            Some(Codec::H265) => config = config.enable_h265(true),
+            _ => {}
+        }
+        match self.audio.map(|a| a.1) {
+            Some(Codec::Opus) => config = config.enable_opus(true, false),
+            Some(Codec::PCMU) => config = config.enable_pcmu(true, false),
+            Some(Codec::PCMA) => config = config.enable_pcma(true, false),
+            _ => {}
+        }
+        config
+    }
+
+    /// The negotiated media sections and payload types. For H.264 any
+    /// packetization-mode 1 payload type will do: browsers decode a High
+    /// profile stream on a Constrained Baseline payload type.
+    pub fn routes(&self, session: &mut Session, answer: &str) -> Routes {
+        let mut routes = Routes::default();
+        for (kind, mid) in media_sections(answer) {
+            let Some(writer) = session.rtc.writer(mid) else {
+                continue;
+            };
+            let pick = |codec: Codec| {
+                let mut params: Vec<_> = writer
+                    .payload_params()
+                    .filter(|p| p.spec().codec == codec)
+                    .collect();
+                // Prefer packetization-mode 1, then a matching High profile.
+                params.sort_by_key(|p| {
+                    let f = p.spec().format;
+                    (
+                        f.packetization_mode != Some(1),
+                        f.profile_level_id.map(|id| id >> 16) != Some(0x64),
+                    )
+                });
+                params
+                    .into_iter()
+                    .find(|p| codec != Codec::H264 || p.spec().format.packetization_mode == Some(1))
+                    .map(|p| p.pt())
+            };
+            match kind {
+                MediaKind::Video if routes.video.is_none() => {
+                    if let Some((source, codec)) = self.video
+                        && let Some(pt) = pick(codec)
+                    {
+                        routes.video = Some(Route {
+                            mid,
+                            pt,
+                            codec,
+                            source,
+                            transcode: false,
+                        });
+                    }
+                }
+                MediaKind::Audio if routes.audio.is_none() => {
+                    if let Some((source, codec, transcode)) = self.audio
+                        && let Some(pt) = pick(codec)
+                    {
+                        routes.audio = Some(Route {
+                            mid,
+                            pt,
+                            codec,
+                            source,
+                            transcode,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        routes
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "the stream sends video {:?} and audio {:?}",
+            self.video.map(|v| v.1),
+            self.audio.map(|a| a.1)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_media_sections_and_mids() {
+        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\nm=application 9 x\r\na=mid:2\r\n";
+        let s = media_sections(sdp);
+        assert_eq!(
+            s,
+            vec![
+                (MediaKind::Video, Mid::from("0")),
+                (MediaKind::Audio, Mid::from("1"))
+            ]
+        );
+    }
+}

@@ -1,0 +1,339 @@
+//! The UDP socket, the session table and the certificate.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use str0m::config::DtlsCert;
+use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::session::Session;
+use super::stun;
+use crate::net::{ListenAddr, canonical_peer};
+
+/// Datagrams queued per session before new ones are dropped.
+const SESSION_QUEUE: usize = 256;
+/// Largest datagram read.
+const MAX_DATAGRAM: usize = 2048;
+
+/// How the engine is set up.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub listen: ListenAddr,
+    /// Extra addresses to advertise as host candidates: public IPs or
+    /// hostnames (resolved at start) for NAT, Docker, Kubernetes.
+    pub public_addresses: Vec<String>,
+}
+
+/// A datagram for one session.
+#[derive(Debug)]
+pub(crate) struct Datagram {
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub data: Vec<u8>,
+    pub at: Instant,
+}
+
+pub struct Engine {
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    /// The socket is IPv6 (dual stack): IPv4 peers are sent to as mapped.
+    dual_stack: bool,
+    candidates: Vec<SocketAddr>,
+    cert: DtlsCert,
+    table: Mutex<Table>,
+    next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct Table {
+    sessions: HashMap<u64, Slot>,
+    by_ufrag: HashMap<String, u64>,
+    by_addr: HashMap<SocketAddr, u64>,
+}
+
+struct Slot {
+    tx: mpsc::Sender<Datagram>,
+    ufrag: String,
+    addrs: Vec<SocketAddr>,
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot bind the WebRTC UDP socket on {addr}: {source}")]
+    Bind {
+        addr: ListenAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot create the DTLS certificate")]
+    Certificate,
+}
+
+impl Engine {
+    /// Binds the UDP socket, makes the DTLS certificate and starts routing
+    /// datagrams until `shutdown`.
+    pub fn start(
+        config: &EngineConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Engine>, EngineError> {
+        let socket = config
+            .listen
+            .bind_udp()
+            .map_err(|source| EngineError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local = socket.local_addr().map_err(|source| EngineError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        // One certificate for the process: making one costs tens of ms.
+        let provider = str0m::crypto::from_feature_flags();
+        let cert = provider
+            .dtls_provider
+            .generate_certificate()
+            .ok_or(EngineError::Certificate)?;
+        let candidates = host_candidates(local, &config.public_addresses);
+        tracing::info!(udp = %local, candidates = ?candidates, "WebRTC listening");
+        let engine = Arc::new(Engine {
+            socket: Arc::new(socket),
+            local,
+            dual_stack: local.is_ipv6(),
+            candidates,
+            cert,
+            table: Mutex::new(Table::default()),
+            next_id: AtomicU64::new(0),
+        });
+        tokio::spawn(Arc::clone(&engine).receive(shutdown));
+        Ok(engine)
+    }
+
+    /// The address the UDP socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The addresses every session advertises as host candidates.
+    pub fn candidates(&self) -> &[SocketAddr] {
+        &self.candidates
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A configuration for a new session: ICE-lite, the shared certificate,
+    /// no codecs yet (the caller enables what it needs).
+    pub fn rtc_config(&self) -> RtcConfig {
+        RtcConfig::new()
+            .set_ice_lite(true)
+            .set_dtls_cert(self.cert.clone())
+            .clear_codecs()
+    }
+
+    /// Creates a session from `config` (see [`Engine::rtc_config`]) with the
+    /// engine's candidates, registered for routing before it answers any
+    /// offer (the first STUN request may come right after the answer).
+    pub fn open(self: &Arc<Self>, config: RtcConfig) -> Session {
+        let creds = IceCreds::new();
+        let mut rtc: Rtc = config
+            .set_local_ice_credentials(creds.clone())
+            .build(Instant::now());
+        for addr in &self.candidates {
+            if let Ok(c) = Candidate::host(*addr, "udp") {
+                rtc.add_local_candidate(c);
+            }
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        let mut table = self.lock();
+        table.by_ufrag.insert(creds.ufrag.clone(), id);
+        table.sessions.insert(
+            id,
+            Slot {
+                tx,
+                ufrag: creds.ufrag,
+                addrs: Vec::new(),
+            },
+        );
+        drop(table);
+        Session::new(id, rtc, rx, Arc::clone(self))
+    }
+
+    pub(crate) fn close(&self, id: u64) {
+        let mut table = self.lock();
+        if let Some(slot) = table.sessions.remove(&id) {
+            table.by_ufrag.remove(&slot.ufrag);
+            for a in slot.addrs {
+                table.by_addr.remove(&a);
+            }
+        }
+    }
+
+    /// Number of live sessions.
+    pub fn session_count(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    /// Sends a datagram; a full socket buffer drops it (UDP).
+    pub(crate) fn send(&self, destination: SocketAddr, contents: &[u8]) {
+        let to = if self.dual_stack {
+            match destination {
+                SocketAddr::V4(v4) => {
+                    SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+                }
+                v6 => v6,
+            }
+        } else {
+            destination
+        };
+        if let Err(e) = self.socket.try_send_to(contents, to)
+            && e.kind() != std::io::ErrorKind::WouldBlock
+        {
+            tracing::debug!(error = %e, %destination, "WebRTC send failed");
+        }
+    }
+
+    /// The local candidate a datagram from `source` was addressed to: the
+    /// socket is bound to a wildcard address, so the destination IP is not
+    /// known; the candidate of the same family (loopback for loopback peers)
+    /// is what str0m paired.
+    fn destination_for(&self, source: SocketAddr) -> SocketAddr {
+        let same_family = |c: &&SocketAddr| c.is_ipv4() == source.is_ipv4();
+        let loopback = source.ip().is_loopback();
+        self.candidates
+            .iter()
+            .filter(same_family)
+            .find(|c| c.ip().is_loopback() == loopback)
+            .or_else(|| self.candidates.iter().find(same_family))
+            .or_else(|| self.candidates.first())
+            .copied()
+            .unwrap_or(source)
+    }
+
+    async fn receive(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let (n, from) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "WebRTC receive failed");
+                        continue;
+                    }
+                },
+            };
+            let source = canonical_peer(from);
+            let Some(data) = buf.get(..n) else {
+                continue;
+            };
+            self.route(source, data);
+        }
+    }
+
+    /// Hands a datagram to its session: by source address, or for a new
+    /// address by the ICE username fragment of its STUN request. Never asks
+    /// the sessions one by one.
+    fn route(&self, source: SocketAddr, data: &[u8]) {
+        let mut table = self.lock();
+        let id = match table.by_addr.get(&source) {
+            Some(id) => *id,
+            None => {
+                let Some(id) = stun::local_ufrag(data)
+                    .and_then(|u| table.by_ufrag.get(u))
+                    .copied()
+                else {
+                    return; // not for any session we know
+                };
+                table.by_addr.insert(source, id);
+                if let Some(slot) = table.sessions.get_mut(&id) {
+                    slot.addrs.push(source);
+                }
+                id
+            }
+        };
+        let Some(slot) = table.sessions.get(&id) else {
+            return;
+        };
+        let datagram = Datagram {
+            source,
+            destination: self.destination_for(source),
+            data: data.to_vec(),
+            at: Instant::now(),
+        };
+        if slot.tx.try_send(datagram).is_err() {
+            tracing::trace!(session = id, "session queue full; datagram dropped");
+        }
+    }
+}
+
+/// Host candidates: the configured public addresses (hostnames resolved),
+/// the address of the default route, and loopback.
+fn host_candidates(local: SocketAddr, public: &[String]) -> Vec<SocketAddr> {
+    let port = local.port();
+    let mut out: Vec<SocketAddr> = Vec::new();
+    let mut add = |ip: IpAddr| {
+        let a = SocketAddr::new(ip, port);
+        let usable =
+            local.ip().is_unspecified() || local.ip() == ip || (local.is_ipv6() && ip.is_ipv4());
+        if usable && !out.contains(&a) {
+            out.push(a);
+        }
+    };
+    for p in public {
+        match p.parse::<IpAddr>() {
+            Ok(ip) => add(ip),
+            Err(_) => match (p.as_str(), port).to_socket_addrs() {
+                Ok(addrs) => addrs.for_each(|a| add(a.ip())),
+                Err(e) => {
+                    tracing::warn!(host = %p, error = %e, "cannot resolve webrtc_public_addresses entry")
+                }
+            },
+        }
+    }
+    if local.ip().is_unspecified() {
+        // The interface of the default route (no packet is sent).
+        for probe in ["8.8.8.8:80", "[2001:4860:4860::8888]:80"] {
+            let bind: SocketAddr = if probe.starts_with('[') {
+                (Ipv6Addr::UNSPECIFIED, 0).into()
+            } else {
+                (Ipv4Addr::UNSPECIFIED, 0).into()
+            };
+            if let Ok(s) = std::net::UdpSocket::bind(bind)
+                && s.connect(probe).is_ok()
+                && let Ok(a) = s.local_addr()
+            {
+                add(a.ip());
+            }
+        }
+        add(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    } else {
+        add(local.ip());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_include_public_addresses_and_loopback() {
+        let c = host_candidates(
+            "0.0.0.0:8189".parse().unwrap(),
+            &["203.0.113.7".into(), "localhost".into()],
+        );
+        assert!(c.contains(&"203.0.113.7:8189".parse().unwrap()));
+        assert!(c.contains(&"127.0.0.1:8189".parse().unwrap()));
+        assert!(c.iter().all(|a| a.port() == 8189));
+        let c = host_candidates("127.0.0.1:9000".parse().unwrap(), &[]);
+        assert_eq!(c, vec!["127.0.0.1:9000".parse::<SocketAddr>().unwrap()]);
+    }
+}

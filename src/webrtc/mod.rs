@@ -1,0 +1,12 @@
+//! The WebRTC engine shared by WHEP playback and WHIP ingest: one UDP socket
+//! for every session, datagrams routed to their session by source address
+//! (and, for an address not seen yet, by the ICE username fragment of its
+//! STUN request), one DTLS certificate for the process, str0m sessions
+//! (sans-IO) driven by a small async loop each. Knows nothing of the hub.
+
+mod engine;
+mod session;
+pub mod stun;
+
+pub use engine::{Engine, EngineConfig};
+pub use session::{Session, SessionEvent};
