@@ -76,6 +76,7 @@ impl App {
         hub.start_pulled_sources();
         let hls = Arc::new(HlsServer::new(hub.clone()));
         let whep = WhepServer::new(hub.clone(), Arc::clone(&engine));
+        let whip = crate::ingest::whip::WhipServer::new(hub.clone(), Arc::clone(&engine));
         let tasks = TaskTracker::new();
 
         tasks.spawn(server::rtmp::serve(
@@ -87,6 +88,7 @@ impl App {
         let http_router = server::http::router(Arc::new(HttpState {
             hls: Arc::clone(&hls),
             whep,
+            whip,
         }));
         tasks.spawn(serve_http(http, http_router, shutdown.clone(), "http"));
         let api_state = Arc::new(ApiState {

@@ -534,6 +534,89 @@ pub fn unescape_rbsp(payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The NAL units of an Annex B byte stream (ITU-T H.264 Annex B: each
+/// preceded by a 3- or 4-byte start code), without their start codes.
+pub fn annexb_nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let starts = start_codes(data);
+    let ends: Vec<usize> = starts
+        .iter()
+        .skip(1)
+        .map(|&(at, _)| at)
+        .chain(std::iter::once(data.len()))
+        .collect();
+    starts
+        .into_iter()
+        .zip(ends)
+        .filter_map(move |((at, len), end)| {
+            let mut nal = data.get(at + len..end)?;
+            // A 4-byte start code that follows leaves a trailing zero.
+            while let [rest @ .., 0] = nal {
+                nal = rest;
+            }
+            (!nal.is_empty()).then_some(nal)
+        })
+}
+
+/// Positions and lengths of the `00 00 01` start codes.
+fn start_codes(data: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data.get(i..i + 3) == Some(&[0, 0, 1][..]) {
+            out.push((i, 3));
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Length-prefixed (4-byte) NAL units from Annex B, leaving out the parameter
+/// sets and access unit delimiters (they travel in the track parameters).
+/// Returns the AVCC bytes, the SPS and PPS seen, and whether there is an IDR.
+pub fn annexb_to_avcc(data: &[u8]) -> (Bytes, Vec<Bytes>, Vec<Bytes>, bool) {
+    let mut out = Vec::with_capacity(data.len());
+    let (mut sps, mut pps, mut idr) = (Vec::new(), Vec::new(), false);
+    for nal in annexb_nal_units(data) {
+        match nal_type(nal) {
+            Some(NAL_SPS) => sps.push(Bytes::copy_from_slice(nal)),
+            Some(NAL_PPS) => pps.push(Bytes::copy_from_slice(nal)),
+            Some(NAL_AUD) => {}
+            t => {
+                idr |= t == Some(NAL_IDR);
+                out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+                out.extend_from_slice(nal);
+            }
+        }
+    }
+    (Bytes::from(out), sps, pps, idr)
+}
+
+/// An AVCDecoderConfigurationRecord (ISO/IEC 14496-15 §5.3.3.1) for these
+/// parameter sets, with 4-byte NAL lengths; for High profiles with the
+/// chroma format and bit depths of 4:2:0 8-bit, as cameras and browsers send.
+pub fn record_from_parameter_sets(sps: &[Bytes], pps: &[Bytes]) -> Option<Bytes> {
+    let first = sps.first()?;
+    let (&profile, &compat, &level) = (first.get(1)?, first.get(2)?, first.get(3)?);
+    let extension = if matches!(profile, 66 | 77 | 88) {
+        Bytes::new()
+    } else {
+        // chroma_format_idc 1, bit depths 8, no SPS extensions.
+        Bytes::from_static(&[0xfd, 0xf8, 0xf8, 0x00])
+    };
+    let config = AvcDecoderConfig {
+        profile_idc: profile,
+        constraint_flags: compat,
+        level_idc: level,
+        length_size: 4,
+        sps: sps.to_vec(),
+        pps: pps.to_vec(),
+        extension,
+    };
+    Some(config.to_record(4))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -580,6 +663,31 @@ mod tests {
         assert_eq!(params.avcc, record);
         assert_eq!(params.sps, config.sps);
         assert_eq!(params.pps, config.pps);
+    }
+
+    #[test]
+    fn annexb_round_trip() {
+        let record = hex(BASELINE_320X240);
+        let config = AvcDecoderConfig::parse(&record).unwrap();
+        let mut annexb = vec![0, 0, 0, 1, 9, 0xf0];
+        annexb.extend_from_slice(&[0, 0, 0, 1]);
+        annexb.extend_from_slice(&config.sps[0]);
+        annexb.extend_from_slice(&[0, 0, 1]);
+        annexb.extend_from_slice(&config.pps[0]);
+        annexb.extend_from_slice(&[0, 0, 0, 1, 0x65, 0x88, 0x84, 0x00, 0x10]);
+        let nals: Vec<&[u8]> = annexb_nal_units(&annexb).collect();
+        assert_eq!(nals.len(), 4);
+        assert_eq!(nals[3], &[0x65, 0x88, 0x84, 0x00, 0x10]);
+        let (avcc, sps, pps, idr) = annexb_to_avcc(&annexb);
+        assert!(idr);
+        assert_eq!(sps, config.sps);
+        assert_eq!(pps, config.pps);
+        assert_eq!(&avcc[..], &[0, 0, 0, 5, 0x65, 0x88, 0x84, 0x00, 0x10]);
+        let rebuilt = record_from_parameter_sets(&sps, &pps).unwrap();
+        let (params, _) = h264_params(&rebuilt).unwrap();
+        assert_eq!((params.width, params.height), (320, 240));
+        assert!(annexb_nal_units(&[0, 0, 1]).next().is_none());
+        assert!(annexb_nal_units(&[1, 2, 3]).next().is_none());
     }
 
     #[test]

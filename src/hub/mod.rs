@@ -285,6 +285,7 @@ impl Hub {
                 path: path.name.clone(),
                 remote: None,
                 query: String::new(),
+                token: None,
             },
             Arc::clone(&path.counters),
         );

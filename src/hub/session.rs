@@ -49,6 +49,8 @@ pub struct Session {
     pub remote: Option<SocketAddr>,
     /// The query string the client sent with the path (kept for auth).
     pub query: String,
+    /// A bearer token the client sent (WHIP's `Authorization`; kept for auth).
+    pub token: Option<String>,
     pub started: SystemTime,
     pub counters: Counters,
     path_counters: Arc<Counters>,
@@ -114,6 +116,7 @@ pub struct SessionSpec {
     pub path: String,
     pub remote: Option<SocketAddr>,
     pub query: String,
+    pub token: Option<String>,
 }
 
 impl Registry {
@@ -129,6 +132,7 @@ impl Registry {
             path: spec.path,
             remote: spec.remote,
             query: spec.query,
+            token: spec.token,
             started: SystemTime::now(),
             counters: Counters::default(),
             path_counters,

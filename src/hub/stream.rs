@@ -1,7 +1,7 @@
 //! A stream: what one publisher produces — its tracks and the fan-out of its
 //! frames to every reader, with the GOP cache.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -19,8 +19,10 @@ pub struct Stream {
     inner: Mutex<Inner>,
     frames_in: AtomicU64,
     bytes_in: AtomicU64,
-    /// A video frame had pts ≠ dts: the stream has B-frames.
+    /// A video frame came before the previous one in presentation order:
+    /// the stream has B-frames.
     reordered: AtomicBool,
+    last_video_pts: AtomicI64,
 }
 
 #[derive(Debug)]
@@ -65,6 +67,7 @@ impl Stream {
             frames_in: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             reordered: AtomicBool::new(false),
+            last_video_pts: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -201,8 +204,12 @@ impl Stream {
     pub(crate) fn write(&self, frame: Frame) {
         let frame = Arc::new(frame);
         self.frames_in.fetch_add(1, Ordering::Relaxed);
-        if frame.pts != frame.dts && frame.track.kind() == TrackKind::Video {
-            self.reordered.store(true, Ordering::Relaxed);
+        if frame.track.kind() == TrackKind::Video {
+            // Presentation order differing from decoding order is what B-frames are.
+            let last = self.last_video_pts.swap(frame.pts, Ordering::Relaxed);
+            if frame.pts < last && last != i64::MIN {
+                self.reordered.store(true, Ordering::Relaxed);
+            }
         }
         self.bytes_in
             .fetch_add(frame.data.len() as u64, Ordering::Relaxed);

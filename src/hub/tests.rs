@@ -18,6 +18,7 @@ fn spec(path: &str) -> SessionSpec {
         path: path.into(),
         remote: None,
         query: String::new(),
+        token: None,
     }
 }
 

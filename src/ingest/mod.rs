@@ -5,3 +5,4 @@ pub mod flv;
 pub mod rtmp;
 pub mod rtsp;
 pub mod source;
+pub mod whip;

@@ -14,10 +14,12 @@ use tower_http::cors::{Any, CorsLayer};
 use crate::config::validate_path_name;
 use crate::egress::hls::{HlsFile, HlsServer};
 use crate::egress::webrtc::{MAX_OFFER, WhepServer};
+use crate::ingest::whip::WhipServer;
 
 pub struct HttpState {
     pub hls: Arc<HlsServer>,
     pub whep: Arc<WhepServer>,
+    pub whip: Arc<WhipServer>,
 }
 
 /// The router of the public HTTP listener.
@@ -78,6 +80,23 @@ async fn handle(
     if let Some(stream_path) = path.strip_suffix("/whep") {
         return whep_resource(&state, req, stream_path, file).await;
     }
+    if let Some(stream_path) = path.strip_suffix("/whip") {
+        return match req.method().clone() {
+            Method::DELETE => match state.whip.delete(stream_path, file) {
+                Ok(()) => StatusCode::OK.into_response(),
+                Err(e) => json_error(
+                    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::NOT_FOUND),
+                    e.to_string(),
+                ),
+            },
+            // Trickled candidates need nothing from an ICE-lite server.
+            Method::PATCH => StatusCode::NO_CONTENT.into_response(),
+            m => json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{m} is not served on a WHIP session"),
+            ),
+        };
+    }
     if let Err(e) = validate_path_name(path) {
         return json_error(
             StatusCode::BAD_REQUEST,
@@ -86,6 +105,7 @@ async fn handle(
     }
     match (req.method().clone(), file) {
         (Method::POST, "whep") => whep_create(&state, req, path, peer).await,
+        (Method::POST, "whip") => whip_create(&state, req, path, peer).await,
         (Method::GET | Method::HEAD, "") => static_reply(
             "text/html; charset=utf-8",
             crate::web::PLAYER_HTML.as_bytes(),
@@ -118,34 +138,12 @@ fn static_reply(content_type: &'static str, body: &'static [u8]) -> Response {
 /// `POST /{path}/whep`: an SDP offer in, `201 Created` with the answer and
 /// the session's `Location` out.
 async fn whep_create(state: &HttpState, req: Request, path: &str, peer: SocketAddr) -> Response {
-    let is_sdp = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
-        });
-    if !is_sdp {
-        return json_error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the offer must be application/sdp",
-        );
-    }
     let query = req.uri().query().unwrap_or_default().to_string();
-    let body = match axum::body::to_bytes(req.into_body(), MAX_OFFER).await {
-        Ok(b) => b,
-        Err(_) => {
-            return json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the offer is larger than {MAX_OFFER} bytes"),
-            );
-        }
+    let offer = match read_offer(req).await {
+        Ok(o) => o,
+        Err(r) => return r,
     };
-    let Ok(offer) = std::str::from_utf8(&body) else {
-        return json_error(StatusCode::BAD_REQUEST, "the offer is not UTF-8");
-    };
+    let offer = offer.as_str();
     let remote = Some(crate::net::canonical_peer(peer));
     match state.whep.create(path, offer, remote, query).await {
         Ok(created) => {
@@ -171,6 +169,73 @@ async fn whep_create(state: &HttpState, req: Request, path: &str, peer: SocketAd
             let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
             tracing::info!(path, error = %e, "WHEP offer refused");
             json_error(status, e.to_string())
+        }
+    }
+}
+
+/// The body of an SDP offer: `application/sdp`, at most [`MAX_OFFER`] bytes.
+async fn read_offer(req: Request) -> Result<String, Response> {
+    let is_sdp = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
+        });
+    if !is_sdp {
+        return Err(json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the offer must be application/sdp",
+        ));
+    }
+    let body = axum::body::to_bytes(req.into_body(), MAX_OFFER)
+        .await
+        .map_err(|_| {
+            json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the offer is larger than {MAX_OFFER} bytes"),
+            )
+        })?;
+    String::from_utf8(body.to_vec())
+        .map_err(|_| json_error(StatusCode::BAD_REQUEST, "the offer is not UTF-8"))
+}
+
+/// `POST /{path}/whip`: publish from WebRTC (OBS's WHIP output).
+async fn whip_create(state: &HttpState, req: Request, path: &str, peer: SocketAddr) -> Response {
+    let query = req.uri().query().unwrap_or_default().to_string();
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let offer = match read_offer(req).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let remote = Some(crate::net::canonical_peer(peer));
+    match state.whip.create(path, &offer, remote, query, token).await {
+        Ok(created) => {
+            let mut r = Response::new(axum::body::Body::from(created.answer));
+            *r.status_mut() = StatusCode::CREATED;
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/sdp"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("/{path}/whip/{}", created.id)) {
+                h.insert(header::LOCATION, v);
+            }
+            r
+        }
+        Err(e) => {
+            tracing::info!(path, error = %e, "WHIP offer refused");
+            json_error(
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                e.to_string(),
+            )
         }
     }
 }

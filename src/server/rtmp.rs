@@ -98,6 +98,7 @@ async fn handle(socket: TcpStream, peer: SocketAddr, hub: Hub) -> Result<(), Con
                             path: path.clone(),
                             remote: Some(peer),
                             query,
+                            token: None,
                         };
                         return match hub.publish(spec) {
                             Ok(publisher) => {
@@ -125,6 +126,7 @@ async fn handle(socket: TcpStream, peer: SocketAddr, hub: Hub) -> Result<(), Con
                             path: path.clone(),
                             remote: Some(peer),
                             query,
+                            token: None,
                         };
                         return match hub.read(spec, crate::hub::StartAt::LatestKeyframe).await {
                             Ok(reading) => {

@@ -117,6 +117,7 @@ impl WhepServer {
             path: path.to_string(),
             remote,
             query,
+            token: None,
         };
         let reading = self.hub.read(spec, StartAt::LatestKeyframe).await?;
         // Derived tracks (a bridge's Opus) are fed by their bridge: plan on

@@ -3,32 +3,12 @@
 
 use str0m::RtcConfig;
 use str0m::format::Codec;
-use str0m::media::{MediaKind, Mid};
+use str0m::media::MediaKind;
 
 use super::{Route, Routes};
 use crate::media::{CodecParams, G711Law, Track};
 use crate::webrtc::Session;
-
-/// The media sections of an SDP (RFC 8866 §5.14) with their `a=mid`
-/// (RFC 5888): str0m announces them as events only once media can flow,
-/// but the routes are needed as soon as the answer is made.
-pub(crate) fn media_sections(sdp: &str) -> Vec<(MediaKind, Mid)> {
-    let mut out = Vec::new();
-    let mut kind = None;
-    for line in sdp.lines() {
-        if let Some(m) = line.strip_prefix("m=") {
-            kind = match m.split(' ').next() {
-                Some("video") => Some(MediaKind::Video),
-                Some("audio") => Some(MediaKind::Audio),
-                _ => None,
-            };
-        } else if let (Some(k), Some(mid)) = (kind, line.strip_prefix("a=mid:")) {
-            out.push((k, Mid::from(mid.trim())));
-            kind = None;
-        }
-    }
-    out
-}
+use crate::webrtc::sdp::media_sections;
 
 /// What the stream can send: (track index, codec, via the AAC→Opus bridge).
 #[derive(Debug)]
@@ -147,23 +127,5 @@ impl Plan {
             self.video.map(|v| v.1),
             self.audio.map(|a| a.1)
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_media_sections_and_mids() {
-        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\nm=application 9 x\r\na=mid:2\r\n";
-        let s = media_sections(sdp);
-        assert_eq!(
-            s,
-            vec![
-                (MediaKind::Video, Mid::from("0")),
-                (MediaKind::Audio, Mid::from("1"))
-            ]
-        );
     }
 }
