@@ -33,8 +33,8 @@ pub struct App {
     pub rtmp_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub api_addr: SocketAddr,
-    /// The WebRTC UDP port (one for every session).
-    pub webrtc_addr: SocketAddr,
+    /// The WebRTC UDP port (one for every session), if UDP is on.
+    pub webrtc_addr: Option<SocketAddr>,
     hls: Arc<HlsServer>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -59,13 +59,17 @@ impl App {
         let engine = Engine::start(
             &EngineConfig {
                 listen: config.webrtc_listen,
+                tcp_listen: config.webrtc_tcp_listen,
                 public_addresses: config.webrtc_public_addresses.clone(),
             },
             shutdown.clone(),
         )
         .map_err(|e| BindError {
             key: "webrtc_listen",
-            addr: config.webrtc_listen,
+            addr: config
+                .webrtc_listen
+                .or(config.webrtc_tcp_listen)
+                .unwrap_or(ListenAddr::Any(0)),
             source: std::io::Error::other(e.to_string()),
         })?;
         let http_addr = local(&http, "http_listen", config.http_listen)?;

@@ -23,9 +23,12 @@ struct Args {
     /// Control API listener, e.g. "127.0.0.1:9997".
     #[arg(long)]
     api_listen: Option<String>,
-    /// WebRTC UDP port (reserved; not served by this version).
+    /// WebRTC UDP port shared by every WHEP/WHIP session, e.g. ":8189".
     #[arg(long)]
     webrtc_listen: Option<String>,
+    /// ICE-over-TCP port for clients whose UDP is blocked ("" turns it off).
+    #[arg(long)]
+    webrtc_tcp_listen: Option<String>,
     /// RTSP listener (reserved; not served by this version).
     #[arg(long)]
     rtsp_listen: Option<String>,
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         ("http_listen", &args.http_listen),
         ("api_listen", &args.api_listen),
         ("webrtc_listen", &args.webrtc_listen),
+        ("webrtc_tcp_listen", &args.webrtc_tcp_listen),
         ("rtsp_listen", &args.rtsp_listen),
         ("log_level", &args.log_level),
     ] {

@@ -28,6 +28,10 @@ async fn runs_with_flags_answers_the_api_and_stops_on_sigterm() {
             "127.0.0.1:0",
             "--api-listen",
             "127.0.0.1:0",
+            "--webrtc-listen",
+            "127.0.0.1:0",
+            "--webrtc-tcp-listen",
+            "",
         ])
         .env("MEDIARELAY_HLS_SEGMENT_COUNT", "5")
         .stdout(Stdio::piped())
@@ -114,6 +118,10 @@ async fn a_listener_that_cannot_bind_is_reported() {
         "127.0.0.1:0",
         "--api-listen",
         "127.0.0.1:0",
+        "--webrtc-listen",
+        "127.0.0.1:0",
+        "--webrtc-tcp-listen",
+        "",
     ]))
     .await;
     assert_eq!(code, 1, "{text}");

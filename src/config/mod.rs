@@ -28,8 +28,13 @@ pub struct Config {
     pub http_listen: ListenAddr,
     /// Control API listener. Loopback by default: never public unless you say so.
     pub api_listen: ListenAddr,
-    /// WebRTC UDP port shared by all sessions (WHEP).
-    pub webrtc_listen: ListenAddr,
+    /// WebRTC UDP port shared by all sessions (WHEP, WHIP); `""` for ICE
+    /// over TCP only.
+    #[serde(with = "optional_listen")]
+    pub webrtc_listen: Option<ListenAddr>,
+    /// ICE over TCP for clients whose UDP is blocked; `""` turns it off.
+    #[serde(with = "optional_listen")]
+    pub webrtc_tcp_listen: Option<ListenAddr>,
     /// Addresses (IPs or hostnames) to advertise as ICE host candidates,
     /// besides the local ones: the public address behind NAT, in Docker, in
     /// Kubernetes.
@@ -62,7 +67,8 @@ impl Default for Config {
             rtmp_listen: ListenAddr::Any(1935),
             http_listen: ListenAddr::Any(8080),
             api_listen: ListenAddr::Addr(([127, 0, 0, 1], 9997).into()),
-            webrtc_listen: ListenAddr::Any(8189),
+            webrtc_listen: Some(ListenAddr::Any(8189)),
+            webrtc_tcp_listen: Some(ListenAddr::Any(8189)),
             webrtc_public_addresses: Vec::new(),
             rtsp_listen: ListenAddr::Any(8554),
             read_timeout: Duration::from_secs(10),
@@ -73,6 +79,27 @@ impl Default for Config {
             path_defaults: PathRule::default(),
             paths: BTreeMap::new(),
         }
+    }
+}
+
+/// A listener that may be off: `""` in the file.
+mod optional_listen {
+    use super::ListenAddr;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<ListenAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ListenAddr>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(None);
+        }
+        s.parse().map(Some).map_err(serde::de::Error::custom)
     }
 }
 

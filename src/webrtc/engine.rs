@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use str0m::config::DtlsCert;
+use str0m::net::{Protocol, TcpType};
 use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -24,7 +25,11 @@ const MAX_DATAGRAM: usize = 2048;
 /// How the engine is set up.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    pub listen: ListenAddr,
+    /// The UDP port; `None` for ICE over TCP only.
+    pub listen: Option<ListenAddr>,
+    /// ICE over TCP (RFC 6544, passive candidates, RFC 4571 framing) where
+    /// UDP is blocked; `None` for UDP only.
+    pub tcp_listen: Option<ListenAddr>,
     /// Extra addresses to advertise as host candidates: public IPs or
     /// hostnames (resolved at start) for NAT, Docker, Kubernetes.
     pub public_addresses: Vec<String>,
@@ -33,6 +38,7 @@ pub struct EngineConfig {
 /// A datagram for one session.
 #[derive(Debug)]
 pub(crate) struct Datagram {
+    pub proto: Protocol,
     pub source: SocketAddr,
     pub destination: SocketAddr,
     pub data: Vec<u8>,
@@ -40,8 +46,11 @@ pub(crate) struct Datagram {
 }
 
 pub struct Engine {
-    socket: Arc<UdpSocket>,
-    local: SocketAddr,
+    socket: Option<Arc<UdpSocket>>,
+    local: Option<SocketAddr>,
+    /// ICE-TCP candidates, and the connections by peer address.
+    tcp_candidates: Vec<SocketAddr>,
+    tcp_peers: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
     /// The socket is IPv6 (dual stack): IPv4 peers are sent to as mapped.
     dual_stack: bool,
     candidates: Vec<SocketAddr>,
@@ -82,41 +91,71 @@ impl Engine {
         config: &EngineConfig,
         shutdown: CancellationToken,
     ) -> Result<Arc<Engine>, EngineError> {
-        let socket = config
-            .listen
-            .bind_udp()
-            .map_err(|source| EngineError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let local = socket.local_addr().map_err(|source| EngineError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let socket = match config.listen {
+            Some(addr) => Some(
+                addr.bind_udp()
+                    .map_err(|source| EngineError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let local = match (&socket, config.listen) {
+            (Some(s), Some(addr)) => Some(
+                s.local_addr()
+                    .map_err(|source| EngineError::Bind { addr, source })?,
+            ),
+            _ => None,
+        };
         // One certificate for the process: making one costs tens of ms.
         let provider = str0m::crypto::from_feature_flags();
         let cert = provider
             .dtls_provider
             .generate_certificate()
             .ok_or(EngineError::Certificate)?;
-        let candidates = host_candidates(local, &config.public_addresses);
-        tracing::info!(udp = %local, candidates = ?candidates, "WebRTC listening");
+        let candidates =
+            local.map_or_else(Vec::new, |l| host_candidates(l, &config.public_addresses));
+        let tcp = match config.tcp_listen {
+            Some(addr) => Some(
+                addr.bind_tcp()
+                    .map_err(|source| EngineError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let tcp_candidates = match &tcp {
+            Some(l) => match l.local_addr() {
+                Ok(a) => host_candidates(a, &config.public_addresses),
+                Err(_) => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        tracing::info!(udp = ?local, candidates = ?candidates, tcp = ?tcp_candidates, "WebRTC listening");
         let engine = Arc::new(Engine {
-            socket: Arc::new(socket),
+            dual_stack: local.is_some_and(|l| l.is_ipv6()),
+            socket: socket.map(Arc::new),
             local,
-            dual_stack: local.is_ipv6(),
+            tcp_candidates,
+            tcp_peers: Mutex::new(HashMap::new()),
             candidates,
             cert,
             table: Mutex::new(Table::default()),
             next_id: AtomicU64::new(0),
         });
-        tokio::spawn(Arc::clone(&engine).receive(shutdown));
+        if let Some(socket) = engine.socket.clone() {
+            tokio::spawn(Arc::clone(&engine).receive(socket, shutdown.clone()));
+        }
+        if let Some(listener) = tcp {
+            tokio::spawn(Arc::clone(&engine).accept_tcp(listener, shutdown));
+        }
         Ok(engine)
     }
 
-    /// The address the UDP socket is bound to.
-    pub fn local_addr(&self) -> SocketAddr {
+    /// The address the UDP socket is bound to (none: ICE over TCP only).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local
+    }
+
+    /// The ICE-TCP candidates.
+    pub fn tcp_candidates(&self) -> &[SocketAddr] {
+        &self.tcp_candidates
     }
 
     /// The addresses every session advertises as host candidates.
@@ -147,6 +186,16 @@ impl Engine {
             .build(Instant::now());
         for addr in &self.candidates {
             if let Ok(c) = Candidate::host(*addr, "udp") {
+                rtc.add_local_candidate(c);
+            }
+        }
+        for addr in &self.tcp_candidates {
+            if let Ok(c) = Candidate::builder()
+                .tcp()
+                .host(*addr)
+                .tcptype(TcpType::Passive)
+                .build()
+            {
                 rtc.add_local_candidate(c);
             }
         }
@@ -181,6 +230,18 @@ impl Engine {
         self.lock().sessions.len()
     }
 
+    /// Sends a packet to a peer: over UDP, or over its ICE-TCP connection.
+    pub(crate) fn transmit(&self, proto: Protocol, destination: SocketAddr, contents: &[u8]) {
+        if proto != Protocol::Tcp {
+            return self.send(destination, contents);
+        }
+        let peers = self.tcp_peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = peers.get(&destination) {
+            // A full connection drops the packet, as UDP would.
+            let _ = tx.try_send(contents.to_vec());
+        }
+    }
+
     /// Sends a datagram; a full socket buffer drops it (UDP).
     pub(crate) fn send(&self, destination: SocketAddr, contents: &[u8]) {
         let to = if self.dual_stack {
@@ -193,7 +254,10 @@ impl Engine {
         } else {
             destination
         };
-        if let Err(e) = self.socket.try_send_to(contents, to)
+        let Some(socket) = &self.socket else {
+            return;
+        };
+        if let Err(e) = socket.try_send_to(contents, to)
             && e.kind() != std::io::ErrorKind::WouldBlock
         {
             tracing::debug!(error = %e, %destination, "WebRTC send failed");
@@ -204,25 +268,30 @@ impl Engine {
     /// socket is bound to a wildcard address, so the destination IP is not
     /// known; the candidate of the same family (loopback for loopback peers)
     /// is what str0m paired.
-    fn destination_for(&self, source: SocketAddr) -> SocketAddr {
+    fn destination_for(&self, proto: Protocol, source: SocketAddr) -> SocketAddr {
+        let candidates = if proto == Protocol::Tcp {
+            &self.tcp_candidates
+        } else {
+            &self.candidates
+        };
         let same_family = |c: &&SocketAddr| c.is_ipv4() == source.is_ipv4();
         let loopback = source.ip().is_loopback();
-        self.candidates
+        candidates
             .iter()
             .filter(same_family)
             .find(|c| c.ip().is_loopback() == loopback)
-            .or_else(|| self.candidates.iter().find(same_family))
-            .or_else(|| self.candidates.first())
+            .or_else(|| candidates.iter().find(same_family))
+            .or_else(|| candidates.first())
             .copied()
             .unwrap_or(source)
     }
 
-    async fn receive(self: Arc<Self>, shutdown: CancellationToken) {
+    async fn receive(self: Arc<Self>, socket: Arc<UdpSocket>, shutdown: CancellationToken) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             let (n, from) = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = self.socket.recv_from(&mut buf) => match r {
+                r = socket.recv_from(&mut buf) => match r {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::debug!(error = %e, "WebRTC receive failed");
@@ -234,14 +303,94 @@ impl Engine {
             let Some(data) = buf.get(..n) else {
                 continue;
             };
-            self.route(source, data);
+            self.route(Protocol::Udp, source, data);
         }
+    }
+
+    /// ICE-TCP (RFC 6544): each connection carries RFC 4571 frames (a 16-bit
+    /// length, then the packet), routed like datagrams.
+    async fn accept_tcp(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                a = listener.accept() => match a {
+                    Ok(a) => a,
+                    Err(_) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let peer = canonical_peer(peer);
+            let _ = stream.set_nodelay(true);
+            let engine = Arc::clone(&self);
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                engine.serve_tcp(stream, peer, shutdown).await;
+                engine
+                    .tcp_peers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&peer);
+            });
+        }
+    }
+
+    async fn serve_tcp(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut rd, mut wr) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(SESSION_QUEUE);
+        self.tcp_peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer, tx);
+        let writer = tokio::spawn(async move {
+            while let Some(packet) = rx.recv().await {
+                let Ok(len) = u16::try_from(packet.len()) else {
+                    continue;
+                };
+                if wr.write_all(&len.to_be_bytes()).await.is_err()
+                    || wr.write_all(&packet).await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let mut buf = vec![0u8; usize::from(u16::MAX)];
+        loop {
+            let mut len = [0u8; 2];
+            let read = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = rd.read_exact(&mut len) => r,
+            };
+            if read.is_err() {
+                break;
+            }
+            let n = usize::from(u16::from_be_bytes(len));
+            let Some(packet) = buf.get_mut(..n) else {
+                break;
+            };
+            if rd.read_exact(packet).await.is_err() {
+                break;
+            }
+            self.route(Protocol::Tcp, peer, packet);
+        }
+        writer.abort();
     }
 
     /// Hands a datagram to its session: by source address, or for a new
     /// address by the ICE username fragment of its STUN request. Never asks
     /// the sessions one by one.
-    fn route(&self, source: SocketAddr, data: &[u8]) {
+    fn route(&self, proto: Protocol, source: SocketAddr, data: &[u8]) {
         let mut table = self.lock();
         let id = match table.by_addr.get(&source) {
             Some(id) => *id,
@@ -263,8 +412,9 @@ impl Engine {
             return;
         };
         let datagram = Datagram {
+            proto,
             source,
-            destination: self.destination_for(source),
+            destination: self.destination_for(proto, source),
             data: data.to_vec(),
             at: Instant::now(),
         };

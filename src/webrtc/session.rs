@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::net::{Protocol, Receive};
+use str0m::net::Receive;
 use str0m::{Event, IceConnectionState, Input, Output, Rtc, RtcError};
 use tokio::sync::mpsc;
 
@@ -59,7 +59,7 @@ impl Session {
     pub fn drive(&mut self, events: &mut Vec<SessionEvent>) -> Result<(), RtcError> {
         loop {
             match self.rtc.poll_output()? {
-                Output::Transmit(t) => self.engine.send(t.destination, &t.contents),
+                Output::Transmit(t) => self.engine.transmit(t.proto, t.destination, &t.contents),
                 Output::Timeout(at) => {
                     self.next_timeout = at;
                     return Ok(());
@@ -102,7 +102,7 @@ impl Session {
                 self.rtc.handle_input(Input::Receive(
                     d.at,
                     Receive {
-                        proto: Protocol::Udp,
+                        proto: d.proto,
                         source: d.source,
                         destination: d.destination,
                         contents,
