@@ -657,6 +657,13 @@ impl Publisher {
         stream.write(frame);
     }
 
+    /// Whether a reader asked for a keyframe since the last call.
+    pub fn keyframe_requested(&self) -> bool {
+        self.stream
+            .as_ref()
+            .is_some_and(|s| s.take_keyframe_request())
+    }
+
     /// Resolves when this publisher is kicked or replaced.
     pub async fn cancelled(&self) {
         self.session.cancelled().await

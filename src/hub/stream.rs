@@ -23,6 +23,9 @@ pub struct Stream {
     /// the stream has B-frames.
     reordered: AtomicBool,
     last_video_pts: AtomicI64,
+    /// A reader asked for a keyframe (a WebRTC viewer's PLI); publishers that
+    /// can ask their encoder (WHIP) take it.
+    keyframe_wanted: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -68,6 +71,7 @@ impl Stream {
             bytes_in: AtomicU64::new(0),
             reordered: AtomicBool::new(false),
             last_video_pts: AtomicI64::new(i64::MIN),
+            keyframe_wanted: AtomicBool::new(false),
         }
     }
 
@@ -102,6 +106,16 @@ impl Stream {
     pub fn primary_tracks(&self) -> Vec<Arc<Track>> {
         let inner = self.lock();
         inner.tracks.iter().take(inner.primary).cloned().collect()
+    }
+
+    /// A reader needs a keyframe (its decoder lost its reference).
+    pub fn request_keyframe(&self) {
+        self.keyframe_wanted.store(true, Ordering::Relaxed);
+    }
+
+    /// Takes a pending keyframe request (for the publisher to pass on).
+    pub fn take_keyframe_request(&self) -> bool {
+        self.keyframe_wanted.swap(false, Ordering::Relaxed)
     }
 
     /// Whether the video has B-frames (seen so far).

@@ -206,7 +206,8 @@ async fn receive(
                 },
             }
         }
-        if ingest.keyframe_due()
+        let viewer_asked = publisher.keyframe_requested() && ingest.may_ask();
+        if (ingest.keyframe_due() || viewer_asked)
             && let Some(mid) = ingest.video_mid
             && let Some(mut w) = session.rtc.writer(mid)
             && w.request_keyframe(None, KeyframeRequestKind::Pli).is_ok()
@@ -277,6 +278,13 @@ impl Ingest {
             last_keyframe: None,
             asked_keyframe: None,
         }
+    }
+
+    /// Whether asking again is not too soon (a burst of viewers' PLIs makes
+    /// one request).
+    fn may_ask(&self) -> bool {
+        self.asked_keyframe
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(300))
     }
 
     /// Whether to ask the publisher for a keyframe now.

@@ -308,8 +308,10 @@ async fn play(
                         tracing::debug!("WHEP connected");
                     }
                     Event::KeyframeRequest(_) => {
-                        // No encoder to ask: resume at the next keyframe.
+                        // Resume at the next keyframe, and ask the publisher
+                        // for one when it can (WHIP passes it to its encoder).
                         need_keyframe = true;
+                        reading.reader.stream().request_keyframe();
                     }
                     _ => {}
                 },
