@@ -343,3 +343,29 @@ async fn a_camera_with_b_frames_gets_decode_timestamps() {
     app.shutdown().await;
     cam.stop().await;
 }
+
+/// A camera's G.711 goes to WebRTC viewers as is (browsers play PCMU), and
+/// its H.264 plays in Chromium.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_g711_passes_through_to_webrtc_in_chromium() {
+    let cam = Camera::start().await;
+    let app = start(&format!(
+        "[paths.\"door\"]\nsource = \"{}\"\nrtsp_transport = \"tcp\"\n",
+        cam.url("h264_pcmu")
+    ))
+    .await;
+    wait_published(&app, "door").await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/play_whep.mjs");
+    let url = format!("http://{}/door/whep", app.http_addr);
+    let (ok, out, err) = run("node", &[script.to_str().unwrap(), &url, "4"], Duration::from_secs(90)).await;
+    assert!(ok, "{err}");
+    let r: Value = serde_json::from_str(out.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["audioCodec"], "audio/PCMU", "{r}");
+    assert_eq!(r["videoCodec"], "video/H264", "{r}");
+    assert!(r["framesDecoded"].as_u64().unwrap() >= 30, "{r}");
+    // GStreamer packs ~175 ms of G.711 per packet: count samples (8 kHz).
+    assert!(r["audioSamples"].as_u64().unwrap() >= 3 * 8000, "{r}");
+    app.shutdown().await;
+    cam.stop().await;
+}
