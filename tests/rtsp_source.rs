@@ -355,11 +355,18 @@ async fn camera_g711_passes_through_to_webrtc_in_chromium() {
     ))
     .await;
     wait_published(&app, "door").await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/play_whep.mjs");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/play_whep.mjs");
     let url = format!("http://{}/door/whep", app.http_addr);
-    let (ok, out, err) = run("node", &[script.to_str().unwrap(), &url, "4"], Duration::from_secs(90)).await;
+    let (ok, out, err) = run(
+        "node",
+        &[script.to_str().unwrap(), &url, "4"],
+        Duration::from_secs(90),
+    )
+    .await;
     assert!(ok, "{err}");
-    let r: Value = serde_json::from_str(out.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let r: Value = serde_json::from_str(out.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["audioCodec"], "audio/PCMU", "{r}");
     assert_eq!(r["videoCodec"], "video/H264", "{r}");

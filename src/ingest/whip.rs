@@ -183,27 +183,31 @@ async fn receive(
     cancel: CancellationToken,
 ) -> Result<(), str0m::RtcError> {
     let mut events = Vec::new();
+    let connect_deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut connected = false;
     loop {
         session.drive(&mut events)?;
         for e in events.drain(..) {
             match e {
+                SessionEvent::Rtc(e) if matches!(*e, Event::Connected) => {
+                    connected = true;
+                    tracing::info!("WHIP connected");
+                    // Start from a keyframe at once.
+                    if let Some(mid) = ingest.video_mid
+                        && let Some(mut w) = session.rtc.writer(mid)
+                    {
+                        let _ = w.request_keyframe(None, KeyframeRequestKind::Pli);
+                    }
+                }
                 SessionEvent::Closed => {
                     tracing::info!("WHIP publisher gone");
                     return Ok(());
                 }
-                SessionEvent::Rtc(e) => match *e {
-                    Event::Connected => {
-                        tracing::info!("WHIP connected");
-                        // Start from a keyframe at once.
-                        if let Some(mid) = ingest.video_mid
-                            && let Some(mut w) = session.rtc.writer(mid)
-                        {
-                            let _ = w.request_keyframe(None, KeyframeRequestKind::Pli);
-                        }
+                SessionEvent::Rtc(e) => {
+                    if let Event::MediaData(data) = *e {
+                        ingest.on_media(data, &mut publisher);
                     }
-                    Event::MediaData(data) => ingest.on_media(data, &mut publisher),
-                    _ => {}
-                },
+                }
             }
         }
         let viewer_asked = publisher.keyframe_requested() && ingest.may_ask();
@@ -217,6 +221,12 @@ async fn receive(
         tokio::select! {
             biased;
             _ = cancel.cancelled() => {
+                session.close();
+                let _ = session.drive(&mut events);
+                return Ok(());
+            }
+            _ = tokio::time::sleep_until(connect_deadline), if !connected => {
+                tracing::info!("WHIP peer never connected");
                 session.close();
                 let _ = session.drive(&mut events);
                 return Ok(());

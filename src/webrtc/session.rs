@@ -115,7 +115,7 @@ impl Session {
 
     /// Ends the session (DTLS close, then gone).
     pub fn close(&mut self) {
-        self.rtc.disconnect();
+        let _ = self.rtc.close();
         self.closed = true;
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod camera;
+pub mod whep;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -38,6 +39,8 @@ pub fn config(toml: &str) -> Config {
             ("rtmp_listen", "127.0.0.1:0".into()),
             ("http_listen", "127.0.0.1:0".into()),
             ("api_listen", "127.0.0.1:0".into()),
+            ("webrtc_listen", "127.0.0.1:0".into()),
+            ("webrtc_tcp_listen", "127.0.0.1:0".into()),
         ],
     };
     let c = mediarelay::config::load(Some(&path), Vec::new(), &overrides).unwrap();

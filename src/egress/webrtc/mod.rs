@@ -109,8 +109,10 @@ impl WhepServer {
         remote: Option<SocketAddr>,
         query: String,
     ) -> Result<Created, WhepError> {
-        let offer =
-            SdpOffer::from_sdp_string(offer).map_err(|e| WhepError::BadOffer(e.to_string()))?;
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| {
+            tracing::debug!(error = %e, "unparsable SDP offer");
+            WhepError::BadOffer("the body is not an SDP offer".into())
+        })?;
         let spec = SessionSpec {
             protocol: Protocol::WebRtc,
             role: Role::Reader,
@@ -293,6 +295,7 @@ async fn play(
     let mut connected = false;
     let mut need_keyframe = true;
     let mut batch: Vec<Arc<Frame>> = Vec::with_capacity(32);
+    let connect_deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let audio_track = |routes: &Routes| routes.audio.as_ref().map(|a| a.source);
     loop {
         session.drive(&mut events)?;
@@ -320,6 +323,12 @@ async fn play(
         tokio::select! {
             biased;
             _ = cancel.cancelled() => {
+                session.close();
+                let _ = session.drive(&mut events);
+                return Ok(());
+            }
+            _ = tokio::time::sleep_until(connect_deadline), if !connected => {
+                tracing::info!("WHEP peer never connected");
                 session.close();
                 let _ = session.drive(&mut events);
                 return Ok(());
