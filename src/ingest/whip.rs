@@ -97,8 +97,10 @@ impl WhipServer {
         query: String,
         token: Option<String>,
     ) -> Result<Created, WhipError> {
-        let offer =
-            SdpOffer::from_sdp_string(offer).map_err(|e| WhipError::BadOffer(e.to_string()))?;
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| {
+            tracing::debug!(error = %e, "unparsable SDP offer");
+            WhipError::BadOffer("the body is not an SDP offer".into())
+        })?;
         let publisher = self.hub.publish(SessionSpec {
             protocol: Protocol::WebRtc,
             role: Role::Publisher,
