@@ -977,3 +977,30 @@ async fn a_session_that_never_connects_is_dropped() {
     );
     app.shutdown().await;
 }
+
+/// Where UDP is blocked, ICE over TCP carries the session: a server with
+/// only an ICE-TCP port plays to Chromium.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_plays_over_ice_tcp_when_there_is_no_udp() {
+    let _heavy = MACHINE.write().await;
+    let app = start("webrtc_listen = \"\"\n").await;
+    assert!(app.webrtc_addr.is_none(), "no UDP port");
+    let _push = push("baseline_aac44_mono.mp4", &rtmp_url(&app, "live/tcp"), true);
+    wait_published(&app, "live/tcp").await;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/play_whep.mjs");
+    let url = format!("http://{}/live/tcp/whep", app.http_addr);
+    let (ok, out, err) = run(
+        "node",
+        &[script.to_str().unwrap(), &url, "4"],
+        Duration::from_secs(90),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let r: serde_json::Value =
+        serde_json::from_str(out.lines().last().unwrap_or_default()).unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(r["framesDecoded"].as_u64().unwrap() >= 60, "{r}");
+    assert_eq!(r["audioCodec"], "audio/opus", "{r}");
+    app.shutdown().await;
+}

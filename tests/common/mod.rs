@@ -26,7 +26,8 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 /// Config for tests: every listener on an ephemeral loopback port, plus
-/// whatever `toml` sets.
+/// whatever `toml` sets. A listener key that `toml` sets itself (e.g.
+/// `webrtc_listen = ""` to turn UDP off) is left as the test wrote it.
 pub fn config(toml: &str) -> Config {
     let path = std::env::temp_dir().join(format!(
         "mediarelay-test-{}-{}.toml",
@@ -34,14 +35,24 @@ pub fn config(toml: &str) -> Config {
         rand_suffix()
     ));
     std::fs::write(&path, toml).unwrap();
+    let set_by_test = |key: &str| {
+        toml.lines().any(|l| {
+            l.trim_start().starts_with(&format!("{key} "))
+                || l.trim_start().starts_with(&format!("{key}="))
+        })
+    };
     let overrides = Overrides {
-        values: vec![
-            ("rtmp_listen", "127.0.0.1:0".into()),
-            ("http_listen", "127.0.0.1:0".into()),
-            ("api_listen", "127.0.0.1:0".into()),
-            ("webrtc_listen", "127.0.0.1:0".into()),
-            ("webrtc_tcp_listen", "127.0.0.1:0".into()),
-        ],
+        values: [
+            "rtmp_listen",
+            "http_listen",
+            "api_listen",
+            "webrtc_listen",
+            "webrtc_tcp_listen",
+        ]
+        .into_iter()
+        .filter(|k| !set_by_test(k))
+        .map(|k| (k, "127.0.0.1:0".into()))
+        .collect(),
     };
     let c = mediarelay::config::load(Some(&path), Vec::new(), &overrides).unwrap();
     let _ = std::fs::remove_file(path);
