@@ -91,6 +91,9 @@ impl Received {
 pub enum Offer {
     /// recvonly video (H.264) + recvonly audio (Opus): what a browser offers.
     H264Opus,
+    /// recvonly video (H.265) + recvonly audio (Opus): what a browser with
+    /// HEVC support offers.
+    H265Opus,
     /// recvonly video with VP8 only, no audio.
     Vp8Only,
     /// A data channel and no media.
@@ -157,6 +160,7 @@ impl Offerer {
         let mut config = RtcConfig::new().set_dtls_cert(client_cert()).clear_codecs();
         config = match offer {
             Offer::H264Opus => config.enable_h264(true).enable_opus(true, false),
+            Offer::H265Opus => config.enable_h265(true).enable_opus(true, false),
             Offer::Vp8Only => config.enable_vp8(true),
             Offer::DataChannelOnly => config,
         };
@@ -165,7 +169,7 @@ impl Offerer {
         let mut api = rtc.sdp_api();
         let (mut video_mid, mut audio_mid) = (None, None);
         match offer {
-            Offer::H264Opus => {
+            Offer::H264Opus | Offer::H265Opus => {
                 video_mid =
                     Some(api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None));
                 audio_mid =
@@ -458,10 +462,10 @@ fn record(mids: &Mids, state: &Mutex<Received>, e: Event, started: Instant, keep
         Event::MediaData(m) => {
             let spec = m.params.spec();
             if Some(m.mid) == mids.video || spec.codec.is_video() {
-                let nal_types = if spec.codec == Codec::H264 {
-                    nal_types(&m.data)
-                } else {
-                    Vec::new()
+                let nal_types = match spec.codec {
+                    Codec::H264 => nal_types(&m.data),
+                    Codec::H265 => h265_nal_types(&m.data),
+                    _ => Vec::new(),
                 };
                 s.first_video_at.get_or_insert(at);
                 s.video.push(VideoFrame {
@@ -502,6 +506,57 @@ pub fn nal_types(annexb: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// NAL unit types of an Annex B H.265 access unit, in order (RFC 7798
+/// §1.1.4: the type is bits 1..7 of the first header byte).
+pub fn h265_nal_types(annexb: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 3 < annexb.len() {
+        if annexb[i] == 0 && annexb[i + 1] == 0 && annexb[i + 2] == 1 {
+            out.push((annexb[i + 3] >> 1) & 0x3f);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Decodes concatenated Annex B access units with ffprobe (`format` is
+/// `h264` or `hevc`); returns the pictures decoded and the decoder's errors.
+pub async fn decode_annexb(format: &str, units: &[Arc<[u8]>]) -> (u64, Vec<String>) {
+    let file = std::env::temp_dir().join(format!(
+        "mediarelay-whep-{}-{}.{format}",
+        std::process::id(),
+        units.len()
+    ));
+    let all: Vec<u8> = units.iter().flat_map(|u| u.iter().copied()).collect();
+    std::fs::write(&file, all).unwrap();
+    let (ok, out, err) = super::run(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-f",
+            format,
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+            file.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    let _ = std::fs::remove_file(&file);
+    assert!(ok, "ffprobe failed: {err}");
+    let frames = out.trim().parse().unwrap_or(0);
+    (frames, err.lines().map(str::to_string).collect())
 }
 
 /// Decodes Opus packets with FFmpeg; returns the RMS level of the first
