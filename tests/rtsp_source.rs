@@ -457,3 +457,125 @@ async fn camera_h265_reaches_a_webrtc_viewer_that_offers_h265() {
     app.shutdown().await;
     cam.stop().await;
 }
+
+/// Picture sizes ffmpeg decodes from `url` in `secs` seconds, in order of
+/// first appearance, and the errors it reported.
+async fn sizes_seen(url: &str, secs: u32) -> (Vec<String>, Vec<String>) {
+    let t = secs.to_string();
+    let (ok, _, err) = run(
+        "ffmpeg",
+        &[
+            "-v", "info", "-i", url, "-t", &t, "-vf", "showinfo", "-f", "null", "-",
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(ok, "ffmpeg could not read {url}: {err}");
+    let mut sizes: Vec<String> = Vec::new();
+    for l in err.lines().filter(|l| l.contains("Parsed_showinfo")) {
+        if let Some(s) = l.split_whitespace().find_map(|w| w.strip_prefix("s:"))
+            && !sizes.iter().any(|x| x == s)
+        {
+            sizes.push(s.to_string());
+        }
+    }
+    let errors = err
+        .lines()
+        .filter(|l| l.contains("rror") && !l.contains("showinfo"))
+        .map(str::to_string)
+        .collect();
+    (sizes, errors)
+}
+
+/// A camera whose resolution changes mid-stream (new SPS in-band): the path
+/// gets a new track generation, HLS a discontinuity with a new init
+/// segment, and players that stay connected see both sizes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_resolution_change_reaches_players_that_stay_connected() {
+    let cam = Camera::start().await;
+    let app = start(&format!(
+        "[paths.\"cam\"]\nsource = \"{}\"\nrtsp_transport = \"tcp\"\n",
+        cam.url("resize")
+    ))
+    .await;
+    wait_published(&app, "cam").await;
+    let generation = |j: &Value| {
+        j["tracks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(j["stream"]["tracks"].as_array().into_iter().flatten())
+            .find(|t| t["kind"] == "video")
+            .map(|t| (t["generation"].as_u64().unwrap_or(0), t["width"].as_u64()))
+    };
+    // Players that connect now and read across at least two changes.
+    let hls = tokio::spawn({
+        let url = hls_url(&app, "cam");
+        async move { sizes_seen(&url, 10).await }
+    });
+    let rtmp = tokio::spawn({
+        let url = rtmp_url(&app, "cam");
+        async move { sizes_seen(&url, 10).await }
+    });
+    let changed = eventually(
+        Duration::from_secs(20),
+        "a new video generation",
+        || async {
+            let j = path_json(&app, "cam").await;
+            generation(&j).filter(|(g, _)| *g >= 1)
+        },
+    )
+    .await;
+    eprintln!("video generation {changed:?}");
+    eventually(Duration::from_secs(10), "a new init segment", || async {
+        let p = http("GET", app.http_addr, "/cam/index.m3u8", b"")
+            .await
+            .text();
+        p.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init_")
+            .then_some(())
+    })
+    .await;
+    for (name, task) in [("HLS", hls), ("RTMP", rtmp)] {
+        let (sizes, errors) = task.await.unwrap();
+        assert!(
+            sizes.contains(&"320x240".to_string()) && sizes.contains(&"640x360".to_string()),
+            "{name}: {sizes:?}"
+        );
+        assert!(errors.is_empty(), "{name}: {errors:?}");
+    }
+    let status = path_json(&app, "cam").await;
+    assert_eq!(status["source"]["retries"], 0, "{status}");
+    app.shutdown().await;
+    cam.stop().await;
+}
+
+/// A camera that loses RTP packets: the relay keeps the session, counts the
+/// loss, drops video up to the next keyframe instead of passing broken
+/// frames on, and readers keep playing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_camera_drops_to_the_next_keyframe_and_readers_keep_playing() {
+    let cam = Camera::start().await;
+    let app = start(&format!(
+        "[paths.\"cam\"]\nsource = \"{}\"\nrtsp_transport = \"tcp\"\n",
+        cam.url("lossy")
+    ))
+    .await;
+    wait_published(&app, "cam").await;
+    let source = eventually(Duration::from_secs(20), "packets lost", || async {
+        let j = path_json(&app, "cam").await;
+        (j["source"]["packets_lost"].as_u64() >= Some(2)).then_some(j["source"].clone())
+    })
+    .await;
+    assert_eq!(source["state"], "ready", "{source}");
+    assert_eq!(source["retries"], 0, "the session survives loss: {source}");
+    assert!(
+        source["frames_discarded"].as_u64() > Some(0),
+        "frames after a loss wait for a keyframe: {source}"
+    );
+    let errors = decode_errors(&hls_url(&app, "cam"), 4).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    let streams = probe_streams(&rtmp_url(&app, "cam")).await;
+    assert_eq!(codecs(&streams), vec!["h264/320x240"]);
+    app.shutdown().await;
+    cam.stop().await;
+}

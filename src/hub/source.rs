@@ -45,6 +45,11 @@ pub struct StatusInner {
     pub retries: u32,
     #[serde(serialize_with = "rfc3339_opt")]
     pub next_retry: Option<SystemTime>,
+    /// RTP packets the source lost (sequence gaps), since the path started.
+    pub packets_lost: u64,
+    /// Video frames not passed on because a loss broke their reference
+    /// chain (dropped up to the next keyframe).
+    pub frames_discarded: u64,
 }
 
 fn rfc3339_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
@@ -64,6 +69,8 @@ impl SourceStatus {
                 last_error: None,
                 retries: 0,
                 next_retry: None,
+                packets_lost: 0,
+                frames_discarded: 0,
             }),
         }
     }
@@ -101,6 +108,18 @@ impl SourceStatus {
         s.last_error = Some(error);
         s.retries = s.retries.saturating_add(1);
         s.next_retry = Some(next_retry);
+    }
+
+    /// `packets` RTP packets were lost before a frame.
+    pub fn add_lost(&self, packets: u64) {
+        let mut s = self.lock();
+        s.packets_lost = s.packets_lost.saturating_add(packets);
+    }
+
+    /// A frame was discarded while waiting for a keyframe after a loss.
+    pub fn add_discarded(&self) {
+        let mut s = self.lock();
+        s.frames_discarded = s.frames_discarded.saturating_add(1);
     }
 
     pub fn set_idle(&self) {

@@ -397,6 +397,7 @@ impl Ingest {
                         lost = frame.loss(),
                         "video packets lost; waiting for a keyframe"
                     );
+                    status.add_lost(u64::from(frame.loss()));
                     self.need_keyframe = true;
                 }
                 // retina counts only IDR pictures; CRA pictures (x265 and
@@ -405,6 +406,9 @@ impl Ingest {
                     || (matches!(self.params[track], Some(CodecParams::H265(_)))
                         && crate::codec::h265::is_irap(frame.data()));
                 if self.need_keyframe && !keyframe {
+                    if self.started {
+                        status.add_discarded();
+                    }
                     return Ok(());
                 }
                 self.need_keyframe = false;
@@ -430,6 +434,9 @@ impl Ingest {
                     return Ok(());
                 };
                 let track = self.track_of[ci];
+                if frame.loss() > 0 {
+                    status.add_lost(u64::from(frame.loss()));
+                }
                 let rate = i64::from(frame.timestamp().clock_rate().get());
                 let shift = (self.sr_sync.audio_shift_secs() * rate as f64).round() as i64;
                 let pts = frame.timestamp().elapsed() + START_SECS * rate + shift;

@@ -20,6 +20,11 @@ over TCP-interleaved or UDP):
     /secure      H.264 + PCMU behind Digest auth (--user/--password)
     /inband      H.264 whose SDP has no sprop-parameter-sets (SPS/PPS only
                  in-band, before every IDR)
+    /lossy       H.264 in small RTP packets, every 53rd of which is never
+                 sent (a sequence gap, as on a lossy network)
+    /resize      H.264 + AAC whose picture switches between 320x240 and
+                 640x360 every 4 s (new SPS in-band, as when a camera's
+                 resolution is changed in its web UI)
 
 Video is 320x240 at 15 fps with a keyframe every second, so a new client gets
 a picture within ~1 s and the encoders stay cheap.
@@ -97,7 +102,49 @@ MOUNTS = {
     "/secure": H264 + H264_PAY + PCMU,
     # SPS/PPS sent in-band with every IDR; InbandMedia strips them from the SDP.
     "/inband": H264 + "! rtph264pay name=pay0 pt=96 config-interval=-1 ",
+    "/lossy": H264 + "! rtph264pay name=pay0 pt=96 config-interval=-1 mtu=300 ",
+    "/resize": "videotestsrc is-live=true pattern=ball "
+    f"! capsfilter name=size caps=video/x-raw,format=I420,width={WIDTH},height={HEIGHT},framerate={FPS}/1 "
+    f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={FPS} bitrate=300 threads=1 "
+    "! video/x-h264,profile=baseline,stream-format=byte-stream " + H264_PAY + AAC,
 }
+
+# /lossy: every LOSS_EVERY-th video RTP packet is dropped.
+LOSS_EVERY = 53
+# /resize: the picture size alternates every RESIZE_SECS.
+RESIZE_SECS = 4
+SIZES = [(WIDTH, HEIGHT), (640, 360)]
+
+
+def drop_some_packets(_factory, media):
+    pad = media.get_element().get_by_name("pay0").get_static_pad("src")
+    count = [0]
+
+    def probe(_pad, _info):
+        count[0] += 1
+        if count[0] % LOSS_EVERY == 0:
+            return Gst.PadProbeReturn.DROP
+        return Gst.PadProbeReturn.OK
+
+    pad.add_probe(Gst.PadProbeType.BUFFER, probe)
+
+
+def resize_now_and_then(_factory, media):
+    caps = media.get_element().get_by_name("size")
+    turn = [0]
+
+    def flip():
+        if media.get_status() == GstRtspServer.RTSPMediaStatus.UNPREPARED:
+            return GLib.SOURCE_REMOVE
+        turn[0] += 1
+        w, h = SIZES[turn[0] % len(SIZES)]
+        caps.set_property(
+            "caps",
+            Gst.Caps.from_string(f"video/x-raw,format=I420,width={w},height={h},framerate={FPS}/1"),
+        )
+        return GLib.SOURCE_CONTINUE
+
+    GLib.timeout_add_seconds(RESIZE_SECS, flip)
 
 ROLE_USER = "user"
 ROLE_ANON = "anonymous"
@@ -192,6 +239,10 @@ def main():
         factory.set_permissions(permissions(anonymous_may_construct=path != "/secure"))
         if path == "/inband":
             factory.set_media_gtype(InbandMedia)
+        if path == "/lossy":
+            factory.connect("media-configure", drop_some_packets)
+        if path == "/resize":
+            factory.connect("media-configure", resize_now_and_then)
         mounts.add_factory(path, factory)
 
     loop = GLib.MainLoop()
