@@ -1616,11 +1616,8 @@ async fn replay(addr: std::net::SocketAddr, data: Vec<u8>, points: Vec<usize>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutated_replays_of_a_real_publish() {
     let b = bench("read_timeout = \"2s\"\n").await;
-    let original = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures/rtmp/ffmpeg_publish_c2s.bin"),
-    )
-    .unwrap();
+    let original =
+        std::fs::read(common::repo_dir().join("fixtures/rtmp/ffmpeg_publish_c2s.bin")).unwrap();
 
     // The capture as it is publishes `live/cap` (the replay does exercise
     // the publish path).

@@ -10,7 +10,7 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hls_js_in_chromium_plays_the_stream_in_low_latency_mode() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let dir = common::repo_dir().join("tests/browser");
     assert!(
         dir.join("node_modules/hls.js").exists(),
         "run `npm ci` in tests/browser (scripts/test.sh does)"

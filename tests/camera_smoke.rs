@@ -14,6 +14,43 @@ async fn streams(url: &str, transport: &str) -> Vec<Value> {
     v["streams"].as_array().cloned().unwrap_or_default()
 }
 
+/// Like [`streams`], but a probe that fails or sees other streams than
+/// `want` is tried again (up to three times). gst-rtsp-server answers a
+/// client that arrives while a shared media is being prepared or torn down
+/// with 503 or a partial SDP; that is the test camera's race, not a fault
+/// this smoke test is looking for (the relay rides it out by reconnecting).
+async fn summary_with_retries(url: &str, transport: &str, want: &[&str]) -> Vec<String> {
+    let mut got = Vec::new();
+    for attempt in 1..=3 {
+        let args = [
+            "-v",
+            "error",
+            "-of",
+            "json",
+            "-rtsp_transport",
+            transport,
+            "-show_streams",
+            url,
+        ];
+        let (ok, out, err) = common::run("ffprobe", &args, Duration::from_secs(60)).await;
+        if ok {
+            let v: Value = serde_json::from_str(&out).unwrap_or_default();
+            got = summary(
+                v["streams"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default(),
+            );
+            if got == want {
+                return got;
+            }
+        }
+        eprintln!("attempt {attempt}: {url} over {transport}: {got:?} {err}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    got
+}
+
 /// `codec[/sample_rate/channels]` for each stream, in order.
 fn summary(streams: &[Value]) -> Vec<String> {
     streams
@@ -45,15 +82,15 @@ async fn every_mount_plays_over_tcp_and_udp() {
         ("video_only", &["h264/320x240"]),
         ("inband", &["h264/320x240"]),
     ];
-    // All at once (one shared encoder per mount): the camera stays cheap.
-    let checks = expected.iter().flat_map(|(mount, want)| {
-        ["tcp", "udp"].map(|transport| {
-            let url = cam.url(mount);
-            async move {
-                let got = summary(&streams(&url, transport).await);
+    // Mounts at once, the two transports of a mount one after the other.
+    let checks = expected.iter().map(|(mount, want)| {
+        let url = cam.url(mount);
+        async move {
+            for transport in ["tcp", "udp"] {
+                let got = summary_with_retries(&url, transport, want).await;
                 assert_eq!(&got, want, "{mount} over {transport}");
             }
-        })
+        }
     });
     futures_util::future::join_all(checks).await;
     let h264 = &streams(&cam.url("h264_aac"), "tcp").await[0];

@@ -355,8 +355,7 @@ async fn camera_g711_passes_through_to_webrtc_in_chromium() {
     ))
     .await;
     wait_published(&app, "door").await;
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/play_whep.mjs");
+    let script = common::repo_dir().join("tests/browser/play_whep.mjs");
     let url = format!("http://{}/door/whep", app.http_addr);
     let (ok, out, err) = run(
         "node",

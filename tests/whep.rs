@@ -10,7 +10,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -53,7 +53,7 @@ async fn viewer(app: &App, path: &str) -> WhepClient {
 }
 
 fn browser_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let dir = common::repo_dir().join("tests/browser");
     assert!(
         dir.join("node_modules/playwright-core").exists(),
         "run `npm ci` in tests/browser (scripts/test.sh does)"
@@ -987,8 +987,7 @@ async fn chromium_plays_over_ice_tcp_when_there_is_no_udp() {
     assert!(app.webrtc_addr.is_none(), "no UDP port");
     let _push = push("baseline_aac44_mono.mp4", &rtmp_url(&app, "live/tcp"), true);
     wait_published(&app, "live/tcp").await;
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/play_whep.mjs");
+    let script = common::repo_dir().join("tests/browser/play_whep.mjs");
     let url = format!("http://{}/live/tcp/whep", app.http_addr);
     let (ok, out, err) = run(
         "node",

@@ -10,7 +10,7 @@ use common::whep::WhepClient;
 use common::*;
 
 fn script(name: &str) -> String {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    common::repo_dir()
         .join("tests/browser")
         .join(name)
         .to_string_lossy()

@@ -208,7 +208,7 @@ enum Failure {
 }
 
 fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/camera/camera.py")
+    super::repo_dir().join("tests/camera/camera.py")
 }
 
 /// Reads `from` into `into` (its last 64 KiB) until EOF, in a task.

@@ -19,10 +19,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
+/// The checkout the tests run from. Read at run time (cargo and nextest set
+/// it) before the compile-time value: a target directory shared between
+/// clones at different paths can hand one clone test binaries built in the
+/// other.
+pub fn repo_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/media")
-        .join(name)
+    repo_dir().join("fixtures/media").join(name)
 }
 
 /// Config for tests: every listener on an ephemeral loopback port, plus
