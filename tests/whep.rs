@@ -213,6 +213,113 @@ async fn rtmp_push_plays_to_a_whep_client_with_h264_and_opus() {
     app.shutdown().await;
 }
 
+/// A viewer that lost a picture (RTCP PLI, RFC 4585 §6.3.1) gets the cached
+/// keyframe and the frames after it at once, squeezed in one RTP tick apart
+/// right after the last frame it had, and decodes on to the live edge
+/// without waiting for the next keyframe. A repeated PLI while that answer
+/// is in flight changes nothing, and the live frames the replay covered are
+/// not sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_picture_loss_is_answered_with_the_cached_gop() {
+    use common::whep::decode_annexb;
+    let _light = MACHINE.read().await;
+    let app = start("").await;
+    let path = "live/pli";
+    let _push = publish(&app, BASELINE, path).await;
+    let client = viewer(&app, path).await;
+    client
+        .wait_video(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|r| panic!("no video: {r:?}"));
+    // Half a GOP (1 s at 25 fps) in, so the cache holds a keyframe and more.
+    let keyframes_seen = || {
+        client
+            .received()
+            .video
+            .iter()
+            .filter(|f| f.has_idr())
+            .count()
+    };
+    eventually(Duration::from_secs(5), "a second keyframe", || async {
+        (keyframes_seen() >= 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked_at = client.elapsed();
+    client.request_keyframe();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client.request_keyframe();
+    let r = client.run_for(Duration::from_secs(3)).await;
+    assert_eq!(
+        r.events.iter().filter(|e| *e == "pli-sent").count(),
+        2,
+        "{:?}",
+        r.events
+    );
+    let v = &r.video;
+    assert!(v.iter().all(|f| f.contiguous), "no RTP loss on loopback");
+
+    // Squeezed runs: frames one tick after the frame before them.
+    let squeezed: Vec<usize> = (1..v.len())
+        .filter(|&i| v[i].time == v[i - 1].time + 1)
+        .collect();
+    assert!(!squeezed.is_empty(), "no replay after the PLI");
+    let start = squeezed[0];
+    let end = squeezed[squeezed.len() - 1] + 1;
+    assert_eq!(
+        squeezed,
+        (start..end).collect::<Vec<_>>(),
+        "one replay for the two requests"
+    );
+    let replay = &v[start..end];
+    let first = &v[start];
+    assert!(
+        first.has_idr() && first.has_sps() && first.has_pps(),
+        "the replay starts with the keyframe and its parameter sets: {:?}",
+        first.nal_types
+    );
+    assert!(first.at >= asked_at, "the replay follows the request");
+    eprintln!(
+        "PLI at {asked_at:?}: {} frames replayed, the first at {:?}",
+        replay.len(),
+        first.at
+    );
+    // It is the GOP the viewer last got: its keyframe is the last one sent
+    // live before the replay, and the frames match the ones sent after it.
+    let live_key = (0..start)
+        .rev()
+        .find(|&i| v[i].has_idr())
+        .expect("a keyframe before the replay");
+    assert_eq!(v[live_key].data, first.data, "the same keyframe");
+    for (k, f) in replay.iter().enumerate().take(start - live_key) {
+        assert_eq!(f.data, v[live_key + k].data, "replayed frame {k}");
+    }
+    // After the replay, live frames go on at their own (later) times, and
+    // none of the replayed frames comes again.
+    let after = &v[end..];
+    assert!(after.len() >= 25, "video goes on: {} frames", after.len());
+    assert!(after[0].time > v[end - 1].time);
+    assert!(after.windows(2).all(|w| w[1].time > w[0].time));
+    for f in after {
+        assert!(
+            replay.iter().all(|g| g.data != f.data),
+            "a replayed frame was sent again live"
+        );
+    }
+    // A decoder that starts at the replayed keyframe decodes every frame to
+    // the end, and so does one that had the whole stream.
+    let units =
+        |from: usize| -> Vec<_> { v[from..].iter().filter_map(|f| f.data.clone()).collect() };
+    for from in [start, 0] {
+        let units = units(from);
+        let (pictures, errors) = decode_annexb("h264", &units).await;
+        assert!(errors.is_empty(), "from frame {from}: {errors:?}");
+        assert_eq!(pictures as usize, units.len(), "from frame {from}");
+    }
+    client.close().await;
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_plays_whep_with_opus_audio() {
     let _heavy = MACHINE.write().await;

@@ -113,6 +113,19 @@ impl Stream {
         self.keyframe_wanted.store(true, Ordering::Relaxed);
     }
 
+    /// The frames of track `index` in the GOP cache from its latest keyframe
+    /// on (empty when the cache holds no keyframe of it), in decoding order.
+    pub fn cached_gop(&self, index: usize) -> Vec<Arc<Frame>> {
+        let inner = self.lock();
+        let mut frames = inner.gop.snapshot(StartAt::LatestKeyframe);
+        frames.retain(|f| f.track.index == index);
+        if frames.first().is_some_and(|f| f.keyframe) {
+            frames
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Takes a pending keyframe request (for the publisher to pass on).
     pub fn take_keyframe_request(&self) -> bool {
         self.keyframe_wanted.swap(false, Ordering::Relaxed)

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
@@ -125,6 +125,7 @@ pub struct WhepClient {
     location: String,
     state: Arc<Mutex<Received>>,
     stalled: Arc<AtomicBool>,
+    pli: Arc<AtomicBool>,
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
     started: Instant,
@@ -246,6 +247,7 @@ impl WhepClient {
             .to_string();
         let state = Arc::new(Mutex::new(Received::default()));
         let stalled = Arc::new(AtomicBool::new(false));
+        let pli = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(
             rtc,
@@ -257,6 +259,7 @@ impl WhepClient {
             },
             Arc::clone(&state),
             Arc::clone(&stalled),
+            Arc::clone(&pli),
             stop.clone(),
             started,
             options.keep_data,
@@ -267,6 +270,7 @@ impl WhepClient {
             location,
             state,
             stalled,
+            pli,
             stop,
             task: Some(task),
             started,
@@ -325,6 +329,12 @@ impl WhepClient {
         self.stalled.store(true, Ordering::Relaxed);
     }
 
+    /// Sends a picture loss indication (RTCP PLI, RFC 4585 §6.3.1) for the
+    /// video track, as a browser does when it lost a reference picture.
+    pub fn request_keyframe(&self) {
+        self.pli.store(true, Ordering::Relaxed);
+    }
+
     /// `DELETE` on the session resource; returns the status.
     pub async fn delete(&self) -> u16 {
         http_with("DELETE", self.http, &self.location, &[], b"")
@@ -377,6 +387,7 @@ async fn run(
     mids: Mids,
     state: Arc<Mutex<Received>>,
     stalled: Arc<AtomicBool>,
+    pli: Arc<AtomicBool>,
     stop: CancellationToken,
     started: Instant,
     keep_data: bool,
@@ -403,6 +414,23 @@ async fn run(
         if !rtc.is_alive() {
             end(&state, "peer closed".into());
             return;
+        }
+        if pli.swap(false, Ordering::Relaxed) {
+            let sent = mids
+                .video
+                .and_then(|mid| rtc.writer(mid))
+                .map(|mut w| w.request_keyframe(None, KeyframeRequestKind::Pli));
+            let event = match sent {
+                Some(Ok(())) => "pli-sent".to_string(),
+                other => format!("pli-failed:{other:?}"),
+            };
+            state.lock().unwrap().events.push(event);
+            // str0m sends it on its next timeout, which is now.
+            if let Err(e) = rtc.handle_input(Input::Timeout(Instant::now())) {
+                end(&state, format!("str0m input error: {e}"));
+                return;
+            }
+            continue;
         }
         if stalled.load(Ordering::Relaxed) {
             stop.cancelled().await;

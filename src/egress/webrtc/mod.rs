@@ -260,6 +260,121 @@ pub(crate) struct Routes {
     pub audio: Option<Route>,
 }
 
+/// Most a keyframe replay may hold (frames, bytes); a longer cached GOP is
+/// not replayed and the viewer resumes at the next keyframe.
+const REPLAY_MAX_FRAMES: usize = 900;
+const REPLAY_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// A request this soon after a replay is taken as a repeat of the one the
+/// replay answered (a viewer asks again while the answer is in flight) and
+/// is ignored.
+const REPLAY_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How a viewer's picture loss indication is answered.
+#[derive(Debug, PartialEq)]
+enum PliAnswer {
+    /// Send these frames of the cached GOP again at these (RTP, wall clock) times.
+    Replay(Vec<(u64, Instant)>),
+    /// A replay went out moments ago: nothing to do.
+    InFlight,
+    /// Drop video until the next keyframe.
+    NextKeyframe,
+}
+
+/// One viewer's video RTP timing, and its answer to picture loss.
+///
+/// Frames go out at their presentation time. A viewer that lost its
+/// reference picture (PLI, RFC 4585 §6.3.1) gets the cached GOP again — the
+/// keyframe and every frame after it — squeezed in one tick apart right
+/// after the last RTP time it was sent, so it decodes up to the live edge at
+/// once instead of waiting for the next keyframe; live frames already
+/// covered by the replay are skipped. Streams with B-frames are not
+/// replayed (their RTP times are not in decoding order, so they cannot be
+/// squeezed in order); they resume at the next keyframe.
+#[derive(Debug, Default)]
+struct VideoTiming {
+    /// RTP time (90 kHz) and wall clock of the last video frame sent.
+    last: Option<(u64, Instant)>,
+    /// Frames of this (track generation, up to dts) went out in a replay.
+    replayed_through: Option<(u32, i64)>,
+    last_replay: Option<Instant>,
+}
+
+impl VideoTiming {
+    /// RTP time and wall clock for a live frame; `None` when the replay
+    /// already sent it.
+    fn live(&mut self, frame: &Frame, clock: &WallClock) -> Option<(u64, Instant)> {
+        if let Some((generation, dts)) = self.replayed_through {
+            if frame.track.generation == generation && frame.dts <= dts {
+                return None;
+            }
+            self.replayed_through = None;
+        }
+        let mut rtp = frame.pts.max(0) as u64;
+        let wallclock = clock.at(timestamp::ticks_to_nanos(
+            frame.pts,
+            frame.track.timescale(),
+        ));
+        if let Some((last, _)) = self.last
+            && rtp <= last
+            && self.last_replay.is_some()
+        {
+            // Just after a replay, a frame whose time the replay used.
+            rtp = last + 1;
+        }
+        self.last = Some((rtp, wallclock));
+        Some((rtp, wallclock))
+    }
+
+    /// Answers a picture loss indication, given the cached GOP (the
+    /// keyframe and what follows it).
+    fn on_pli(&mut self, gop: &[Arc<Frame>], b_frames: bool, now: Instant) -> PliAnswer {
+        if self
+            .last_replay
+            .is_some_and(|t| now.duration_since(t) < REPLAY_MIN_INTERVAL)
+        {
+            return PliAnswer::InFlight;
+        }
+        self.replay(gop, b_frames, now)
+            .map_or(PliAnswer::NextKeyframe, PliAnswer::Replay)
+    }
+
+    /// Times for replaying `gop`, or `None` when it cannot be replayed.
+    fn replay(
+        &mut self,
+        gop: &[Arc<Frame>],
+        b_frames: bool,
+        now: Instant,
+    ) -> Option<Vec<(u64, Instant)>> {
+        let (last_rtp, last_wall) = self.last?;
+        let newest = gop.last()?;
+        if b_frames
+            || !gop.first()?.keyframe
+            || gop.len() > REPLAY_MAX_FRAMES
+            || gop.iter().map(|f| f.data.len()).sum::<usize>() > REPLAY_MAX_BYTES
+        {
+            return None;
+        }
+        // Live frames after the replay must come later than it: the next one
+        // is at least a frame interval after the newest cached frame.
+        let step = gop
+            .windows(2)
+            .map(|w| w[1].pts - w[0].pts)
+            .filter(|d| *d > 0)
+            .min()
+            .unwrap_or(i64::MAX);
+        if gop.len() as i64 >= step {
+            return None;
+        }
+        self.last_replay = Some(now);
+        self.replayed_through = Some((newest.track.generation, newest.dts));
+        let times: Vec<(u64, Instant)> = (1..=gop.len() as u64)
+            .map(|i| (last_rtp + i, last_wall))
+            .collect();
+        self.last = times.last().copied();
+        Some(times)
+    }
+}
+
 /// Maps the stream's timeline to the `Instant`s str0m wants as wall clock,
 /// so audio and video keep the sync they had at the source.
 struct WallClock {
@@ -294,6 +409,7 @@ async fn play(
     let mut events = Vec::new();
     let mut connected = false;
     let mut need_keyframe = true;
+    let mut timing = VideoTiming::default();
     let mut batch: Vec<Arc<Frame>> = Vec::with_capacity(32);
     let connect_deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let audio_track = |routes: &Routes| routes.audio.as_ref().map(|a| a.source);
@@ -311,10 +427,28 @@ async fn play(
                         tracing::debug!("WHEP connected");
                     }
                     Event::KeyframeRequest(_) => {
-                        // Resume at the next keyframe, and ask the publisher
-                        // for one when it can (WHIP passes it to its encoder).
-                        need_keyframe = true;
-                        reading.reader.stream().request_keyframe();
+                        // Ask the publisher for a keyframe when it can (WHIP
+                        // passes it to its encoder); meanwhile replay the
+                        // cached one, or resume at the next.
+                        let stream = reading.reader.stream();
+                        stream.request_keyframe();
+                        if let Some(v) = routes.video.as_ref() {
+                            let gop = stream.cached_gop(v.source);
+                            match timing.on_pli(&gop, stream.has_b_frames(), Instant::now()) {
+                                PliAnswer::Replay(times) => {
+                                    tracing::debug!(
+                                        frames = gop.len(),
+                                        "PLI: replaying the cached GOP"
+                                    );
+                                    need_keyframe = false;
+                                    for (f, (rtp, wallclock)) in gop.iter().zip(times) {
+                                        write(&mut session, v, f, rtp, wallclock)?;
+                                    }
+                                }
+                                PliAnswer::InFlight => {}
+                                PliAnswer::NextKeyframe => need_keyframe = true,
+                            }
+                        }
                     }
                     _ => {}
                 },
@@ -351,7 +485,9 @@ async fn play(
                             continue;
                         }
                         need_keyframe = false;
-                        write(&mut session, v, &f, &clock)?;
+                        if let Some((rtp, wallclock)) = timing.live(&f, &clock) {
+                            write(&mut session, v, &f, rtp, wallclock)?;
+                        }
                     } else if let Some(a) = routes.audio.as_ref() {
                         let wanted = if bridged {
                             matches!(f.track.params, CodecParams::Opus(_)) && Some(index) != audio_track(&routes)
@@ -359,7 +495,9 @@ async fn play(
                             a.source == index
                         };
                         if wanted {
-                            write(&mut session, a, &f, &clock)?;
+                            let rtp = f.pts.max(0) as u64;
+                            let wallclock = clock.at(timestamp::ticks_to_nanos(f.pts, f.track.timescale()));
+                            write(&mut session, a, &f, rtp, wallclock)?;
                         }
                     }
                 }
@@ -368,13 +506,15 @@ async fn play(
     }
 }
 
-/// Writes one frame: video as an Annex B access unit (SPS/PPS with every
-/// keyframe), built once per frame for all viewers; audio as is.
+/// Writes one frame at RTP time `rtp` (in the track's clock): video as an
+/// Annex B access unit (SPS/PPS with every keyframe), built once per frame
+/// for all viewers; audio as is.
 fn write(
     session: &mut Session,
     route: &Route,
     frame: &Frame,
-    clock: &WallClock,
+    rtp: u64,
+    wallclock: Instant,
 ) -> Result<(), str0m::RtcError> {
     let track: &Track = &frame.track;
     let payload = frame.memo.rtp_payload(|| match &track.params {
@@ -394,8 +534,7 @@ fn write(
         TrackKind::Video => Frequency::NINETY_KHZ,
         TrackKind::Audio => Frequency::new(rate).unwrap_or(Frequency::FORTY_EIGHT_KHZ),
     };
-    let rtp_time = MediaTime::new(frame.pts.max(0) as u64, frequency);
-    let wallclock = clock.at(timestamp::ticks_to_nanos(frame.pts, rate));
+    let rtp_time = MediaTime::new(rtp, frequency);
     let Some(writer) = session.rtc.writer(route.mid) else {
         return Ok(());
     };
@@ -421,4 +560,98 @@ fn annexb_h265(avcc: &[u8], sets: Option<&[bytes::Bytes]>) -> Vec<u8> {
         rest = &rest[4 + len..];
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::testing;
+    use bytes::Bytes;
+
+    /// 30 fps on the 90 kHz clock, a keyframe at `key`, no B-frames.
+    fn frames(track: &Arc<Track>, from: i64, n: i64, key: i64) -> Vec<Arc<Frame>> {
+        (from..from + n)
+            .map(|i| {
+                Arc::new(Frame::new(
+                    Arc::clone(track),
+                    i * 3000,
+                    i * 3000,
+                    i == key,
+                    Bytes::from_static(b"x"),
+                ))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pli_replays_the_cached_gop_right_after_the_last_time_sent() {
+        let track = Arc::new(Track::new(0, 0, testing::h264(640)));
+        let clock = WallClock::new(None);
+        let mut t = VideoTiming::default();
+        let live = frames(&track, 0, 10, 0);
+        for f in &live[..5] {
+            assert_eq!(t.live(f, &clock).map(|x| x.0), Some(f.pts as u64));
+        }
+        // The cache holds frames 0..8 (6..8 still queued for this viewer).
+        let gop = &live[..8];
+        let PliAnswer::Replay(times) = t.on_pli(gop, false, Instant::now()) else {
+            panic!("no replay");
+        };
+        let rtp: Vec<u64> = times.iter().map(|x| x.0).collect();
+        assert_eq!(rtp, (12_001..=12_008).collect::<Vec<_>>());
+        // Frames the replay covered are not sent again; the next live one
+        // goes out at its own time, after the replay.
+        for f in &live[5..8] {
+            assert_eq!(t.live(f, &clock), None);
+        }
+        assert_eq!(t.live(&live[8], &clock).map(|x| x.0), Some(24_000));
+        // A second request within a second is the first one again.
+        assert_eq!(
+            t.on_pli(&live[..9], false, Instant::now()),
+            PliAnswer::InFlight
+        );
+        let later = Instant::now() + Duration::from_secs(2);
+        assert!(matches!(
+            t.on_pli(&live[..9], false, later),
+            PliAnswer::Replay(_)
+        ));
+    }
+
+    #[test]
+    fn no_replay_without_a_keyframe_with_b_frames_or_before_anything_was_sent() {
+        let track = Arc::new(Track::new(0, 0, testing::h264(640)));
+        let clock = WallClock::new(None);
+        let live = frames(&track, 0, 4, 0);
+        let mut t = VideoTiming::default();
+        assert!(
+            t.replay(&live, false, Instant::now()).is_none(),
+            "nothing sent yet"
+        );
+        t.live(&live[0], &clock);
+        assert!(t.replay(&live, true, Instant::now()).is_none(), "B-frames");
+        assert!(
+            t.replay(&live[1..], false, Instant::now()).is_none(),
+            "no keyframe"
+        );
+        assert!(t.replay(&[], false, Instant::now()).is_none());
+        assert!(
+            t.replay(&live[..1], false, Instant::now()).is_some(),
+            "a lone keyframe"
+        );
+    }
+
+    #[test]
+    fn a_new_generation_ends_the_replay_window() {
+        let old = Arc::new(Track::new(0, 0, testing::h264(640)));
+        let new = Arc::new(Track::new(0, 1, testing::h264(320)));
+        let clock = WallClock::new(None);
+        let mut t = VideoTiming::default();
+        let live = frames(&old, 0, 4, 0);
+        t.live(&live[0], &clock);
+        t.replay(&live, false, Instant::now()).unwrap();
+        // The new generation's frames are live, even at dts the replay used;
+        // RTP time stays after the replay.
+        let next = Frame::new(new, 2, 2, true, Bytes::from_static(b"x"));
+        assert_eq!(t.live(&next, &clock).map(|x| x.0), Some(5));
+    }
 }
