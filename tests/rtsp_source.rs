@@ -393,7 +393,7 @@ async fn camera_h265_reaches_a_webrtc_viewer_that_offers_h265() {
     wait_published(&app, "door").await;
     let options = Options {
         offer: Offer::H265Opus,
-        keep_data: true,
+        ..Options::default()
     };
     let client = WhepClient::connect_with(app.http_addr, "door", options)
         .await

@@ -320,6 +320,59 @@ async fn a_picture_loss_is_answered_with_the_cached_gop() {
     app.shutdown().await;
 }
 
+/// A viewer on a lossy network (every 10th large video packet gone) asks for the
+/// missing packets (NACK, RFC 4585 §6.2.1) and gets them from the server's
+/// retransmission buffer: every frame arrives whole and decodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_video_packets_are_resent_on_nack() {
+    use common::whep::decode_annexb;
+    let _light = MACHINE.read().await;
+    let app = start("").await;
+    let path = "live/nack";
+    let _push = publish(&app, BASELINE, path).await;
+    let options = Options {
+        drop_video_every: 10,
+        ..Options::default()
+    };
+    let client = WhepClient::connect_with(app.http_addr, path, options)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    client
+        .wait_video(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|r| panic!("no video: {r:?}"));
+    let r = client.run_for(Duration::from_secs(4)).await;
+    eprintln!(
+        "{} video frames, {} packets dropped, {} NACKs",
+        r.video.len(),
+        r.dropped,
+        r.video_nacks
+    );
+    assert!(r.dropped >= 8, "{} packets dropped", r.dropped);
+    assert!(r.video_nacks >= 1, "no NACK sent");
+    let v = &r.video;
+    assert!(v.len() >= 80, "{} frames in ~4.5 s at 25 fps", v.len());
+    assert!(
+        v.iter().all(|f| f.contiguous),
+        "a frame went missing: {:?}",
+        v.iter()
+            .filter(|f| !f.contiguous)
+            .map(|f| f.time)
+            .collect::<Vec<_>>()
+    );
+    let steps = deltas(&v.iter().map(|f| f.time).collect::<Vec<_>>());
+    assert!(
+        steps.iter().all(|d| (1..=2 * 3600).contains(d)),
+        "frames in order, none skipped: {steps:?}"
+    );
+    let units: Vec<_> = v.iter().filter_map(|f| f.data.clone()).collect();
+    let (pictures, errors) = decode_annexb("h264", &units).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(pictures as usize, units.len());
+    client.close().await;
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_plays_whep_with_opus_audio() {
     let _heavy = MACHINE.write().await;

@@ -76,6 +76,10 @@ pub struct Received {
     pub ended: Option<String>,
     /// Datagrams received from the server.
     pub datagrams: u64,
+    /// RTP packets dropped on purpose (`Options::drop_video_every`).
+    pub dropped: u64,
+    /// NACKs this client sent for video (str0m's ingress stats).
+    pub video_nacks: u64,
 }
 
 impl Received {
@@ -107,6 +111,10 @@ pub struct Options {
     /// Keep every frame's bytes (memory: ~40 MB for 50 viewers × 20 s at
     /// 0.3 Mbit/s; turn off for many viewers).
     pub keep_data: bool,
+    /// Once connected, drop every n-th incoming RTP packet of video size
+    /// (over 400 bytes) before str0m sees it, as a lossy network would; 0
+    /// drops nothing. str0m then asks for them again (NACK, RFC 4585 §6.2.1).
+    pub drop_video_every: u64,
 }
 
 impl Default for Options {
@@ -114,6 +122,7 @@ impl Default for Options {
         Options {
             offer: Offer::H264Opus,
             keep_data: true,
+            drop_video_every: 0,
         }
     }
 }
@@ -158,7 +167,10 @@ impl Offerer {
     pub async fn new(offer: Offer) -> Offerer {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let local = socket.local_addr().unwrap();
-        let mut config = RtcConfig::new().set_dtls_cert(client_cert()).clear_codecs();
+        let mut config = RtcConfig::new()
+            .set_dtls_cert(client_cert())
+            .set_stats_interval(Some(Duration::from_millis(500)))
+            .clear_codecs();
         config = match offer {
             Offer::H264Opus => config.enable_h264(true).enable_opus(true, false),
             Offer::H265Opus => config.enable_h265(true).enable_opus(true, false),
@@ -262,7 +274,7 @@ impl WhepClient {
             Arc::clone(&pli),
             stop.clone(),
             started,
-            options.keep_data,
+            options,
         ));
         Ok(WhepClient {
             http,
@@ -390,8 +402,10 @@ async fn run(
     pli: Arc<AtomicBool>,
     stop: CancellationToken,
     started: Instant,
-    keep_data: bool,
+    options: Options,
 ) {
+    let keep_data = options.keep_data;
+    let mut video_rtp = 0u64;
     let mut buf = vec![0u8; 2048];
     let end = |state: &Arc<Mutex<Received>>, why: String| {
         state.lock().unwrap().ended = Some(why);
@@ -454,7 +468,21 @@ async fn run(
         };
         let result = match input {
             Some((n, source)) => {
-                state.lock().unwrap().datagrams += 1;
+                {
+                    let mut s = state.lock().unwrap();
+                    s.datagrams += 1;
+                    if options.drop_video_every > 0
+                        && s.connected_at.is_some()
+                        && n > 400
+                        && is_rtp(&buf[..n])
+                    {
+                        video_rtp += 1;
+                        if video_rtp.is_multiple_of(options.drop_video_every) {
+                            s.dropped += 1;
+                            continue;
+                        }
+                    }
+                }
                 let Ok(contents) = buf[..n].try_into() else {
                     continue;
                 };
@@ -517,8 +545,17 @@ fn record(mids: &Mids, state: &Mutex<Received>, e: Event, started: Instant, keep
             }
         }
         Event::KeyframeRequest(_) => s.events.push("keyframe-request".into()),
+        Event::MediaIngressStats(m) if Some(m.mid) == mids.video => {
+            s.video_nacks = s.video_nacks.max(m.nacks);
+        }
         _ => {}
     }
+}
+
+/// An RTP (not RTCP, RFC 5761 §4) packet: version 2, and a payload type
+/// outside RTCP's 200–206 range (72–78 with the marker bit taken off).
+fn is_rtp(datagram: &[u8]) -> bool {
+    datagram.len() > 12 && datagram[0] >> 6 == 2 && !(72..=78).contains(&(datagram[1] & 0x7f))
 }
 
 /// NAL unit types of an Annex B access unit, in order.
