@@ -8,6 +8,7 @@ pub mod codec;
 pub mod config;
 pub mod container;
 pub mod egress;
+pub mod events;
 pub mod hub;
 pub mod ingest;
 pub mod media;

@@ -24,6 +24,7 @@ pub use session::{Counters, Protocol, Role, Session, SessionSpec};
 pub use stream::Stream;
 
 use crate::config::{Config, PathNameError, PathSettings, Source, validate_path_name};
+use crate::events::{Event, EventBus};
 use crate::media::{CodecParams, Frame, Track, timestamp};
 use session::Registry;
 use source::{PullJob, Puller, SourceStatus, StatusInner};
@@ -63,6 +64,7 @@ struct HubInner {
     next_id: AtomicU64,
     shutdown: CancellationToken,
     puller: OnceLock<Arc<dyn Puller>>,
+    events: EventBus,
 }
 
 /// A named path: at most one publisher, any number of readers.
@@ -114,6 +116,10 @@ impl std::ops::Deref for SessionHandle {
 impl Drop for SessionHandle {
     fn drop(&mut self) {
         self.hub.inner.sessions.remove(self.session.id);
+        self.hub
+            .inner
+            .events
+            .emit(Event::session_stop(&self.session));
     }
 }
 
@@ -133,6 +139,7 @@ impl Hub {
                 next_id: AtomicU64::new(0),
                 shutdown: CancellationToken::new(),
                 puller: OnceLock::new(),
+                events: EventBus::new(),
             }),
         }
     }
@@ -189,6 +196,7 @@ impl Hub {
 
     fn register(&self, spec: SessionSpec, counters: Arc<Counters>) -> SessionHandle {
         let session = self.inner.sessions.insert(spec, counters);
+        self.inner.events.emit(Event::session_start(&session));
         // A hub shutdown cancels every session.
         let token = self.inner.shutdown.clone();
         let s = Arc::clone(&session);
@@ -291,7 +299,10 @@ impl Hub {
         );
         st.publisher = Some(Arc::clone(&session.session));
         st.epoch += 1;
-        let status = Arc::new(SourceStatus::new("rtsp", source::redact(url)));
+        let status = Arc::new(
+            SourceStatus::new("rtsp", source::redact(url))
+                .with_events(self.inner.events.clone(), path.name.clone()),
+        );
         let cancel = session.session.cancel_token();
         st.source = Some(RunningSource {
             id,
@@ -461,6 +472,11 @@ impl Hub {
         if let Some(p) = self.paths().get(path) {
             p.counters.bytes_out.fetch_add(n, Ordering::Relaxed);
         }
+    }
+
+    /// Where path and session events go (SSE, webhooks).
+    pub fn events(&self) -> &EventBus {
+        &self.inner.events
     }
 
     /// Cancels every session (server shutdown).

@@ -10,8 +10,9 @@ use std::time::SystemTime;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::Publisher;
+use super::{Protocol, Publisher};
 use crate::config::PathSettings;
+use crate::events::{Event, EventBus, EventKind};
 
 /// What a pulled source is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -35,6 +36,8 @@ pub struct SourceStatus {
     /// The source URL without credentials.
     pub url: String,
     inner: Mutex<StatusInner>,
+    /// Where `source_ready` / `source_error` go, and the path they are about.
+    events: Option<(EventBus, String)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,6 +75,24 @@ impl SourceStatus {
                 packets_lost: 0,
                 frames_discarded: 0,
             }),
+            events: None,
+        }
+    }
+
+    /// Reports becoming ready and failed attempts as events about `path`.
+    pub fn with_events(mut self, bus: EventBus, path: String) -> Self {
+        self.events = Some((bus, path));
+        self
+    }
+
+    fn emit(&self, kind: EventKind, error: Option<String>) {
+        if let Some((bus, path)) = &self.events {
+            let mut e = Event::new(kind);
+            e.path = Some(path.clone());
+            e.protocol = Some(Protocol::Rtsp);
+            e.error = error;
+            e.detail = Some(serde_json::json!({ "source": self.url }));
+            bus.emit(e);
         }
     }
 
@@ -99,6 +120,8 @@ impl SourceStatus {
         s.state = SourceState::Ready;
         s.retries = 0;
         s.next_retry = None;
+        drop(s);
+        self.emit(EventKind::SourceReady, None);
     }
 
     /// An attempt failed; the next one is at `next_retry`.
@@ -108,6 +131,9 @@ impl SourceStatus {
         s.last_error = Some(error);
         s.retries = s.retries.saturating_add(1);
         s.next_retry = Some(next_retry);
+        let error = s.last_error.clone();
+        drop(s);
+        self.emit(EventKind::SourceError, error);
     }
 
     /// `packets` RTP packets were lost before a frame.
