@@ -126,6 +126,16 @@ impl App {
         })
     }
 
+    /// Reloads the configuration from `origin` on SIGHUP and when the file
+    /// changes, until shutdown.
+    pub fn watch_config(&self, origin: crate::reload::ConfigOrigin) {
+        self.tasks.spawn(crate::reload::watch(
+            origin,
+            self.hub.clone(),
+            self.shutdown.clone(),
+        ));
+    }
+
     /// Stops accepting, ends every session and waits for the tasks.
     pub async fn shutdown(self) {
         self.shutdown.cancel();

@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod media;
 pub mod net;
 pub mod protocol;
+pub mod reload;
 pub mod server;
 pub mod transcode;
 pub mod web;

@@ -53,7 +53,10 @@ fn main() -> ExitCode {
             overrides.values.push((key, v.clone()));
         }
     }
-    let config = match config::load(args.config.as_deref(), std::env::vars(), &overrides) {
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with(config::ENV_PREFIX))
+        .collect();
+    let config = match config::load(args.config.as_deref(), env.clone(), &overrides) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mediarelay: configuration error: {e}");
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let stop = StopSignals::install();
         let app = match App::start(config).await {
             Ok(app) => app,
             Err(e) => {
@@ -82,31 +86,45 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_signal().await;
+        if let Some(file) = args.config.clone() {
+            app.watch_config(mediarelay::reload::ConfigOrigin {
+                file,
+                env,
+                overrides,
+            });
+        }
+        stop.wait().await;
         tracing::info!("shutting down");
         app.shutdown().await;
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() {
+/// SIGTERM or Ctrl-C, listened for from before the listeners open, so a
+/// signal that comes right after start is not missed (its default action
+/// would kill the process without a clean shutdown).
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn install() -> StopSignals {
+        StopSignals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        if let Some(term) = self.term.as_mut() {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }

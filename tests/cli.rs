@@ -130,3 +130,126 @@ async fn a_listener_that_cannot_bind_is_reported() {
         "{text}"
     );
 }
+
+/// Log lines of a running binary, collected in the background.
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Logs {
+    fn follow(out: tokio::process::ChildStdout) -> Logs {
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l = std::sync::Arc::clone(&lines);
+        tokio::spawn(async move {
+            let mut r = BufReader::new(out).lines();
+            while let Ok(Some(line)) = r.next_line().await {
+                l.lock().unwrap().push(line);
+            }
+        });
+        Logs(lines)
+    }
+
+    /// Waits for a line containing `text`; returns it.
+    async fn wait_for(&self, text: &str) -> String {
+        for _ in 0..200 {
+            if let Some(l) = self.0.lock().unwrap().iter().find(|l| l.contains(text)) {
+                return l.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "no log line with {text:?} in:\n{}",
+            self.0.lock().unwrap().join("\n")
+        );
+    }
+}
+
+async fn get_json(addr: &str, target: &str) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).await.unwrap();
+    let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {reply}"))
+}
+
+/// The config file is reloaded when it changes and on SIGHUP; a broken file
+/// leaves the running configuration alone, and a listener change waits for
+/// a restart.
+#[tokio::test]
+async fn the_config_file_is_reloaded_on_change_and_on_sighup() {
+    let path = std::env::temp_dir().join(format!("mediarelay-reload-{}.toml", std::process::id()));
+    let base = "rtmp_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"\nwebrtc_listen = \"127.0.0.1:0\"\nwebrtc_tcp_listen = \"\"\n";
+    std::fs::write(&path, format!("{base}[hls]\nsegment_count = 7\n")).unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let logs = Logs::follow(child.stdout.take().unwrap());
+    let line = logs.wait_for("api=").await;
+    let api = line
+        .split("api=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        get_json(&api, "/v1/config").await["hls"]["segment_count"],
+        7
+    );
+
+    // The file changes: picked up without a signal.
+    std::fs::write(
+        &path,
+        format!("{base}[hls]\nsegment_count = 9\n[paths.\"live/*\"]\ntakeover = true\n"),
+    )
+    .unwrap();
+    logs.wait_for("the configuration file changed").await;
+    logs.wait_for("configuration changed").await;
+    let c = get_json(&api, "/v1/config").await;
+    assert_eq!(c["hls"]["segment_count"], 9);
+    assert_eq!(c["paths"]["live/*"]["takeover"], true);
+
+    let pid = child.id().unwrap().to_string();
+    let hup = || async {
+        let ok = Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(ok.success());
+    };
+    // A broken file: logged, and the running configuration stays.
+    std::fs::write(&path, format!("{base}[hls]\nsegment_count = 1\n")).unwrap();
+    hup().await;
+    let line = logs.wait_for("configuration not reloaded").await;
+    assert!(line.contains("hls.segment_count"), "{line}");
+    assert_eq!(
+        get_json(&api, "/v1/config").await["hls"]["segment_count"],
+        9
+    );
+
+    // A listener change waits for a restart; the rest applies.
+    let moved = base.replace(
+        "rtmp_listen = \"127.0.0.1:0\"",
+        "rtmp_listen = \"127.0.0.1:1\"",
+    );
+    std::fs::write(&path, format!("{moved}[hls]\nsegment_count = 8\n")).unwrap();
+    hup().await;
+    logs.wait_for("rtmp_listen changed").await;
+    let c = get_json(&api, "/v1/config").await;
+    assert_eq!(c["hls"]["segment_count"], 8);
+    assert_eq!(c["rtmp_listen"], "127.0.0.1:0");
+    assert!(c["paths"].as_object().unwrap().is_empty(), "{c}");
+    // Still alive and well.
+    assert_eq!(get_json(&api, "/healthz").await["status"], "ok");
+    let _ = child.kill().await;
+    let _ = std::fs::remove_file(&path);
+}

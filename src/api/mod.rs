@@ -1,6 +1,8 @@
 //! The control API (JSON under `/v1`, plus `/healthz` and `/readyz`), served
 //! on its own listener, loopback by default.
 
+mod config;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
@@ -30,6 +32,17 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/sessions", get(list_sessions))
         .route("/v1/sessions/{id}", get(get_session))
         .route("/v1/sessions/{id}/kick", post(kick_session))
+        .route(
+            "/v1/config",
+            get(config::get_config).patch(config::patch_config),
+        )
+        .route(
+            "/v1/config/paths/{*name}",
+            get(config::get_rule)
+                .put(config::put_rule)
+                .patch(config::patch_rule)
+                .delete(config::delete_rule),
+        )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API route") })
         .method_not_allowed_fallback(|| async {
             error(

@@ -181,7 +181,7 @@ fn merge(into: &mut Table, new: Table) {
     }
 }
 
-fn validate(c: &Config) -> Result<(), (String, String)> {
+pub(crate) fn validate(c: &Config) -> Result<(), (String, String)> {
     let err = |key: &str, reason: String| Err((key.to_string(), reason));
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.log_level) {
         return err("log_level", format!("not a log level or filter: {e}"));

@@ -1,6 +1,7 @@
 //! Configuration: types, embedded defaults, file + environment + flag layering,
 //! and validation with errors that name the file, the key and the reason.
 
+pub mod live;
 mod load;
 mod path_name;
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{ConfigError, Overrides, load};
+pub use load::{ConfigError, ENV_PREFIX, Overrides, load};
 pub use path_name::{PathNameError, glob_match, validate_path_name, validate_rule_name};
 
 use crate::net::ListenAddr;

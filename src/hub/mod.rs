@@ -6,6 +6,7 @@
 
 mod gop;
 mod reader;
+mod reconfigure;
 mod session;
 pub mod source;
 mod stream;
@@ -65,6 +66,11 @@ struct HubInner {
     shutdown: CancellationToken,
     puller: OnceLock<Arc<dyn Puller>>,
     events: EventBus,
+    /// Tells subscribers about a new running configuration.
+    config_tx: tokio::sync::watch::Sender<Arc<Config>>,
+    /// Held while a change is computed and applied, so two changes do not
+    /// both start from the same configuration.
+    config_change: Mutex<()>,
 }
 
 /// A named path: at most one publisher, any number of readers.
@@ -133,6 +139,8 @@ impl Hub {
     pub fn new(config: Arc<Config>) -> Hub {
         Hub {
             inner: Arc::new(HubInner {
+                config_tx: tokio::sync::watch::Sender::new(Arc::clone(&config)),
+                config_change: Mutex::new(()),
                 config: RwLock::new(config),
                 paths: Mutex::new(HashMap::new()),
                 sessions: Registry::default(),
