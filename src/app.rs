@@ -89,14 +89,17 @@ impl App {
             shutdown.clone(),
             tasks.clone(),
         ));
+        let requests = Arc::new(crate::metrics::RequestCounter::default());
         let http_router = server::http::router(Arc::new(HttpState {
             hls: Arc::clone(&hls),
             whep,
             whip,
+            requests: Arc::clone(&requests),
         }));
         tasks.spawn(serve_http(http, http_router, shutdown.clone(), "http"));
         let api_state = Arc::new(ApiState {
             hub: hub.clone(),
+            requests,
             ready: Default::default(),
             started: SystemTime::now(),
         });

@@ -12,6 +12,7 @@ pub mod events;
 pub mod hub;
 pub mod ingest;
 pub mod media;
+pub mod metrics;
 pub mod net;
 pub mod protocol;
 pub mod reload;

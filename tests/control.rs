@@ -281,3 +281,128 @@ publisher_grace = "500ms"
     app.shutdown().await;
     cam.stop().await;
 }
+
+/// Samples of a Prometheus text page: (name, labels, value). Panics on a
+/// line that is not in the text format, or a sample before its family's
+/// `# TYPE`.
+fn parse_metrics(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+    let mut typed = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let name = parts.next().unwrap();
+            let kind = parts.next().unwrap();
+            assert!(["counter", "gauge"].contains(&kind), "{line}");
+            assert!(typed.insert(name.to_string()), "family twice: {line}");
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value in {line}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (n, l.strip_suffix('}').unwrap_or_else(|| panic!("{line}"))),
+            None => (series, ""),
+        };
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{line}"
+        );
+        assert!(typed.contains(name), "sample before # TYPE: {line}");
+        let labels = labels
+            .split("\",")
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (k, v) = l.split_once("=\"").unwrap_or_else(|| panic!("{line}"));
+                (k.to_string(), v.trim_end_matches('"').to_string())
+            })
+            .collect();
+        out.push((name.to_string(), labels, value));
+    }
+    out
+}
+
+fn metric(
+    samples: &[(String, Vec<(String, String)>, f64)],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|s| s.2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_paths_readers_bitrates_requests_and_the_process() {
+    let app = start("").await;
+    let _push = push("baseline_aac44_mono.mp4", &rtmp_url(&app, "live/m"), true);
+    wait_published(&app, "live/m").await;
+    let mut player = RtmpClient::play(app.rtmp_addr, "live", "m")
+        .await
+        .unwrap_or_else(|e| panic!("play refused: {e:?}"));
+    let _ = play_for(&mut player, Duration::from_millis(2500)).await;
+    assert_eq!(api(&app, "GET", "/v1/nope", None).await.status, 404);
+
+    let r = api(&app, "GET", "/metrics", None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let m = parse_metrics(&r.text());
+    let path = [("path", "live/m")];
+    assert_eq!(metric(&m, "mediarelay_path_publishing", &path), Some(1.0));
+    assert!(metric(&m, "mediarelay_path_bytes_in_total", &path).unwrap() > 50_000.0);
+    assert!(metric(&m, "mediarelay_path_bytes_out_total", &path).unwrap() > 10_000.0);
+    assert_eq!(
+        metric(
+            &m,
+            "mediarelay_path_readers",
+            &[("path", "live/m"), ("protocol", "rtmp")]
+        ),
+        Some(1.0)
+    );
+    // The fixture's video is ~250 kbit/s.
+    let video = metric(
+        &m,
+        "mediarelay_track_bitrate_bits_per_second",
+        &[("path", "live/m"), ("codec", "h264")],
+    )
+    .expect("video bitrate");
+    assert!((100_000.0..600_000.0).contains(&video), "{video}");
+    assert_eq!(
+        metric(
+            &m,
+            "mediarelay_sessions",
+            &[("protocol", "rtmp"), ("role", "reader")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "mediarelay_http_requests_total",
+            &[("listener", "api"), ("status", "404")]
+        ),
+        Some(1.0)
+    );
+    assert!(metric(&m, "mediarelay_events_total", &[]).unwrap() >= 2.0);
+    assert!(metric(&m, "process_resident_memory_bytes", &[]).unwrap() > 1e6);
+    assert!(metric(&m, "process_open_fds", &[]).unwrap() > 3.0);
+    // The API shows the same measurements.
+    let p = api(&app, "GET", "/v1/paths/live/m", None).await.json();
+    assert_eq!(p["readers_by_protocol"]["rtmp"], 1);
+    let t = &p["stream"]["tracks"][0];
+    assert!(t["bitrate"].as_u64().unwrap() > 100_000, "{t}");
+    assert_eq!(t["fps"], 25.0, "{t}");
+    drop(player);
+    app.shutdown().await;
+}

@@ -18,14 +18,18 @@ use crate::hub::{Hub, Protocol, Role, Session};
 
 pub struct ApiState {
     pub hub: Hub,
+    /// Requests answered by the HTTP and API listeners, for `/metrics`.
+    pub requests: Arc<crate::metrics::RequestCounter>,
     /// Set once every listener is bound and the config is loaded.
     pub ready: AtomicBool,
     pub started: SystemTime,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
+    let counting = (Arc::clone(&state.requests), "api");
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .route("/v1/paths", get(list_paths))
         .route("/v1/paths/{*name}", get(get_path))
@@ -50,7 +54,28 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 "method not allowed on this route",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            counting,
+            crate::metrics::count_requests,
+        ))
         .with_state(state)
+}
+
+async fn metrics(State(s): State<Arc<ApiState>>) -> Response {
+    let text = crate::metrics::render(&crate::metrics::Sources {
+        hub: &s.hub,
+        started: s.started,
+        requests: &s.requests,
+        extra: Vec::new(),
+    });
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// An error reply: `{"error": "..."}`.

@@ -5,13 +5,14 @@
 //! them out through its own bounded queue. The hub never waits on a reader.
 
 mod gop;
+mod meter;
 mod reader;
 mod reconfigure;
 mod session;
 pub mod source;
 mod stream;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
@@ -713,6 +714,11 @@ pub struct PathSnapshot {
     pub source: Option<SourceSnapshot>,
     pub stream: Option<StreamSnapshot>,
     pub readers: Vec<ReaderSnapshot>,
+    /// Reader sessions by protocol (`rtmp`, `webrtc`, `hls` …).
+    pub readers_by_protocol: BTreeMap<Protocol, usize>,
+    /// Frames dropped for readers that could not keep up, over the readers
+    /// connected now.
+    pub frames_dropped: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
@@ -758,6 +764,11 @@ pub struct TrackSnapshot {
     pub sample_rate: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channels: Option<u8>,
+    /// Measured over the last second of media, in bits per second.
+    pub bitrate: Option<u64>,
+    /// Measured frames per second (video).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fps: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -790,6 +801,8 @@ fn idle_pulled_snapshot(config: &Config, name: &str) -> Option<PathSnapshot> {
         }),
         stream: None,
         readers: Vec::new(),
+        readers_by_protocol: BTreeMap::new(),
+        frames_dropped: 0,
         bytes_in: 0,
         bytes_out: 0,
     })
@@ -834,7 +847,13 @@ fn snapshot(path: &Arc<Path>, sessions: &[Arc<Session>]) -> PathSnapshot {
         stream: stream.map(|s| StreamSnapshot {
             id: s.id,
             online_since: s.created(),
-            tracks: s.tracks().iter().map(|t| track_snapshot(t)).collect(),
+            tracks: {
+                let rates = s.track_rates();
+                s.tracks()
+                    .iter()
+                    .map(|t| track_snapshot(t, rates.get(t.index)))
+                    .collect()
+            },
             frames_in: s.frames_in(),
             gop_cache_bytes: s.gop_cache_bytes(),
             b_frames: s.has_b_frames(),
@@ -849,13 +868,29 @@ fn snapshot(path: &Arc<Path>, sessions: &[Arc<Session>]) -> PathSnapshot {
                 frames_dropped: s.frames_dropped(),
             })
             .collect(),
+        readers_by_protocol: {
+            let mut by = BTreeMap::new();
+            for s in sessions
+                .iter()
+                .filter(|s| s.role == Role::Reader && s.path == path.name)
+            {
+                *by.entry(s.protocol).or_insert(0) += 1;
+            }
+            by
+        },
+        frames_dropped: sessions
+            .iter()
+            .filter(|s| s.role == Role::Reader && s.path == path.name)
+            .map(|s| s.frames_dropped())
+            .sum(),
         bytes_in: path.counters.bytes_in.load(Ordering::Relaxed),
         bytes_out: path.counters.bytes_out.load(Ordering::Relaxed),
     }
 }
 
-fn track_snapshot(t: &Track) -> TrackSnapshot {
+fn track_snapshot(t: &Track, rates: Option<&(Option<u64>, Option<f64>)>) -> TrackSnapshot {
     let (width, height) = t.params.dimensions().unzip();
+    let (bitrate, fps) = rates.copied().unwrap_or_default();
     let (sample_rate, channels) = t.params.audio_format().unzip();
     TrackSnapshot {
         index: t.index,
@@ -867,6 +902,8 @@ fn track_snapshot(t: &Track) -> TrackSnapshot {
         height,
         sample_rate,
         channels,
+        bitrate,
+        fps: fps.filter(|_| t.kind() == crate::media::TrackKind::Video),
     }
 }
 

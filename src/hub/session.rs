@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::reader::ReaderQueue;
 
 /// The protocol a session speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Rtmp,

@@ -48,6 +48,11 @@ pub struct StatusInner {
     pub retries: u32,
     #[serde(serialize_with = "rfc3339_opt")]
     pub next_retry: Option<SystemTime>,
+    /// Times the source became ready (the first connection and every
+    /// reconnection after it).
+    pub connects: u64,
+    /// Failed attempts in all.
+    pub failures: u64,
     /// RTP packets the source lost (sequence gaps), since the path started.
     pub packets_lost: u64,
     /// Video frames not passed on because a loss broke their reference
@@ -72,6 +77,8 @@ impl SourceStatus {
                 last_error: None,
                 retries: 0,
                 next_retry: None,
+                connects: 0,
+                failures: 0,
                 packets_lost: 0,
                 frames_discarded: 0,
             }),
@@ -119,6 +126,7 @@ impl SourceStatus {
         let mut s = self.lock();
         s.state = SourceState::Ready;
         s.retries = 0;
+        s.connects = s.connects.saturating_add(1);
         s.next_retry = None;
         drop(s);
         self.emit(EventKind::SourceReady, None);
@@ -130,6 +138,7 @@ impl SourceStatus {
         s.state = SourceState::Retrying;
         s.last_error = Some(error);
         s.retries = s.retries.saturating_add(1);
+        s.failures = s.failures.saturating_add(1);
         s.next_retry = Some(next_retry);
         let error = s.last_error.clone();
         drop(s);

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use super::gop::{GopCache, StartAt};
+use super::meter::Meter;
 use super::reader::{Reader, ReaderQueue};
 use crate::media::{CodecParams, Frame, Track, TrackKind, timestamp};
 
@@ -42,6 +43,8 @@ struct Inner {
     anchor: Option<SystemTime>,
     /// Per track: last dts and the step before it, to continue after a reconnect.
     last: Vec<Option<(i64, i64)>>,
+    /// Per track: measured bitrate and frame rate.
+    meters: Vec<Meter>,
 }
 
 impl Stream {
@@ -66,6 +69,7 @@ impl Stream {
                 ended: false,
                 anchor: None,
                 last: vec![None; n],
+                meters: vec![Meter::default(); n],
             }),
             frames_in: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
@@ -144,6 +148,15 @@ impl Stream {
         self.bytes_in.load(Ordering::Relaxed)
     }
 
+    /// Measured (bits per second, frames per second) of each track.
+    pub fn track_rates(&self) -> Vec<(Option<u64>, Option<f64>)> {
+        self.lock()
+            .meters
+            .iter()
+            .map(|m| (m.bitrate(), m.fps()))
+            .collect()
+    }
+
     pub fn gop_cache_bytes(&self) -> usize {
         self.lock().gop.bytes()
     }
@@ -217,6 +230,7 @@ impl Stream {
         let track = Arc::new(Track::new(inner.tracks.len(), 0, params));
         inner.tracks.push(Arc::clone(&track));
         inner.last.push(None);
+        inner.meters.push(Meter::default());
         track
     }
 
@@ -252,6 +266,9 @@ impl Stream {
         if let Some(slot) = inner.last.get_mut(index) {
             let step = slot.map_or(0, |(dts, _)| frame.dts - dts);
             *slot = Some((frame.dts, step.max(0)));
+        }
+        if let Some(meter) = inner.meters.get_mut(index) {
+            meter.add(frame.dts_nanos(), frame.data.len());
         }
         let gop_start = inner.gop.is_gop_start(&frame, inner.has_video);
         inner.gop.push(&frame, gop_start);

@@ -20,6 +20,7 @@ pub struct HttpState {
     pub hls: Arc<HlsServer>,
     pub whep: Arc<WhepServer>,
     pub whip: Arc<WhipServer>,
+    pub requests: Arc<crate::metrics::RequestCounter>,
 }
 
 /// The router of the public HTTP listener.
@@ -44,7 +45,15 @@ pub fn router(state: Arc<HttpState>) -> Router {
             header::CONTENT_LENGTH,
             HeaderName::from_static(B_FRAMES_HEADER),
         ]);
-    Router::new().fallback(handle).layer(cors).with_state(state)
+    let counting = (Arc::clone(&state.requests), "http");
+    Router::new()
+        .fallback(handle)
+        .layer(cors)
+        .layer(axum::middleware::from_fn_with_state(
+            counting,
+            crate::metrics::count_requests,
+        ))
+        .with_state(state)
 }
 
 fn not_found(message: String) -> Response {
