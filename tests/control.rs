@@ -282,10 +282,13 @@ publisher_grace = "500ms"
     cam.stop().await;
 }
 
+/// A metric sample: name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// Samples of a Prometheus text page: (name, labels, value). Panics on a
 /// line that is not in the text format, or a sample before its family's
 /// `# TYPE`.
-fn parse_metrics(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+fn parse_metrics(text: &str) -> Vec<Sample> {
     let mut typed = std::collections::HashSet::new();
     let mut out = Vec::new();
     for line in text.lines() {
@@ -325,7 +328,7 @@ fn parse_metrics(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
 }
 
 fn metric(
-    samples: &[(String, Vec<(String, String)>, f64)],
+    samples: &[Sample],
     name: &str,
     labels: &[(&str, &str)],
 ) -> Option<f64> {
