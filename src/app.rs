@@ -97,6 +97,20 @@ impl App {
             requests: Arc::clone(&requests),
         }));
         tasks.spawn(serve_http(http, http_router, shutdown.clone(), "http"));
+        // HLS viewers that stopped asking have left.
+        let (viewers_hls, viewers_hub, viewers_stop) =
+            (Arc::clone(&hls), hub.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = viewers_stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let idle = viewers_hub.config().hls.viewer_timeout;
+                viewers_hls.viewers.expire(idle);
+            }
+        });
         let api_state = Arc::new(ApiState {
             hub: hub.clone(),
             requests,

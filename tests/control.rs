@@ -327,11 +327,7 @@ fn parse_metrics(text: &str) -> Vec<Sample> {
     out
 }
 
-fn metric(
-    samples: &[Sample],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> Option<f64> {
+fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
         .find(|(n, l, _)| {

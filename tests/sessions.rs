@@ -250,7 +250,10 @@ async fn the_api_lists_paths_and_sessions_and_kicks() {
     assert_eq!(tracks[1]["codec"], "aac");
     assert_eq!(tracks[1]["sample_rate"], 44100);
     assert_eq!(tracks[1]["channels"], 1);
-    assert_eq!(path["readers"].as_array().unwrap().len(), 1);
+    // The RTMP player and the HLS viewer (one playlist request so far).
+    assert_eq!(path["readers"].as_array().unwrap().len(), 2);
+    assert_eq!(path["readers_by_protocol"]["rtmp"], 1);
+    assert_eq!(path["readers_by_protocol"]["hls"], 1);
     assert!(path["bytes_in"].as_u64().unwrap() > 0);
     assert!(path["bytes_out"].as_u64().unwrap() > 0);
     assert!(path["created"].as_str().unwrap().ends_with('Z'));
@@ -298,6 +301,81 @@ async fn the_api_lists_paths_and_sessions_and_kicks() {
         http("DELETE", app.api_addr, "/v1/paths", b"").await.status,
         405
     );
+
+    // HLS viewers are sessions by cookie, not by connection: requests with
+    // the cookie the first playlist set stay one session; a kicked viewer's
+    // next request is refused.
+    let first = http_with(
+        "GET",
+        app.http_addr,
+        "/a/b/cam/index.m3u8",
+        &[("User-Agent", "one")],
+        b"",
+    )
+    .await;
+    let cookie = first
+        .header("set-cookie")
+        .expect("a viewer cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(cookie.starts_with("mediarelay_hls="), "{cookie}");
+    let hls_sessions = || {
+        app.hub
+            .sessions()
+            .into_iter()
+            .filter(|s| s.protocol == mediarelay::hub::Protocol::Hls)
+            .collect::<Vec<_>>()
+    };
+    let before = hls_sessions().len();
+    for _ in 0..3 {
+        let r = http_with(
+            "GET",
+            app.http_addr,
+            "/a/b/cam/index.m3u8",
+            &[("User-Agent", "one"), ("Cookie", &cookie)],
+            b"",
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        assert!(r.header("set-cookie").is_none());
+    }
+    assert_eq!(hls_sessions().len(), before, "the same viewer");
+    let listed = http("GET", app.api_addr, "/v1/sessions", b"").await.json();
+    let viewer_id = cookie.split('=').nth(1).unwrap().to_string();
+    let hls: Vec<&serde_json::Value> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["protocol"] == "hls")
+        .collect();
+    assert_eq!(hls.len(), before);
+    let newest = hls_sessions().into_iter().max_by_key(|s| s.id).unwrap();
+    assert!(
+        newest
+            .counters
+            .bytes_out
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    let kicked = http(
+        "POST",
+        app.api_addr,
+        &format!("/v1/sessions/{}/kick", newest.id),
+        b"",
+    )
+    .await;
+    assert_eq!(kicked.status, 200);
+    let refused = http_with(
+        "GET",
+        app.http_addr,
+        "/a/b/cam/index.m3u8",
+        &[("User-Agent", "one"), ("Cookie", &cookie)],
+        b"",
+    )
+    .await;
+    assert_eq!(refused.status, 403, "viewer {viewer_id} was kicked");
 
     // Kick the publisher: ffmpeg is disconnected and the path ends.
     let kicked = http(

@@ -231,6 +231,9 @@ pub(crate) fn validate(c: &Config) -> Result<(), (String, String)> {
     if h.idle_timeout < Duration::from_secs(1) {
         return err("hls.idle_timeout", "must be at least 1s".into());
     }
+    if h.viewer_timeout < Duration::from_secs(1) {
+        return err("hls.viewer_timeout", "must be at least 1s".into());
+    }
     if h.start_timeout < Duration::from_millis(100) {
         return err("hls.start_timeout", "must be at least 100ms".into());
     }

@@ -126,6 +126,11 @@ pub struct HlsConfig {
     /// How long the first request for a path waits for its first segment.
     #[serde(with = "humantime_serde")]
     pub start_timeout: Duration,
+    /// An HLS viewer (a session recognised by cookie, `hls_session` query
+    /// parameter, or address and User-Agent) with no request for this long
+    /// has left.
+    #[serde(with = "humantime_serde")]
+    pub viewer_timeout: Duration,
 }
 
 impl Default for HlsConfig {
@@ -137,6 +142,7 @@ impl Default for HlsConfig {
             segment_count: 7,
             idle_timeout: Duration::from_secs(60),
             start_timeout: Duration::from_secs(10),
+            viewer_timeout: Duration::from_secs(15),
         }
     }
 }

@@ -113,6 +113,13 @@ pub struct SessionHandle {
     hub: Hub,
 }
 
+impl SessionHandle {
+    /// The session itself, to keep beyond the handle.
+    pub fn arc(&self) -> &Arc<Session> {
+        &self.session
+    }
+}
+
 impl std::ops::Deref for SessionHandle {
     type Target = Session;
     fn deref(&self) -> &Session {
@@ -201,6 +208,18 @@ impl Hub {
         {
             paths.remove(&path.name);
         }
+    }
+
+    /// Registers a session that is not a publisher or a queue reader of
+    /// the hub (an HLS viewer, served by the path's muxer). It counts
+    /// towards its path's bytes and ends when the handle is dropped.
+    pub fn register_session(&self, spec: SessionSpec) -> SessionHandle {
+        let counters = self
+            .paths()
+            .get(&spec.path)
+            .map(|p| Arc::clone(&p.counters))
+            .unwrap_or_default();
+        self.register(spec, counters)
     }
 
     fn register(&self, spec: SessionSpec, counters: Arc<Counters>) -> SessionHandle {

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::config::validate_path_name;
+use crate::egress::hls::viewers::Caller;
 use crate::egress::hls::{HlsFile, HlsServer};
 use crate::egress::webrtc::{MAX_OFFER, WhepServer};
 use crate::ingest::whip::WhipServer;
@@ -123,7 +124,13 @@ async fn handle(
             static_reply("text/javascript; charset=utf-8", crate::web::HLS_JS)
         }
         (Method::GET | Method::HEAD, _) => match HlsFile::parse(file) {
-            Some(f) => state.hls.serve(path, f, req.uri().query()).await,
+            Some(f) => {
+                let peer = crate::net::canonical_peer(peer);
+                let caller = Caller::new(path, req.headers(), req.uri().query(), Some(peer.ip()));
+                let query = req.uri().query().map(str::to_string);
+                drop(req);
+                hls(&state, caller, path, f, query.as_deref()).await
+            }
             None => not_found(format!("no {file:?} below path {path:?}")),
         },
         (m, _) => json_error(
@@ -131,6 +138,40 @@ async fn handle(
             format!("{m} is not served here"),
         ),
     }
+}
+
+/// An HLS request, counted for its viewer's session (see
+/// [`crate::egress::hls::viewers`]).
+async fn hls(
+    state: &HttpState,
+    caller: Caller,
+    path: &str,
+    file: HlsFile,
+    query: Option<&str>,
+) -> Response {
+    if state.hls.viewers.check(&caller).is_err() {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "this HLS session was ended by the server",
+        );
+    }
+    let mut response = state.hls.serve(path, file, query).await;
+    if response.status().is_success() {
+        let served = state.hls.viewers.served(&caller);
+        if let Some(n) = http_body::Body::size_hint(response.body()).exact() {
+            served
+                .session
+                .counters
+                .bytes_out
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(cookie) = served.set_cookie
+            && let Ok(v) = HeaderValue::from_str(&cookie)
+        {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    response
 }
 
 fn static_reply(content_type: &'static str, body: &'static [u8]) -> Response {

@@ -9,6 +9,7 @@ mod body;
 mod muxer;
 pub mod playlist;
 pub mod segmenter;
+pub mod viewers;
 pub mod window;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ pub const MP4_TYPE: &str = "video/mp4";
 pub struct HlsServer {
     hub: Hub,
     muxers: Mutex<HashMap<String, Arc<Muxer>>>,
+    pub viewers: viewers::Viewers,
 }
 
 /// A file below a path that the HLS server serves.
@@ -117,6 +119,7 @@ const IMMUTABLE: &str = "public, max-age=86400, immutable";
 impl HlsServer {
     pub fn new(hub: Hub) -> Self {
         HlsServer {
+            viewers: viewers::Viewers::new(hub.clone()),
             hub,
             muxers: Mutex::new(HashMap::new()),
         }

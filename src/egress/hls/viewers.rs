@@ -1,0 +1,362 @@
+//! HLS viewers as sessions. HLS is many short requests, not a connection,
+//! so a viewer is recognised by a cookie the first playlist response sets
+//! (`mediarelay_hls`), by an `hls_session` query parameter, or — for
+//! players that keep neither — by client address and User-Agent. A viewer
+//! with no request for the idle timeout has left. Each viewer is a reader
+//! session in the hub: listed by the API, counted per protocol, with
+//! `read_start`/`read_stop` events, and it can be kicked (its next request
+//! gets 403).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+
+use crate::hub::{Hub, Protocol, Role, SessionHandle, SessionSpec};
+
+/// The cookie that carries a viewer's id.
+pub const COOKIE: &str = "mediarelay_hls";
+/// The query parameter that may carry it instead.
+pub const QUERY: &str = "hls_session";
+/// How long a kicked viewer's id keeps being refused.
+const KICKED_MEMORY: Duration = Duration::from_secs(120);
+/// At most this many viewers are tracked; beyond it the oldest idle one
+/// is let go early (a flood of cookie-less clients cannot grow the table).
+const MAX_VIEWERS: usize = 100_000;
+
+/// Who sent a request, before it is known whether it is served.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    path: String,
+    /// The id the client presented (cookie or query), if any.
+    presented: Option<String>,
+    from_cookie: bool,
+    /// Address + User-Agent, for clients that present nothing.
+    fingerprint: u64,
+    ip: Option<IpAddr>,
+}
+
+impl Caller {
+    pub fn new(path: &str, headers: &HeaderMap, query: Option<&str>, ip: Option<IpAddr>) -> Caller {
+        let from_cookie = cookie_id(headers);
+        let from_query = query.and_then(query_id);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        ip.hash(&mut h);
+        headers
+            .get(axum::http::header::USER_AGENT)
+            .map(|v| v.as_bytes())
+            .hash(&mut h);
+        path.hash(&mut h);
+        Caller {
+            path: path.to_string(),
+            from_cookie: from_cookie.is_some(),
+            presented: from_cookie.or(from_query),
+            fingerprint: h.finish(),
+            ip,
+        }
+    }
+}
+
+/// A viewer id: 32 lowercase hex digits.
+fn valid_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn cookie_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, v)| *k == COOKIE && valid_id(v))
+        .map(|(_, v)| v.to_ascii_lowercase())
+}
+
+fn query_id(query: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, v)| *k == QUERY && valid_id(v))
+        .map(|(_, v)| v.to_ascii_lowercase())
+}
+
+fn new_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+struct Viewer {
+    session: SessionHandle,
+    path: String,
+    last: Instant,
+    /// The client sent the cookie back: it keeps cookies, so a cookie-less
+    /// request with the same fingerprint is somebody else.
+    keeps_cookie: bool,
+    fingerprint: u64,
+}
+
+#[derive(Default)]
+struct Table {
+    by_id: HashMap<String, Viewer>,
+    by_fingerprint: HashMap<u64, String>,
+    kicked: HashMap<String, Instant>,
+}
+
+/// The HLS viewers of every path.
+pub struct Viewers {
+    hub: Hub,
+    table: Mutex<Table>,
+}
+
+/// A request was refused because its viewer was kicked.
+#[derive(Debug)]
+pub struct Kicked;
+
+/// What to do with a served response for a viewer.
+pub struct Served {
+    /// A `Set-Cookie` header value to send (the viewer has no cookie yet).
+    pub set_cookie: Option<String>,
+    pub session: Arc<crate::hub::Session>,
+}
+
+impl Viewers {
+    pub fn new(hub: Hub) -> Viewers {
+        Viewers {
+            hub,
+            table: Mutex::new(Table::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refuses a caller whose session was kicked.
+    pub fn check(&self, caller: &Caller) -> Result<(), Kicked> {
+        let mut t = self.lock();
+        let now = Instant::now();
+        t.kicked
+            .retain(|_, at| now.duration_since(*at) < KICKED_MEMORY);
+        if let Some(id) = &caller.presented {
+            if t.kicked.contains_key(id) {
+                return Err(Kicked);
+            }
+            if let Some(v) = t.by_id.get(id)
+                && v.session.is_cancelled()
+            {
+                let id = id.clone();
+                t.by_id.remove(&id);
+                t.kicked.insert(id, now);
+                return Err(Kicked);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a served request of `caller`; starts its session if new.
+    pub fn served(&self, caller: &Caller) -> Served {
+        let now = Instant::now();
+        let mut t = self.lock();
+        // The viewer this request belongs to, if it is known.
+        let known = match &caller.presented {
+            Some(id) if t.by_id.get(id).is_some_and(|v| v.path == caller.path) => Some(id.clone()),
+            Some(_) => None,
+            None => t
+                .by_fingerprint
+                .get(&caller.fingerprint)
+                .filter(|id| {
+                    t.by_id
+                        .get(*id)
+                        .is_some_and(|v| !v.keeps_cookie && v.path == caller.path)
+                })
+                .cloned(),
+        };
+        let id = match known {
+            Some(id) => id,
+            None => {
+                let id = caller.presented.clone().unwrap_or_else(new_id);
+                if t.by_id.len() >= MAX_VIEWERS {
+                    evict_oldest(&mut t);
+                }
+                let session = self.hub.register_session(SessionSpec {
+                    protocol: Protocol::Hls,
+                    role: Role::Reader,
+                    path: caller.path.clone(),
+                    remote: caller.ip.map(|ip| (ip, 0).into()),
+                    query: String::new(),
+                    token: None,
+                });
+                tracing::debug!(path = %caller.path, session = session.id, "HLS viewer arrived");
+                t.by_fingerprint.insert(caller.fingerprint, id.clone());
+                t.by_id.insert(
+                    id.clone(),
+                    Viewer {
+                        session,
+                        path: caller.path.clone(),
+                        last: now,
+                        keeps_cookie: false,
+                        fingerprint: caller.fingerprint,
+                    },
+                );
+                id
+            }
+        };
+        let Some(v) = t.by_id.get_mut(&id) else {
+            unreachable!("inserted above or found")
+        };
+        v.last = now;
+        v.keeps_cookie |= caller.from_cookie;
+        let session = Arc::clone(v.session.arc());
+        let set_cookie = (!caller.from_cookie).then(|| {
+            format!(
+                "{COOKIE}={id}; Path=/{}/; Max-Age=86400; HttpOnly; SameSite=Lax",
+                caller.path
+            )
+        });
+        Served {
+            set_cookie,
+            session,
+        }
+    }
+
+    /// Ends the sessions of viewers with no request for `idle`.
+    pub fn expire(&self, idle: Duration) {
+        let now = Instant::now();
+        let mut t = self.lock();
+        let gone: Vec<String> = t
+            .by_id
+            .iter()
+            .filter(|(_, v)| now.duration_since(v.last) >= idle || v.session.is_cancelled())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            if let Some(v) = t.by_id.remove(&id) {
+                if v.session.is_cancelled() {
+                    t.kicked.insert(id.clone(), now);
+                }
+                if t.by_fingerprint.get(&v.fingerprint) == Some(&id) {
+                    t.by_fingerprint.remove(&v.fingerprint);
+                }
+                tracing::debug!(path = %v.path, session = v.session.id, "HLS viewer left");
+            }
+        }
+    }
+
+    /// Viewers tracked now.
+    pub fn len(&self) -> usize {
+        self.lock().by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn evict_oldest(t: &mut Table) {
+    if let Some(id) = t
+        .by_id
+        .iter()
+        .min_by_key(|(_, v)| v.last)
+        .map(|(id, _)| id.clone())
+        && let Some(v) = t.by_id.remove(&id)
+    {
+        t.by_fingerprint.remove(&v.fingerprint);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(cookie: Option<&str>, ua: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            axum::http::header::USER_AGENT,
+            HeaderValue::from_str(ua).unwrap(),
+        );
+        if let Some(c) = cookie {
+            h.insert(
+                axum::http::header::COOKIE,
+                HeaderValue::from_str(c).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn cookie_of(s: &Served) -> String {
+        let c = s.set_cookie.as_deref().unwrap();
+        c.split(';').next().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn a_viewer_is_one_session_with_or_without_cookies() {
+        let hub = Hub::new(Arc::new(crate::config::Config::default()));
+        let v = Viewers::new(hub.clone());
+        let ip = Some("192.0.2.1".parse().unwrap());
+        // A browser: the first playlist sets the cookie, then it comes back.
+        let first = v.served(&Caller::new("live/a", &headers(None, "B"), None, ip));
+        let cookie = cookie_of(&first);
+        let again = v.served(&Caller::new(
+            "live/a",
+            &headers(Some(&cookie), "B"),
+            None,
+            ip,
+        ));
+        assert!(again.set_cookie.is_none());
+        assert_eq!(again.session.id, first.session.id);
+        // ffmpeg, from the same address, keeps no cookies: its own session,
+        // found again by address and User-Agent.
+        let f1 = v.served(&Caller::new("live/a", &headers(None, "Lavf"), None, ip));
+        let f2 = v.served(&Caller::new("live/a", &headers(None, "Lavf"), None, ip));
+        assert_eq!(f1.session.id, f2.session.id);
+        assert_ne!(f1.session.id, first.session.id);
+        // A second browser behind the same address and User-Agent as the
+        // first (which keeps cookies) is somebody else.
+        let other = v.served(&Caller::new("live/a", &headers(None, "B"), None, ip));
+        assert_ne!(other.session.id, first.session.id);
+        // A token in the query works like the cookie.
+        let id = cookie.split('=').nth(1).unwrap();
+        let q = v.served(&Caller::new(
+            "live/a",
+            &headers(None, "X"),
+            Some(&format!("{QUERY}={id}")),
+            None,
+        ));
+        assert_eq!(q.session.id, first.session.id);
+        assert_eq!(v.len(), 3);
+        let hls_readers = hub
+            .sessions()
+            .iter()
+            .filter(|s| s.protocol == Protocol::Hls)
+            .count();
+        assert_eq!(hls_readers, 3);
+        v.expire(Duration::ZERO);
+        assert!(v.is_empty());
+        assert!(hub.sessions().is_empty(), "sessions end with the viewers");
+    }
+
+    #[tokio::test]
+    async fn a_kicked_viewer_is_refused() {
+        let hub = Hub::new(Arc::new(crate::config::Config::default()));
+        let v = Viewers::new(hub.clone());
+        let s = v.served(&Caller::new("p", &headers(None, "B"), None, None));
+        let cookie = cookie_of(&s);
+        let caller = Caller::new("p", &headers(Some(&cookie), "B"), None, None);
+        assert!(v.check(&caller).is_ok());
+        assert!(hub.kick(s.session.id));
+        assert!(v.check(&caller).is_err());
+        assert!(v.check(&caller).is_err(), "and stays refused");
+        // Garbage cookies are ignored, not trusted.
+        let bad = Caller::new(
+            "p",
+            &headers(Some("mediarelay_hls=../../x"), "B"),
+            None,
+            None,
+        );
+        assert!(bad.presented.is_none());
+    }
+}
