@@ -57,7 +57,7 @@ pub fn verify(secret: &[u8], timestamp: u64, body: &[u8], header: &str) -> bool 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     let digit = |c: u8| HEX.iter().position(|&h| h == c).map(|d| d as u8);
     let bytes = hex.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     bytes
