@@ -83,7 +83,10 @@ pub fn load(
     let origin_of = |key: &str| {
         origins
             .iter()
-            .find(|(k, _)| key == k.as_str() || key.starts_with(&format!("{k}.")))
+            .find(|(k, _)| {
+                key.strip_prefix(k.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+            })
             .map(|(_, o)| o.clone())
             .unwrap_or_else(|| file_origin.clone())
     };
@@ -516,6 +519,13 @@ mod tests {
             "16".to_string(),
         )];
         let c = load(Some(&f.0), env, &Overrides::default()).unwrap();
+        let env = vec![(
+            "MEDIARELAY_WEBHOOKS".to_string(),
+            "[{ url = \"http://10.0.0.1/a\", events = [\"nope\"] }]".to_string(),
+        )];
+        let e = load(None, env, &Overrides::default()).unwrap_err();
+        assert_eq!(e.origin, "environment variable MEDIARELAY_WEBHOOKS");
+        assert_eq!(e.key, "webhooks[0].events[0]");
         assert_eq!(c.webhooks.len(), 1);
         assert_eq!(c.webhooks[0].events, ["read_stop"]);
         assert_eq!(c.webhook_settings.queue_size, 16);

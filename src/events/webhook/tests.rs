@@ -28,6 +28,8 @@ struct Recv {
     /// The status to answer with.
     status: AtomicU16,
     requests: AtomicU64,
+    /// When each request arrived.
+    times: Mutex<Vec<Instant>>,
     bad: AtomicU64,
     got: Mutex<Vec<Got>>,
 }
@@ -35,6 +37,9 @@ struct Recv {
 impl Recv {
     fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
+    }
+    fn times(&self) -> Vec<Instant> {
+        self.times.lock().unwrap().clone()
     }
     fn got(&self) -> Vec<Got> {
         self.got.lock().unwrap().clone()
@@ -80,6 +85,7 @@ fn check(headers: &HeaderMap, body: &[u8]) -> Result<Got, String> {
 
 async fn hook(State(r): State<Arc<Recv>>, uri: Uri, headers: HeaderMap, body: Bytes) -> StatusCode {
     r.requests.fetch_add(1, Ordering::SeqCst);
+    r.times.lock().unwrap().push(Instant::now());
     let mut got = match check(&headers, &body) {
         Ok(g) => g,
         Err(e) => {
@@ -100,6 +106,7 @@ async fn receiver() -> (SocketAddr, Arc<Recv>) {
     let recv = Arc::new(Recv {
         status: AtomicU16::new(200),
         requests: AtomicU64::new(0),
+        times: Mutex::new(Vec::new()),
         bad: AtomicU64::new(0),
         got: Mutex::new(Vec::new()),
     });
@@ -183,9 +190,21 @@ async fn signed_delivery_survives_an_outage_through_the_breaker() {
 
     // Up again: after the cooldown one probe goes out, succeeds, closes it.
     recv.status.store(200, Ordering::SeqCst);
-    wait_for("probe delivered", || stats().delivered == 2).await;
-    assert_eq!(recv.requests(), requests + 1, "exactly one probe");
-    wait_for("queued event delivered", || stats().delivered == 3).await;
+    wait_for("probe and queued event delivered", || {
+        stats().delivered >= 3
+    })
+    .await;
+    assert_eq!(
+        recv.requests(),
+        requests + 2,
+        "one probe, then the queued event"
+    );
+    let times = recv.times();
+    let quiet = times[3] - times[2];
+    assert!(
+        quiet >= Duration::from_millis(400),
+        "the probe came {quiet:?} after the failure that opened the breaker"
+    );
     let s = stats();
     assert_eq!(s.breaker, BreakerState::Closed);
     assert_eq!(
