@@ -83,7 +83,10 @@ pub fn load(
     let origin_of = |key: &str| {
         origins
             .iter()
-            .find(|(k, _)| key == k.as_str() || key.starts_with(&format!("{k}.")))
+            .find(|(k, _)| {
+                key.strip_prefix(k.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+            })
             .map(|(_, o)| o.clone())
             .unwrap_or_else(|| file_origin.clone())
     };
@@ -244,6 +247,71 @@ pub(crate) fn validate(c: &Config) -> Result<(), (String, String)> {
             return err(&key, e.to_string());
         }
         validate_rule(rule, &key)?;
+    }
+    validate_webhooks(c)?;
+    Ok(())
+}
+
+fn validate_webhooks(c: &Config) -> Result<(), (String, String)> {
+    use super::webhook::check_http_url;
+    for (i, w) in c.webhooks.iter().enumerate() {
+        let key = format!("webhooks[{i}]");
+        check_http_url(&w.url).map_err(|reason| (format!("{key}.url"), reason))?;
+        if w.secret.as_deref() == Some("") {
+            return Err((
+                format!("{key}.secret"),
+                "is empty; leave the key out to send unsigned requests".into(),
+            ));
+        }
+        for (j, name) in w.events.iter().enumerate() {
+            name.parse::<crate::events::EventKind>()
+                .map_err(|reason| (format!("{key}.events[{j}]"), reason))?;
+        }
+    }
+    let s = &c.webhook_settings;
+    let min = Duration::from_millis(10);
+    for (name, d) in [
+        ("timeout", s.timeout),
+        ("retry_initial", s.retry_initial),
+        ("breaker_cooldown", s.breaker_cooldown),
+    ] {
+        if d < min {
+            return Err((
+                format!("webhook_settings.{name}"),
+                "must be at least 10ms".into(),
+            ));
+        }
+    }
+    if s.retry_max < s.retry_initial {
+        return Err((
+            "webhook_settings.retry_max".into(),
+            "must be at least webhook_settings.retry_initial".into(),
+        ));
+    }
+    if !(1..=1_000_000).contains(&s.queue_size) {
+        return Err((
+            "webhook_settings.queue_size".into(),
+            "must be between 1 and 1000000".into(),
+        ));
+    }
+    if !(1..=100).contains(&s.max_attempts) {
+        return Err((
+            "webhook_settings.max_attempts".into(),
+            "must be between 1 and 100".into(),
+        ));
+    }
+    if s.breaker_failures == 0 {
+        return Err((
+            "webhook_settings.breaker_failures".into(),
+            "must be at least 1".into(),
+        ));
+    }
+    let p = &c.on_publish;
+    if !p.url.is_empty() {
+        check_http_url(&p.url).map_err(|reason| ("on_publish.url".to_string(), reason))?;
+    }
+    if p.timeout < min {
+        return Err(("on_publish.timeout".into(), "must be at least 10ms".into()));
     }
     Ok(())
 }
@@ -410,6 +478,66 @@ mod tests {
         assert_eq!(e.origin, "flag --rtmp-listen");
         assert_eq!(e.key, "rtmp_listen");
     }
+
+    #[test]
+    fn webhook_errors_name_the_entry_and_key() {
+        let f = write(
+            "[[webhooks]]\nurl = \"http://127.0.0.1:9000/hook\"\n[[webhooks]]\nurl = \"ftp://x\"\n",
+        );
+        let e = load(Some(&f.0), no_env(), &Overrides::default()).unwrap_err();
+        assert_eq!(e.key, "webhooks[1].url");
+        assert_eq!(e.reason, "\"ftp://x\" is not an http(s) URL");
+
+        let f =
+            write("[[webhooks]]\nurl = \"http://h/\"\nevents = [\"publish_start\", \"nope\"]\n");
+        let e = load(Some(&f.0), no_env(), &Overrides::default()).unwrap_err();
+        assert_eq!(e.key, "webhooks[0].events[1]");
+        assert!(
+            e.reason
+                .starts_with("unknown event \"nope\"; known: publish_start"),
+            "{e}"
+        );
+
+        let f = write("[[webhooks]]\nurl = \"http://h/\"\nsecret = \"\"\n");
+        let e = load(Some(&f.0), no_env(), &Overrides::default()).unwrap_err();
+        assert_eq!(e.key, "webhooks[0].secret");
+
+        let f = write("[[webhooks]]\nurl = \"http://h/\"\nsecrte = \"x\"\n");
+        let e = load(Some(&f.0), no_env(), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("secrte"), "{e}");
+
+        let f = write("[webhook_settings]\nretry_initial = \"2s\"\nretry_max = \"1s\"\n");
+        let e = load(Some(&f.0), no_env(), &Overrides::default()).unwrap_err();
+        assert_eq!(e.key, "webhook_settings.retry_max");
+
+        let f = write("[on_publish]\nurl = \"rtmp://h/\"\n");
+        let e = load(Some(&f.0), no_env(), &Overrides::default()).unwrap_err();
+        assert_eq!(e.key, "on_publish.url");
+
+        let f = write(
+            "[[webhooks]]\nurl = \"https://hooks.example.com/x\"\nsecret = \"s\"\nevents = [\"read_stop\"]\n[webhook_settings]\nbreaker_cooldown = \"50ms\"\n[on_publish]\nurl = \"http://127.0.0.1:9/auth\"\ndefault = \"deny\"\n",
+        );
+        let env = vec![(
+            "MEDIARELAY_WEBHOOK_SETTINGS_QUEUE_SIZE".to_string(),
+            "16".to_string(),
+        )];
+        let c = load(Some(&f.0), env, &Overrides::default()).unwrap();
+        let env = vec![(
+            "MEDIARELAY_WEBHOOKS".to_string(),
+            "[{ url = \"http://10.0.0.1/a\", events = [\"nope\"] }]".to_string(),
+        )];
+        let e = load(None, env, &Overrides::default()).unwrap_err();
+        assert_eq!(e.origin, "environment variable MEDIARELAY_WEBHOOKS");
+        assert_eq!(e.key, "webhooks[0].events[0]");
+        assert_eq!(c.webhooks.len(), 1);
+        assert_eq!(c.webhooks[0].events, ["read_stop"]);
+        assert_eq!(c.webhook_settings.queue_size, 16);
+        assert_eq!(
+            c.webhook_settings.breaker_cooldown,
+            Duration::from_millis(50)
+        );
+        assert_eq!(c.on_publish.default, super::super::OnPublishDefault::Deny);
+    }
 }
 
 #[cfg(test)]
@@ -429,7 +557,9 @@ mod example_file {
             assert!(
                 text.lines().any(|l| {
                     let l = l.trim_start_matches(['#', ' ']);
-                    l.starts_with(&format!("{leaf} =")) || l.starts_with(&format!("[{leaf}"))
+                    l.starts_with(&format!("{leaf} ="))
+                        || l.starts_with(&format!("[{leaf}"))
+                        || l.starts_with(&format!("[[{leaf}]]"))
                 }),
                 "config/mediarelay.toml does not document {key}"
             );

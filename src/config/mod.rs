@@ -4,6 +4,7 @@
 pub mod live;
 mod load;
 mod path_name;
+mod webhook;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use load::{ConfigError, ENV_PREFIX, Overrides, load};
 pub use path_name::{PathNameError, glob_match, validate_path_name, validate_rule_name};
+pub use webhook::{OnPublishConfig, OnPublishDefault, WebhookConfig, WebhookSettings};
 
 use crate::net::ListenAddr;
 
@@ -59,6 +61,13 @@ pub struct Config {
     /// Path rules: an exact path name, or a pattern where `*` matches within
     /// one path segment and `**` matches across segments.
     pub paths: BTreeMap<String, PathRule>,
+    /// Endpoints that get every event (or the kinds they name) as a signed
+    /// POST (`[[webhooks]]`).
+    pub webhooks: Vec<WebhookConfig>,
+    /// Delivery tunables shared by every webhook.
+    pub webhook_settings: WebhookSettings,
+    /// A synchronous hook asked before a publisher is accepted.
+    pub on_publish: OnPublishConfig,
 }
 
 impl Default for Config {
@@ -79,6 +88,9 @@ impl Default for Config {
             hls: HlsConfig::default(),
             path_defaults: PathRule::default(),
             paths: BTreeMap::new(),
+            webhooks: Vec::new(),
+            webhook_settings: WebhookSettings::default(),
+            on_publish: OnPublishConfig::default(),
         }
     }
 }

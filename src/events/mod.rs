@@ -18,6 +18,9 @@ use tokio::sync::broadcast;
 
 use crate::hub::{Protocol, Role, Session};
 
+pub mod sse;
+pub mod webhook;
+
 /// Events kept for resumption (`Last-Event-ID`) and the broadcast capacity.
 pub const RING_CAPACITY: usize = 1024;
 
