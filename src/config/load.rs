@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use toml::{Table, Value};
 
-use super::{Config, PathRule, validate_rule_name};
+use super::{
+    ANY_USER, AuthConfig, Config, HookConfig, JwtConfig, PassKind, PathRule, Secret, UserConfig,
+    validate_rule_name,
+};
 
 /// Prefix of environment variables that override settings.
 pub const ENV_PREFIX: &str = "MEDIARELAY_";
@@ -120,8 +123,25 @@ fn known_keys() -> Vec<String> {
     };
     let defaults = Config {
         path_defaults: full_rule,
+        auth: AuthConfig {
+            jwt: Some(JwtConfig {
+                secret: Some(Secret::default()),
+                jwks_file: Some(Default::default()),
+            }),
+            hook: Some(HookConfig::default()),
+        },
         ..Config::default()
     };
+    /// Keys of nested tables: `hls.part_duration`, `auth.jwt.secret`.
+    fn nested(prefix: &str, t: &Table, keys: &mut Vec<String>) {
+        for (k, v) in t {
+            let key = format!("{prefix}.{k}");
+            if let Value::Table(inner) = v {
+                nested(&key, inner, keys);
+            }
+            keys.push(key);
+        }
+    }
     if let Ok(Value::Table(t)) = Value::try_from(&defaults) {
         for (k, v) in t {
             // A table as a whole takes a TOML inline table
@@ -129,7 +149,7 @@ fn known_keys() -> Vec<String> {
             if let Value::Table(inner) = &v
                 && k != "paths"
             {
-                keys.extend(inner.keys().map(|ik| format!("{k}.{ik}")));
+                nested(&k, inner, &mut keys);
             }
             keys.push(k);
         }
@@ -241,6 +261,119 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
             return err(&key, e.to_string());
         }
         validate_rule(rule, &key)?;
+    }
+    validate_users(&c.users)?;
+    validate_auth(&c.auth)?;
+    Ok(())
+}
+
+/// `[[users]]`: names, passwords (argon2 PHC or `plain:`), permissions.
+fn validate_users(users: &[UserConfig]) -> Result<(), (String, String)> {
+    for (i, u) in users.iter().enumerate() {
+        let key = format!("users[{i}]");
+        if u.user.is_empty() {
+            return Err((format!("{key}.user"), "must not be empty".into()));
+        }
+        // RFC 7617 §2: the user-id of Basic authentication cannot contain ':'.
+        if u.user.contains(':') || u.user.chars().any(char::is_control) {
+            return Err((
+                format!("{key}.user"),
+                "must not contain ':' or control characters".into(),
+            ));
+        }
+        if let Some(j) = users[..i].iter().position(|o| o.user == u.user) {
+            return Err((
+                format!("{key}.user"),
+                format!("{:?} is already users[{j}]", u.user),
+            ));
+        }
+        match (&u.pass, u.user == ANY_USER) {
+            (Some(_), true) => {
+                return Err((
+                    format!("{key}.pass"),
+                    format!("user {ANY_USER:?} is everyone and takes no password"),
+                ));
+            }
+            (None, false) => {
+                return Err((
+                    format!("{key}.pass"),
+                    format!("missing; every user but {ANY_USER:?} needs one"),
+                ));
+            }
+            (Some(pass), false) => {
+                PassKind::parse(pass.expose()).map_err(|reason| (format!("{key}.pass"), reason))?;
+            }
+            (None, true) => {}
+        }
+        for (j, p) in u.permissions.iter().enumerate() {
+            let key = format!("{key}.permissions[{j}].path");
+            match p.path.as_deref() {
+                None | Some("") => {}
+                Some(path) if p.action.has_path() => {
+                    if let Err(e) = validate_rule_name(path) {
+                        return Err((key, e.to_string()));
+                    }
+                }
+                Some(_) => {
+                    return Err((
+                        key,
+                        format!(
+                            "{} permissions are not scoped to paths; leave path out",
+                            p.action
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `[auth.jwt]` and `[auth.hook]`.
+fn validate_auth(auth: &AuthConfig) -> Result<(), (String, String)> {
+    if let Some(jwt) = &auth.jwt {
+        if jwt.secret.is_none() && jwt.jwks_file.is_none() {
+            return Err((
+                "auth.jwt".into(),
+                "set secret (HS256) or jwks_file (RS256/ES256), or leave [auth.jwt] out".into(),
+            ));
+        }
+        if let Some(secret) = &jwt.secret
+            && secret.expose().len() < crate::auth::MIN_HS256_SECRET_BYTES
+        {
+            return Err((
+                "auth.jwt.secret".into(),
+                format!(
+                    "must be at least {} bytes (RFC 7518 §3.2: a key as long as the hash)",
+                    crate::auth::MIN_HS256_SECRET_BYTES
+                ),
+            ));
+        }
+        if let Some(path) = &jwt.jwks_file {
+            crate::auth::read_jwks_file(path)
+                .map_err(|reason| ("auth.jwt.jwks_file".to_string(), reason))?;
+        }
+    }
+    if let Some(hook) = &auth.hook {
+        match url::Url::parse(&hook.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+            Ok(_) => {
+                return Err((
+                    "auth.hook.url".into(),
+                    "must be an http:// or https:// URL with a host".into(),
+                ));
+            }
+            Err(e) => return Err(("auth.hook.url".into(), format!("not a URL: {e}"))),
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&hook.timeout) {
+            return Err((
+                "auth.hook.timeout".into(),
+                "must be between 100ms and 60s".into(),
+            ));
+        }
+        if hook.cache > Duration::from_secs(3600) {
+            return Err(("auth.hook.cache".into(), "must be at most 1h".into()));
+        }
     }
     Ok(())
 }
@@ -426,7 +559,10 @@ mod example_file {
             assert!(
                 text.lines().any(|l| {
                     let l = l.trim_start_matches(['#', ' ']);
-                    l.starts_with(&format!("{leaf} =")) || l.starts_with(&format!("[{leaf}"))
+                    l.starts_with(&format!("{leaf} ="))
+                        || l.starts_with(&format!("[{leaf}"))
+                        || l.starts_with(&format!("[[{leaf}]]"))
+                        || l.starts_with(&format!("[{key}]"))
                 }),
                 "config/mediarelay.toml does not document {key}"
             );

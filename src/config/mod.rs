@@ -1,6 +1,7 @@
 //! Configuration: types, embedded defaults, file + environment + flag layering,
 //! and validation with errors that name the file, the key and the reason.
 
+mod auth;
 mod load;
 mod path_name;
 
@@ -9,6 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use auth::{
+    ANY_USER, Action, AuthConfig, HookConfig, JwtConfig, PASS_FORM_ERROR, PassKind, Permission,
+    REDACTED, Secret, UserConfig,
+};
 pub use load::{ConfigError, Overrides, load};
 pub use path_name::{PathNameError, glob_match, validate_path_name, validate_rule_name};
 
@@ -58,6 +63,11 @@ pub struct Config {
     /// Path rules: an exact path name, or a pattern where `*` matches within
     /// one path segment and `**` matches across segments.
     pub paths: BTreeMap<String, PathRule>,
+    /// Users and what they may do (`[[users]]`). None at all (and no
+    /// `[auth.jwt]`, no `[auth.hook]`): everyone may do everything.
+    pub users: Vec<UserConfig>,
+    /// JWT and the external auth hook.
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -78,6 +88,8 @@ impl Default for Config {
             hls: HlsConfig::default(),
             path_defaults: PathRule::default(),
             paths: BTreeMap::new(),
+            users: Vec::new(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -324,6 +336,29 @@ impl Config {
             source_user: rule.source_user,
             source_pass: rule.source_pass,
         }
+    }
+
+    /// The configuration as TOML *with* its secrets (`users[].pass`,
+    /// `auth.jwt.secret`), which `Serialize` writes as `"<redacted>"`: for
+    /// tests and tools that write a config another process loads. Never
+    /// answer a request with this.
+    pub fn to_toml_with_secrets(&self) -> Result<String, toml::ser::Error> {
+        use toml::Value;
+        let mut value = Value::try_from(self)?;
+        if let Some(Value::Array(users)) = value.get_mut("users") {
+            for (entry, user) in users.iter_mut().zip(&self.users) {
+                if let (Value::Table(t), Some(pass)) = (entry, &user.pass) {
+                    t.insert("pass".into(), Value::String(pass.expose().into()));
+                }
+            }
+        }
+        if let (Some(Value::Table(jwt)), Some(secret)) = (
+            value.get_mut("auth").and_then(|a| a.get_mut("jwt")),
+            self.auth.jwt.as_ref().and_then(|j| j.secret.as_ref()),
+        ) {
+            jwt.insert("secret".into(), Value::String(secret.expose().into()));
+        }
+        toml::to_string(&value)
     }
 
     /// Paths whose source is pulled all the time (`on_demand = false`).
