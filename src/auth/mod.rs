@@ -311,3 +311,6 @@ impl Local {
 fn wrong() -> AuthError {
     AuthError::Unauthenticated("wrong user or password".into())
 }
+
+#[cfg(test)]
+mod tests;

@@ -216,10 +216,21 @@ impl<'a> PassKind<'a> {
             return Ok(PassKind::Plain(secret));
         }
         if pass.starts_with("$argon2") {
-            return match argon2::PasswordHash::new(pass) {
-                Ok(_) => Ok(PassKind::Argon2(pass)),
-                Err(e) => Err(format!("not a valid argon2 PHC string: {e}")),
-            };
+            let hash = argon2::PasswordHash::new(pass)
+                .map_err(|e| format!("not a valid argon2 PHC string: {e}"))?;
+            if let Err(e) = argon2::Algorithm::new(hash.algorithm.as_str()) {
+                return Err(format!("not an argon2 algorithm: {e}"));
+            }
+            if let Err(e) = argon2::Params::try_from(&hash) {
+                return Err(format!("bad argon2 parameters: {e}"));
+            }
+            if hash.salt.is_none() || hash.hash.is_none() {
+                return Err(
+                    "an argon2 PHC string has parameters, a salt and a hash: \"$argon2id$v=19$m=…,t=…,p=…$SALT$HASH\""
+                        .into(),
+                );
+            }
+            return Ok(PassKind::Argon2(pass));
         }
         Err(PASS_FORM_ERROR.into())
     }
@@ -249,11 +260,15 @@ mod tests {
         assert_eq!(PassKind::parse("plain:x"), Ok(PassKind::Plain("x")));
         assert!(PassKind::parse("plain:").is_err());
         assert_eq!(PassKind::parse("secret"), Err(PASS_FORM_ERROR.into()));
-        assert!(
-            PassKind::parse("$argon2id$garbage")
-                .unwrap_err()
-                .contains("argon2")
-        );
+        for bad in [
+            "$argon2id$garbage",
+            "$argon2id$v=19$m=8,t=1,p=1",
+            "$argon2x$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$PE2ecYUJaPR+mm1q6C0yIXUpz3/6Wk2GmXjFl+zEuO4",
+            "$argon2id$v=19$m=1,t=1,p=1$c2FsdHNhbHQ$PE2ecYUJaPR+mm1q6C0yIXUpz3/6Wk2GmXjFl+zEuO4",
+        ] {
+            let e = PassKind::parse(bad).unwrap_err();
+            assert!(e.contains("argon2"), "{bad}: {e}");
+        }
         let ok =
             "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$PE2ecYUJaPR+mm1q6C0yIXUpz3/6Wk2GmXjFl+zEuO4";
         assert_eq!(PassKind::parse(ok), Ok(PassKind::Argon2(ok)));
