@@ -123,7 +123,7 @@ pub struct Authenticator {
 enum Mode {
     Open,
     Hook(Hook),
-    Local(Local),
+    Local(Box<Local>),
 }
 
 struct Local {
@@ -205,12 +205,12 @@ impl Authenticator {
                 Some(j) => Some(JwtVerifier::new(j, jwks_recheck)?),
                 None => None,
             };
-            Mode::Local(Local {
+            Mode::Local(Box::new(Local {
                 users: stored,
                 any,
                 passwords,
                 jwt,
-            })
+            }))
         };
         Ok(Authenticator {
             inner: Arc::new(mode),

@@ -122,7 +122,10 @@ async fn users_argon2_plain_globs_and_any() {
     let e = ask(&a, Action::Publish, "live/cam1", &wrong)
         .await
         .unwrap_err();
-    assert_eq!(e, AuthError::Unauthenticated("wrong user or password".into()));
+    assert_eq!(
+        e,
+        AuthError::Unauthenticated("wrong user or password".into())
+    );
     assert_eq!(e.status(), http::StatusCode::UNAUTHORIZED);
     // Wrong credentials are refused even where `any` would allow.
     assert!(ask(&a, Action::Read, "live/cam1", &wrong).await.is_err());
@@ -136,9 +139,14 @@ async fn users_argon2_plain_globs_and_any() {
     assert!(ask(&a, Action::Api, "", &ops).await.is_ok());
     assert!(ask(&a, Action::Metrics, "", &ops).await.is_ok());
     assert!(
-        ask(&a, Action::Api, "", &creds(Some("ops"), Some("plain:opsecret"), None))
-            .await
-            .is_err(),
+        ask(
+            &a,
+            Action::Api,
+            "",
+            &creds(Some("ops"), Some("plain:opsecret"), None)
+        )
+        .await
+        .is_err(),
         "the `plain:` prefix is not part of the password"
     );
 
@@ -212,7 +220,11 @@ fn bearer(token: &str) -> Credentials {
 
 #[tokio::test]
 async fn jwt_hs256() {
-    let users = [user("any", None, vec![perm(Action::Read, Some("public/*"))])];
+    let users = [user(
+        "any",
+        None,
+        vec![perm(Action::Read, Some("public/*"))],
+    )];
     let a = Authenticator::new(&jwt_config(Some(SECRET), None), &users).unwrap();
     let claims = json!({
         "sub": "cam-operator",
@@ -291,7 +303,11 @@ async fn jwt_hs256() {
 
     // Claims without the permissions claim grant nothing but `any`'s.
     let bare = hs256(SECRET, json!({"exp": now() + 60}));
-    assert!(ask(&a, Action::Read, "public/x", &bearer(&bare)).await.is_ok());
+    assert!(
+        ask(&a, Action::Read, "public/x", &bearer(&bare))
+            .await
+            .is_ok()
+    );
     assert!(matches!(
         ask(&a, Action::Read, "live/x", &bearer(&bare)).await,
         Err(AuthError::Forbidden(_))
@@ -418,7 +434,11 @@ async fn jwt_rs256_and_es256_from_jwks() {
         keys.rs256(None, claims.clone()),
         keys.es256("ec-1", claims.clone()),
     ] {
-        assert!(ask(&a, Action::Read, "live/a/b", &bearer(&token)).await.is_ok());
+        assert!(
+            ask(&a, Action::Read, "live/a/b", &bearer(&token))
+                .await
+                .is_ok()
+        );
         assert!(matches!(
             ask(&a, Action::Publish, "live/a", &bearer(&token)).await,
             Err(AuthError::Forbidden(_))
@@ -431,7 +451,11 @@ async fn jwt_rs256_and_es256_from_jwks() {
     }
     // An ES256 token claiming the RSA key's kid finds no ES256 key.
     let mixed = keys.es256("rsa-1", claims.clone());
-    assert!(ask(&a, Action::Read, "live/x", &bearer(&mixed)).await.is_err());
+    assert!(
+        ask(&a, Action::Read, "live/x", &bearer(&mixed))
+            .await
+            .is_err()
+    );
     // A key that is not in the file.
     let other = Keys::new();
     let forged = other.es256("ec-1", claims.clone());
@@ -442,7 +466,11 @@ async fn jwt_rs256_and_es256_from_jwks() {
     let mut expired = claims.clone();
     expired["exp"] = json!(now() - 3600);
     let token = keys.es256("ec-1", expired);
-    assert!(ask(&a, Action::Read, "live/x", &bearer(&token)).await.is_err());
+    assert!(
+        ask(&a, Action::Read, "live/x", &bearer(&token))
+            .await
+            .is_err()
+    );
     // HS256 is not accepted without a secret (no key confusion with RSA keys).
     let hs = hs256(SECRET, claims);
     match ask(&a, Action::Read, "live/x", &bearer(&hs)).await {
@@ -455,26 +483,38 @@ async fn jwt_rs256_and_es256_from_jwks() {
 async fn jwks_file_is_reread_when_it_changes() {
     let keys = Keys::new();
     let path = keys.write_jwks(vec![keys.ec_jwk("old")]);
-    let a = Authenticator::build(
-        &jwt_config(None, Some(path.clone())),
-        &[],
-        Duration::ZERO,
-    )
-    .unwrap();
+    let a =
+        Authenticator::build(&jwt_config(None, Some(path.clone())), &[], Duration::ZERO).unwrap();
     let token = keys.es256("new", reader_claims());
-    assert!(ask(&a, Action::Read, "live/x", &bearer(&token)).await.is_err());
+    assert!(
+        ask(&a, Action::Read, "live/x", &bearer(&token))
+            .await
+            .is_err()
+    );
     // Rotate: the same key under a new kid (and a different file length).
     keys.write_jwks(vec![keys.ec_jwk("new"), keys.rsa_jwk("rsa")]);
-    assert!(ask(&a, Action::Read, "live/x", &bearer(&token)).await.is_ok());
+    assert!(
+        ask(&a, Action::Read, "live/x", &bearer(&token))
+            .await
+            .is_ok()
+    );
     // A broken file keeps the keys it had.
     std::fs::write(&path, "{ not json").unwrap();
-    assert!(ask(&a, Action::Read, "live/x", &bearer(&token)).await.is_ok());
+    assert!(
+        ask(&a, Action::Read, "live/x", &bearer(&token))
+            .await
+            .is_ok()
+    );
 
     // With the default recheck interval, a change is not seen at once.
     let path = keys.write_jwks(vec![keys.ec_jwk("old")]);
     let a = Authenticator::new(&jwt_config(None, Some(path)), &[]).unwrap();
     keys.write_jwks(vec![keys.ec_jwk("new")]);
-    assert!(ask(&a, Action::Read, "live/x", &bearer(&token)).await.is_err());
+    assert!(
+        ask(&a, Action::Read, "live/x", &bearer(&token))
+            .await
+            .is_err()
+    );
 }
 
 #[test]
@@ -558,8 +598,11 @@ fn hook_config(url: &str, cache: Duration) -> AuthConfig {
 async fn hook_decides_alone_and_caches() {
     let server = hook_server().await;
     // Users are configured too, but the hook alone decides.
-    let a = Authenticator::new(&hook_config(&server.url, Duration::from_secs(10)), &studio())
-        .unwrap();
+    let a = Authenticator::new(
+        &hook_config(&server.url, Duration::from_secs(10)),
+        &studio(),
+    )
+    .unwrap();
     assert!(!a.is_open());
     let c = creds(Some("cam"), Some("pw"), Some("tok"));
     let req = AuthRequest {
@@ -654,7 +697,11 @@ async fn hook_without_cache_and_hook_down() {
     for _ in 0..3 {
         assert!(a.authorize(&req).await.is_ok());
     }
-    assert_eq!(server.calls.load(Ordering::SeqCst), 3, "cache = 0s: every time");
+    assert_eq!(
+        server.calls.load(Ordering::SeqCst),
+        3,
+        "cache = 0s: every time"
+    );
 
     // Nothing listens there: refused as unavailable.
     let port = {

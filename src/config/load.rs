@@ -543,6 +543,161 @@ mod tests {
 }
 
 #[cfg(test)]
+mod auth_keys {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let path = std::env::temp_dir().join(format!(
+            "mediarelay-auth-cfg-{}-{:x}.toml",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::write(&path, text).unwrap();
+        let r = load(Some(&path), Vec::new(), &Overrides::default());
+        let _ = std::fs::remove_file(&path);
+        r
+    }
+
+    fn refused(text: &str, key: &str, reason: &str) {
+        let e = load_text(text).unwrap_err();
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.reason.contains(reason), "{e}");
+    }
+
+    const ARGON: &str =
+        "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$PE2ecYUJaPR+mm1q6C0yIXUpz3/6Wk2GmXjFl+zEuO4";
+
+    #[test]
+    fn users_load() {
+        let c = load_text(&format!(
+            "[[users]]\nuser = \"obs\"\npass = \"{ARGON}\"\npermissions = [{{ action = \"publish\", path = \"live/*\" }}, {{ action = \"read\" }}]\n\n[[users]]\nuser = \"any\"\npermissions = [{{ action = \"read\" }}]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.users.len(), 2);
+        assert_eq!(c.users[0].permissions[0].path.as_deref(), Some("live/*"));
+        assert_eq!(c.users[0].pass.as_ref().unwrap().expose(), ARGON);
+        assert!(c.users[1].pass.is_none());
+    }
+
+    #[test]
+    fn bad_users_are_refused_naming_the_key() {
+        refused(
+            "[[users]]\nuser = \"obs\"\npass = \"hunter2\"\n",
+            "users[0].pass",
+            "a plaintext password must be written \"plain:…\"; store an argon2 hash (\"$argon2id$…\")",
+        );
+        refused(
+            "[[users]]\nuser = \"a\"\npass = \"plain:x\"\n[[users]]\nuser = \"b\"\npass = \"plain:x\"\npermissions = [{ action = \"view\" }]\n",
+            "users[1].permissions[0].action",
+            "unknown action \"view\"; expected publish, read, api or metrics",
+        );
+        refused("[[users]]\nuser = \"obs\"\n", "users[0].pass", "missing");
+        refused(
+            "[[users]]\nuser = \"any\"\npass = \"plain:x\"\n",
+            "users[0].pass",
+            "takes no password",
+        );
+        refused(
+            "[[users]]\nuser = \"a\"\npass = \"plain:x\"\n[[users]]\nuser = \"a\"\npass = \"plain:y\"\n",
+            "users[1].user",
+            "already users[0]",
+        );
+        refused(
+            "[[users]]\nuser = \"a:b\"\npass = \"plain:x\"\n",
+            "users[0].user",
+            "':'",
+        );
+        refused(
+            "[[users]]\nuser = \"a\"\npass = \"plain:x\"\npermissions = [{ action = \"api\", path = \"live/*\" }]\n",
+            "users[0].permissions[0].path",
+            "not scoped to paths",
+        );
+        refused(
+            "[[users]]\nuser = \"a\"\npass = \"plain:x\"\npermissions = [{ action = \"read\", path = \"/live/*\" }]\n",
+            "users[0].permissions[0].path",
+            "empty segment",
+        );
+        refused(
+            "[[users]]\nuser = \"a\"\npass = \"$argon2id$nonsense\"\n",
+            "users[0].pass",
+            "argon2",
+        );
+    }
+
+    #[test]
+    fn bad_auth_tables_are_refused_naming_the_key() {
+        refused("[auth.jwt]\n", "auth.jwt", "secret");
+        refused(
+            "[auth.jwt]\nsecret = \"short\"\n",
+            "auth.jwt.secret",
+            "at least 32 bytes",
+        );
+        refused(
+            "[auth.jwt]\njwks_file = \"/nonexistent/jwks.json\"\n",
+            "auth.jwt.jwks_file",
+            "cannot read /nonexistent/jwks.json",
+        );
+        refused("[auth.hook]\nurl = \"ftp://x/\"\n", "auth.hook.url", "http");
+        refused(
+            "[auth.hook]\nurl = \"nope\"\n",
+            "auth.hook.url",
+            "not a URL",
+        );
+        refused(
+            "[auth.hook]\nurl = \"http://127.0.0.1:9000/auth\"\ntimeout = \"0s\"\n",
+            "auth.hook.timeout",
+            "between",
+        );
+        refused("[auth]\nldap = true\n", "auth.ldap", "unknown field");
+        let c = load_text("[auth.hook]\nurl = \"http://127.0.0.1:9000/auth\"\n").unwrap();
+        let hook = c.auth.hook.unwrap();
+        assert_eq!(hook.timeout, Duration::from_secs(2));
+        assert_eq!(hook.cache, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn secrets_from_the_environment() {
+        let secret = "x".repeat(40);
+        let env = vec![("MEDIARELAY_AUTH_JWT_SECRET".to_string(), secret.clone())];
+        let c = load(None, env, &Overrides::default()).unwrap();
+        let jwt = c.auth.jwt.unwrap();
+        assert_eq!(jwt.secret.unwrap().expose(), secret);
+        let env = vec![(
+            "MEDIARELAY_USERS".to_string(),
+            "[{ user = \"any\", permissions = [{ action = \"read\" }] }]".to_string(),
+        )];
+        let c = load(None, env, &Overrides::default()).unwrap();
+        assert_eq!(c.users[0].user, "any");
+    }
+
+    #[test]
+    fn serialized_config_is_redacted_unless_asked() {
+        let secret = "s".repeat(40);
+        let c = load_text(&format!(
+            "[[users]]\nuser = \"obs\"\npass = \"plain:hunter2\"\n[auth.jwt]\nsecret = \"{secret}\"\n"
+        ))
+        .unwrap();
+        let shown = serde_json::to_string(&c).unwrap();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains(&secret),
+            "{shown}"
+        );
+        assert!(shown.contains(crate::config::REDACTED));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains(&secret));
+
+        // Redacted TOML does not load back (the placeholder is no password)…
+        let redacted = toml::to_string(&c).unwrap();
+        assert!(load_text(&redacted).is_err());
+        // …the unredacted form does, to the same config.
+        let full = c.to_toml_with_secrets().unwrap();
+        let back = load_text(&full).unwrap();
+        assert_eq!(back.users, c.users);
+        assert_eq!(back.auth, c.auth);
+    }
+}
+
+#[cfg(test)]
 mod example_file {
     use super::*;
 
