@@ -6,7 +6,10 @@
 //! - **Open**: no users, no `[auth.jwt]`, no `[auth.hook]`: everything is
 //!   allowed (the API stays on loopback by its listen address).
 //! - **Hook**: with `[auth.hook]` the hook alone decides (`hook`); users and
-//!   JWT are not consulted.
+//!   JWT are not consulted. A 401 from the hook, or any refusal of a
+//!   request without credentials, is `Unauthenticated`; other refusals are
+//!   `Forbidden`; no answer is `Unavailable`. The identity is the user the
+//!   request named (the hook vouched for it).
 //! - **Local** otherwise, in this order:
 //!   1. A token came (`Authorization: Bearer`, `?token=`, `?jwt=`) and
 //!      `[auth.jwt]` is set: it is verified (`jwt`). An invalid, expired or
@@ -68,8 +71,8 @@ pub struct AuthRequest<'a> {
     pub protocol: &'a str,
     pub credentials: &'a Credentials,
     pub ip: Option<IpAddr>,
-    /// The request's query string (for the hook), without credentials
-    /// removed: the hook sees what the client sent.
+    /// The request's query string as the client sent it (credentials
+    /// included), for the hook.
     pub query: &'a str,
     pub session_id: Option<u64>,
 }
