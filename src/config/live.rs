@@ -6,9 +6,13 @@ use serde_json::{Map, Value};
 
 use super::{Config, PathRule, load::validate};
 
-/// What the API shows instead of a secret. Sent back unchanged (a client
-/// that GETs, edits and PUTs), it stands for the value already there.
-pub const REDACTED: &str = "***";
+/// What the API shows instead of a secret (a password, a webhook secret).
+/// Sent back unchanged (a client that GETs, edits and PUTs), it stands for
+/// the value already there.
+pub use super::REDACTED;
+/// What the API shows instead of the password in a URL (`rtsp://user:***@…`;
+/// `<redacted>` would be percent-encoded there).
+pub const URL_REDACTED: &str = "***";
 
 /// Top-level keys that only take effect at start (listeners, logging): a
 /// change through the API is refused; a reloaded file that changes them is
@@ -79,7 +83,7 @@ pub fn redact(v: &mut Value) {
 pub fn redact_url_password(text: &str) -> String {
     match url::Url::parse(text) {
         Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some(REDACTED));
+            let _ = u.set_password(Some(URL_REDACTED));
             u.to_string()
         }
         _ => text.to_string(),
@@ -116,13 +120,13 @@ pub fn restore_redacted(new: &mut Value, current: &Value) {
     }
 }
 
-/// A URL whose password is [`REDACTED`] gets the password of `old` when
+/// A URL whose password is [`URL_REDACTED`] gets the password of `old` when
 /// both name the same user, host and port.
 fn restore_url_password(new: &str, old: &str) -> String {
     let (Ok(mut n), Ok(o)) = (url::Url::parse(new), url::Url::parse(old)) else {
         return new.to_string();
     };
-    if n.password() != Some(REDACTED)
+    if n.password() != Some(URL_REDACTED)
         || n.username() != o.username()
         || n.host_str() != o.host_str()
         || n.port_or_known_default() != o.port_or_known_default()
@@ -194,7 +198,7 @@ pub fn patch_global(current: &Config, patch: &Value) -> Result<Config, ChangeErr
             "path rules are changed with PUT, PATCH or DELETE on /v1/config/paths/{name}",
         ));
     }
-    let before = serde_json::to_value(current).unwrap_or(Value::Null);
+    let before = current.to_json_with_secrets();
     let mut next = before.clone();
     merge_patch(&mut next, patch);
     restore_redacted(&mut next, &before);
@@ -247,8 +251,8 @@ pub fn put_rule(
     let rule = rule_from_json(name, rule)?;
     let mut next = current.clone();
     next.paths.insert(name.to_string(), rule);
-    let next = serde_json::to_value(&next).map_err(|e| ChangeError::new("", e.to_string()))?;
-    config_from_json(next)
+    validate(&next).map_err(|(key, reason)| ChangeError::new(key, reason))?;
+    Ok(next)
 }
 
 /// `DELETE /v1/config/paths/{name}`.
@@ -277,10 +281,8 @@ pub struct ConfigDiff {
 
 impl ConfigDiff {
     pub fn between(old: &Config, new: &Config) -> ConfigDiff {
-        let (o, n) = (
-            serde_json::to_value(old).unwrap_or(Value::Null),
-            serde_json::to_value(new).unwrap_or(Value::Null),
-        );
+        // With secrets, so that a changed password shows as a change.
+        let (o, n) = (old.to_json_with_secrets(), new.to_json_with_secrets());
         let mut diff = ConfigDiff::default();
         if let (Value::Object(o), Value::Object(n)) = (&o, &n) {
             let mut keys: Vec<&String> = o.keys().chain(n.keys()).collect();
@@ -406,6 +408,7 @@ mod tests {
             shown["paths"]["door"]["source"],
             "rtsp://admin:***@10.0.0.5:554/ch1"
         );
+        assert_eq!(shown["paths"]["door"]["source_pass"], REDACTED);
         // A client PUTs back what it got, changing one thing.
         let mut body = shown["paths"]["door"].clone();
         body["on_demand"] = json!(true);
@@ -424,6 +427,38 @@ mod tests {
             next.paths["door"].source.as_deref(),
             Some("rtsp://admin:***@10.0.0.6/ch1")
         );
+    }
+
+    #[test]
+    fn user_passwords_survive_a_change_and_never_show() {
+        let mut c = with_camera();
+        c.users.push(crate::config::UserConfig {
+            user: "obs".into(),
+            pass: Some(crate::config::Secret::new("plain:hunter3")),
+            permissions: vec![],
+        });
+        c.webhooks.push(crate::config::WebhookConfig {
+            url: "http://127.0.0.1:9/hook".into(),
+            secret: Some("whsecret".into()),
+            ..Default::default()
+        });
+        let shown = redacted_json(&c).to_string();
+        assert!(
+            !shown.contains("hunter3") && !shown.contains("whsecret"),
+            "{shown}"
+        );
+        let next = patch_global(&c, &json!({"hls": {"segment_count": 9}})).unwrap();
+        assert_eq!(next.users, c.users);
+        assert_eq!(next.webhooks, c.webhooks);
+        // Sending the shown users back keeps their passwords.
+        let shown = redacted_json(&c);
+        let next = patch_global(&c, &json!({"users": shown["users"]})).unwrap();
+        assert_eq!(next.users, c.users);
+        let next = put_rule(&c, "yard", &json!({}), false).unwrap();
+        assert_eq!(next.users, c.users);
+        let mut changed = c.clone();
+        changed.users[0].pass = Some(crate::config::Secret::new("plain:other"));
+        assert_eq!(ConfigDiff::between(&c, &changed).global, ["users"]);
     }
 
     #[test]

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use toml::{Table, Value};
 
-use super::{Config, PathRule, validate_rule_name};
+use super::{
+    ANY_USER, AuthConfig, Config, HookConfig, JwtConfig, PassKind, PathRule, Secret, UserConfig,
+    validate_rule_name,
+};
 
 /// Prefix of environment variables that override settings.
 pub const ENV_PREFIX: &str = "MEDIARELAY_";
@@ -123,8 +126,25 @@ fn known_keys() -> Vec<String> {
     };
     let defaults = Config {
         path_defaults: full_rule,
+        auth: AuthConfig {
+            jwt: Some(JwtConfig {
+                secret: Some(Secret::default()),
+                jwks_file: Some(Default::default()),
+            }),
+            hook: Some(HookConfig::default()),
+        },
         ..Config::default()
     };
+    /// Keys of nested tables: `hls.part_duration`, `auth.jwt.secret`.
+    fn nested(prefix: &str, t: &Table, keys: &mut Vec<String>) {
+        for (k, v) in t {
+            let key = format!("{prefix}.{k}");
+            if let Value::Table(inner) = v {
+                nested(&key, inner, keys);
+            }
+            keys.push(key);
+        }
+    }
     if let Ok(Value::Table(t)) = Value::try_from(&defaults) {
         for (k, v) in t {
             // A table as a whole takes a TOML inline table
@@ -132,7 +152,7 @@ fn known_keys() -> Vec<String> {
             if let Value::Table(inner) = &v
                 && k != "paths"
             {
-                keys.extend(inner.keys().map(|ik| format!("{k}.{ik}")));
+                nested(&k, inner, &mut keys);
             }
             keys.push(k);
         }
@@ -249,6 +269,8 @@ pub(crate) fn validate(c: &Config) -> Result<(), (String, String)> {
         validate_rule(rule, &key)?;
     }
     validate_webhooks(c)?;
+    validate_users(&c.users)?;
+    validate_auth(&c.auth)?;
     Ok(())
 }
 
@@ -312,6 +334,117 @@ fn validate_webhooks(c: &Config) -> Result<(), (String, String)> {
     }
     if p.timeout < min {
         return Err(("on_publish.timeout".into(), "must be at least 10ms".into()));
+    }
+    Ok(())
+}
+
+/// `[[users]]`: names, passwords (argon2 PHC or `plain:`), permissions.
+fn validate_users(users: &[UserConfig]) -> Result<(), (String, String)> {
+    for (i, u) in users.iter().enumerate() {
+        let key = format!("users[{i}]");
+        if u.user.is_empty() {
+            return Err((format!("{key}.user"), "must not be empty".into()));
+        }
+        // RFC 7617 §2: the user-id of Basic authentication cannot contain ':'.
+        if u.user.contains(':') || u.user.chars().any(char::is_control) {
+            return Err((
+                format!("{key}.user"),
+                "must not contain ':' or control characters".into(),
+            ));
+        }
+        if let Some(j) = users[..i].iter().position(|o| o.user == u.user) {
+            return Err((
+                format!("{key}.user"),
+                format!("{:?} is already users[{j}]", u.user),
+            ));
+        }
+        match (&u.pass, u.user == ANY_USER) {
+            (Some(_), true) => {
+                return Err((
+                    format!("{key}.pass"),
+                    format!("user {ANY_USER:?} is everyone and takes no password"),
+                ));
+            }
+            (None, false) => {
+                return Err((
+                    format!("{key}.pass"),
+                    format!("missing; every user but {ANY_USER:?} needs one"),
+                ));
+            }
+            (Some(pass), false) => {
+                PassKind::parse(pass.expose()).map_err(|reason| (format!("{key}.pass"), reason))?;
+            }
+            (None, true) => {}
+        }
+        for (j, p) in u.permissions.iter().enumerate() {
+            let key = format!("{key}.permissions[{j}].path");
+            match p.path.as_deref() {
+                None | Some("") => {}
+                Some(path) if p.action.has_path() => {
+                    if let Err(e) = validate_rule_name(path) {
+                        return Err((key, e.to_string()));
+                    }
+                }
+                Some(_) => {
+                    return Err((
+                        key,
+                        format!(
+                            "{} permissions are not scoped to paths; leave path out",
+                            p.action
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `[auth.jwt]` and `[auth.hook]`.
+fn validate_auth(auth: &AuthConfig) -> Result<(), (String, String)> {
+    if let Some(jwt) = &auth.jwt {
+        if jwt.secret.is_none() && jwt.jwks_file.is_none() {
+            return Err((
+                "auth.jwt".into(),
+                "set secret (HS256) or jwks_file (RS256/ES256), or leave [auth.jwt] out".into(),
+            ));
+        }
+        if let Some(secret) = &jwt.secret
+            && secret.expose().len() < crate::auth::MIN_HS256_SECRET_BYTES
+        {
+            return Err((
+                "auth.jwt.secret".into(),
+                format!(
+                    "must be at least {} bytes (RFC 7518 §3.2: a key as long as the hash)",
+                    crate::auth::MIN_HS256_SECRET_BYTES
+                ),
+            ));
+        }
+        if let Some(path) = &jwt.jwks_file {
+            crate::auth::read_jwks_file(path)
+                .map_err(|reason| ("auth.jwt.jwks_file".to_string(), reason))?;
+        }
+    }
+    if let Some(hook) = &auth.hook {
+        match url::Url::parse(&hook.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+            Ok(_) => {
+                return Err((
+                    "auth.hook.url".into(),
+                    "must be an http:// or https:// URL with a host".into(),
+                ));
+            }
+            Err(e) => return Err(("auth.hook.url".into(), format!("not a URL: {e}"))),
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&hook.timeout) {
+            return Err((
+                "auth.hook.timeout".into(),
+                "must be between 100ms and 60s".into(),
+            ));
+        }
+        if hook.cache > Duration::from_secs(3600) {
+            return Err(("auth.hook.cache".into(), "must be at most 1h".into()));
+        }
     }
     Ok(())
 }
@@ -541,6 +674,161 @@ mod tests {
 }
 
 #[cfg(test)]
+mod auth_keys {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let path = std::env::temp_dir().join(format!(
+            "mediarelay-auth-cfg-{}-{:x}.toml",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::write(&path, text).unwrap();
+        let r = load(Some(&path), Vec::new(), &Overrides::default());
+        let _ = std::fs::remove_file(&path);
+        r
+    }
+
+    fn refused(text: &str, key: &str, reason: &str) {
+        let e = load_text(text).unwrap_err();
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.reason.contains(reason), "{e}");
+    }
+
+    const ARGON: &str =
+        "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$PE2ecYUJaPR+mm1q6C0yIXUpz3/6Wk2GmXjFl+zEuO4";
+
+    #[test]
+    fn users_load() {
+        let c = load_text(&format!(
+            "[[users]]\nuser = \"obs\"\npass = \"{ARGON}\"\npermissions = [{{ action = \"publish\", path = \"live/*\" }}, {{ action = \"read\" }}]\n\n[[users]]\nuser = \"any\"\npermissions = [{{ action = \"read\" }}]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.users.len(), 2);
+        assert_eq!(c.users[0].permissions[0].path.as_deref(), Some("live/*"));
+        assert_eq!(c.users[0].pass.as_ref().unwrap().expose(), ARGON);
+        assert!(c.users[1].pass.is_none());
+    }
+
+    #[test]
+    fn bad_users_are_refused_naming_the_key() {
+        refused(
+            "[[users]]\nuser = \"obs\"\npass = \"hunter2\"\n",
+            "users[0].pass",
+            "a plaintext password must be written \"plain:…\"; store an argon2 hash (\"$argon2id$…\")",
+        );
+        refused(
+            "[[users]]\nuser = \"a\"\npass = \"plain:x\"\n[[users]]\nuser = \"b\"\npass = \"plain:x\"\npermissions = [{ action = \"view\" }]\n",
+            "users[1].permissions[0].action",
+            "unknown action \"view\"; expected publish, read, api or metrics",
+        );
+        refused("[[users]]\nuser = \"obs\"\n", "users[0].pass", "missing");
+        refused(
+            "[[users]]\nuser = \"any\"\npass = \"plain:x\"\n",
+            "users[0].pass",
+            "takes no password",
+        );
+        refused(
+            "[[users]]\nuser = \"a\"\npass = \"plain:x\"\n[[users]]\nuser = \"a\"\npass = \"plain:y\"\n",
+            "users[1].user",
+            "already users[0]",
+        );
+        refused(
+            "[[users]]\nuser = \"a:b\"\npass = \"plain:x\"\n",
+            "users[0].user",
+            "':'",
+        );
+        refused(
+            "[[users]]\nuser = \"a\"\npass = \"plain:x\"\npermissions = [{ action = \"api\", path = \"live/*\" }]\n",
+            "users[0].permissions[0].path",
+            "not scoped to paths",
+        );
+        refused(
+            "[[users]]\nuser = \"a\"\npass = \"plain:x\"\npermissions = [{ action = \"read\", path = \"/live/*\" }]\n",
+            "users[0].permissions[0].path",
+            "empty segment",
+        );
+        refused(
+            "[[users]]\nuser = \"a\"\npass = \"$argon2id$nonsense\"\n",
+            "users[0].pass",
+            "argon2",
+        );
+    }
+
+    #[test]
+    fn bad_auth_tables_are_refused_naming_the_key() {
+        refused("[auth.jwt]\n", "auth.jwt", "secret");
+        refused(
+            "[auth.jwt]\nsecret = \"short\"\n",
+            "auth.jwt.secret",
+            "at least 32 bytes",
+        );
+        refused(
+            "[auth.jwt]\njwks_file = \"/nonexistent/jwks.json\"\n",
+            "auth.jwt.jwks_file",
+            "cannot read /nonexistent/jwks.json",
+        );
+        refused("[auth.hook]\nurl = \"ftp://x/\"\n", "auth.hook.url", "http");
+        refused(
+            "[auth.hook]\nurl = \"nope\"\n",
+            "auth.hook.url",
+            "not a URL",
+        );
+        refused(
+            "[auth.hook]\nurl = \"http://127.0.0.1:9000/auth\"\ntimeout = \"0s\"\n",
+            "auth.hook.timeout",
+            "between",
+        );
+        refused("[auth]\nldap = true\n", "auth.ldap", "unknown field");
+        let c = load_text("[auth.hook]\nurl = \"http://127.0.0.1:9000/auth\"\n").unwrap();
+        let hook = c.auth.hook.unwrap();
+        assert_eq!(hook.timeout, Duration::from_secs(2));
+        assert_eq!(hook.cache, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn secrets_from_the_environment() {
+        let secret = "x".repeat(40);
+        let env = vec![("MEDIARELAY_AUTH_JWT_SECRET".to_string(), secret.clone())];
+        let c = load(None, env, &Overrides::default()).unwrap();
+        let jwt = c.auth.jwt.unwrap();
+        assert_eq!(jwt.secret.unwrap().expose(), secret);
+        let env = vec![(
+            "MEDIARELAY_USERS".to_string(),
+            "[{ user = \"any\", permissions = [{ action = \"read\" }] }]".to_string(),
+        )];
+        let c = load(None, env, &Overrides::default()).unwrap();
+        assert_eq!(c.users[0].user, "any");
+    }
+
+    #[test]
+    fn serialized_config_is_redacted_unless_asked() {
+        let secret = "s".repeat(40);
+        let c = load_text(&format!(
+            "[[users]]\nuser = \"obs\"\npass = \"plain:hunter2\"\n[auth.jwt]\nsecret = \"{secret}\"\n"
+        ))
+        .unwrap();
+        let shown = serde_json::to_string(&c).unwrap();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains(&secret),
+            "{shown}"
+        );
+        assert!(shown.contains(crate::config::REDACTED));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains(&secret));
+
+        // Redacted TOML does not load back (the placeholder is no password)…
+        let redacted = toml::to_string(&c).unwrap();
+        assert!(load_text(&redacted).is_err());
+        // …the unredacted form does, to the same config.
+        let full = c.to_toml_with_secrets().unwrap();
+        let back = load_text(&full).unwrap();
+        assert_eq!(back.users, c.users);
+        assert_eq!(back.auth, c.auth);
+    }
+}
+
+#[cfg(test)]
 mod example_file {
     use super::*;
 
@@ -560,6 +848,7 @@ mod example_file {
                     l.starts_with(&format!("{leaf} ="))
                         || l.starts_with(&format!("[{leaf}"))
                         || l.starts_with(&format!("[[{leaf}]]"))
+                        || l.starts_with(&format!("[{key}]"))
                 }),
                 "config/mediarelay.toml does not document {key}"
             );

@@ -1,6 +1,7 @@
 //! Configuration: types, embedded defaults, file + environment + flag layering,
 //! and validation with errors that name the file, the key and the reason.
 
+mod auth;
 pub mod live;
 mod load;
 mod path_name;
@@ -11,6 +12,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use auth::{
+    ANY_USER, Action, AuthConfig, HookConfig, JwtConfig, PASS_FORM_ERROR, PassKind, Permission,
+    REDACTED, Secret, UserConfig,
+};
 pub use load::{ConfigError, ENV_PREFIX, Overrides, load};
 pub use path_name::{PathNameError, glob_match, validate_path_name, validate_rule_name};
 pub use webhook::{OnPublishConfig, OnPublishDefault, WebhookConfig, WebhookSettings};
@@ -68,6 +73,11 @@ pub struct Config {
     pub webhook_settings: WebhookSettings,
     /// A synchronous hook asked before a publisher is accepted.
     pub on_publish: OnPublishConfig,
+    /// Users and what they may do (`[[users]]`). None at all (and no
+    /// `[auth.jwt]`, no `[auth.hook]`): everyone may do everything.
+    pub users: Vec<UserConfig>,
+    /// JWT and the external auth hook.
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -91,6 +101,8 @@ impl Default for Config {
             webhooks: Vec::new(),
             webhook_settings: WebhookSettings::default(),
             on_publish: OnPublishConfig::default(),
+            users: Vec::new(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -343,6 +355,50 @@ impl Config {
             source_user: rule.source_user,
             source_pass: rule.source_pass,
         }
+    }
+
+    /// The configuration as TOML *with* its secrets (`users[].pass`,
+    /// `auth.jwt.secret`), which `Serialize` writes as `"<redacted>"`: for
+    /// tests and tools that write a config another process loads. Never
+    /// answer a request with this.
+    pub fn to_toml_with_secrets(&self) -> Result<String, toml::ser::Error> {
+        use toml::Value;
+        let mut value = Value::try_from(self)?;
+        if let Some(Value::Array(users)) = value.get_mut("users") {
+            for (entry, user) in users.iter_mut().zip(&self.users) {
+                if let (Value::Table(t), Some(pass)) = (entry, &user.pass) {
+                    t.insert("pass".into(), Value::String(pass.expose().into()));
+                }
+            }
+        }
+        if let (Some(Value::Table(jwt)), Some(secret)) = (
+            value.get_mut("auth").and_then(|a| a.get_mut("jwt")),
+            self.auth.jwt.as_ref().and_then(|j| j.secret.as_ref()),
+        ) {
+            jwt.insert("secret".into(), Value::String(secret.expose().into()));
+        }
+        toml::to_string(&value)
+    }
+
+    /// The configuration as JSON with its [`Secret`]s written out, for
+    /// changing it live (a merge patch is applied to this, then read back).
+    /// Never answer a request with this: see [`live::redacted_json`].
+    pub fn to_json_with_secrets(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let Some(serde_json::Value::Array(users)) = value.get_mut("users") {
+            for (entry, user) in users.iter_mut().zip(&self.users) {
+                if let (serde_json::Value::Object(t), Some(pass)) = (entry, &user.pass) {
+                    t.insert("pass".into(), pass.expose().into());
+                }
+            }
+        }
+        if let (Some(serde_json::Value::Object(jwt)), Some(secret)) = (
+            value.get_mut("auth").and_then(|a| a.get_mut("jwt")),
+            self.auth.jwt.as_ref().and_then(|j| j.secret.as_ref()),
+        ) {
+            jwt.insert("secret".into(), secret.expose().into());
+        }
+        value
     }
 
     /// Paths whose source is pulled all the time (`on_demand = false`).
