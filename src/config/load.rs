@@ -117,6 +117,10 @@ fn known_keys() -> Vec<String> {
         rtsp_transport: Some(super::RtspTransport::Auto),
         source_user: Some(String::new()),
         source_pass: Some(String::new()),
+        publish_allow: Some(Vec::new()),
+        publish_deny: Some(Vec::new()),
+        read_allow: Some(Vec::new()),
+        read_deny: Some(Vec::new()),
     };
     let defaults = Config {
         path_defaults: full_rule,
@@ -234,6 +238,8 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
     if h.start_timeout < Duration::from_millis(100) {
         return err("hls.start_timeout", "must be at least 100ms".into());
     }
+    validate_tls(c)?;
+    validate_limits(&c.limits)?;
     validate_rule(&c.path_defaults, "path_defaults")?;
     for (name, rule) in &c.paths {
         let key = format!("paths.{name:?}");
@@ -241,6 +247,53 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
             return err(&key, e.to_string());
         }
         validate_rule(rule, &key)?;
+    }
+    Ok(())
+}
+
+fn validate_tls(c: &Config) -> Result<(), (String, String)> {
+    let t = &c.tls;
+    match (t.cert.is_empty(), t.key.is_empty()) {
+        (false, true) => return Err(("tls.key".into(), "must be set with tls.cert".into())),
+        (true, false) => return Err(("tls.cert".into(), "must be set with tls.key".into())),
+        _ => {}
+    }
+    if !t.is_configured() {
+        if c.https_listen.is_some() {
+            return Err((
+                "https_listen".into(),
+                "needs tls.cert and tls.key (or \"\" to turn it off)".into(),
+            ));
+        }
+        if t.api_tls {
+            return Err(("tls.api_tls".into(), "needs tls.cert and tls.key".into()));
+        }
+        return Ok(());
+    }
+    if t.reload_interval < Duration::from_millis(100) {
+        return Err(("tls.reload_interval".into(), "must be at least 100ms".into()));
+    }
+    // Read the pair now, so a bad file stops the start with its name.
+    crate::tls::load_certified_key(Path::new(&t.cert), Path::new(&t.key))
+        .map(|_| ())
+        .map_err(|e| (e.key.to_string(), format!("{}: {}", e.path.display(), e.reason)))
+}
+
+fn validate_limits(l: &super::LimitsConfig) -> Result<(), (String, String)> {
+    for (key, rate) in [
+        ("limits.api_rate", l.api_rate),
+        ("limits.webrtc_post_rate", l.webrtc_post_rate),
+        ("limits.connection_rate", l.connection_rate),
+    ] {
+        if rate > 1_000_000 {
+            return Err((key.into(), "must be at most 1000000 (0 turns it off)".into()));
+        }
+    }
+    if l.max_body_bytes < 4096 {
+        return Err((
+            "limits.max_body_bytes".into(),
+            "must be at least 4096 (an SDP offer is a few KiB)".into(),
+        ));
     }
     Ok(())
 }
