@@ -182,7 +182,10 @@ mod tests {
         assert!(head.contains("retry-after: 1\r\n"), "{head}");
         assert!(head.contains("content-type: application/json"), "{head}");
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert!(json["error"].as_str().unwrap().contains("too many"), "{body}");
+        assert!(
+            json["error"].as_str().unwrap().contains("too many"),
+            "{body}"
+        );
         // One token comes back every 500 ms.
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert_eq!(request(addr, "GET", "/").await.0, 200);

@@ -150,7 +150,10 @@ mod tests {
         assert!(r.permits(ip("2001:db8:1::5")));
         assert!(!r.permits(ip("2001:db8:bad::5")));
         assert!(!r.permits(ip("2001:db9::1")));
-        assert!(!r.permits(ip("10.0.0.1")), "an IPv4 peer is not in a v6 list");
+        assert!(
+            !r.permits(ip("10.0.0.1")),
+            "an IPv4 peer is not in a v6 list"
+        );
     }
 
     #[test]
@@ -180,9 +183,19 @@ mod tests {
 
     #[test]
     fn bad_networks_are_refused_with_the_text() {
-        for bad in ["10.0.0.0/33", "::/129", "10.0.0", "host.example", "", "1.2.3.4/x"] {
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0",
+            "host.example",
+            "",
+            "1.2.3.4/x",
+        ] {
             let e = bad.parse::<IpNetwork>().unwrap_err().to_string();
-            assert!(e.starts_with(&format!("{bad:?} is not an IP network")), "{e}");
+            assert!(
+                e.starts_with(&format!("{bad:?} is not an IP network")),
+                "{e}"
+            );
         }
     }
 }

@@ -138,8 +138,7 @@ mod tests {
             // PKCS#8 wraps the SEC1 / PKCS#1 structure in an OCTET STRING.
             let inner = pkcs8_inner_key(&kp.serialize_der());
             std::fs::write(&key_path, pem_block(label, &inner)).unwrap();
-            load_certified_key(&cert_path, &key_path)
-                .unwrap_or_else(|e| panic!("{label}: {e}"));
+            load_certified_key(&cert_path, &key_path).unwrap_or_else(|e| panic!("{label}: {e}"));
             std::fs::write(&key_path, kp.serialize_pem()).unwrap();
             load_certified_key(&cert_path, &key_path).unwrap();
         }

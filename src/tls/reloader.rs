@@ -159,7 +159,10 @@ mod tests {
         let e = r.reload_if_changed().unwrap_err();
         assert_eq!(e.key, "tls.cert");
         assert_eq!(leaf(&r), second_der, "the old pair stays");
-        assert!(!r.reload_if_changed().unwrap(), "a broken version is tried once");
+        assert!(
+            !r.reload_if_changed().unwrap(),
+            "a broken version is tried once"
+        );
 
         let third = overwrite_self_signed(&cert, &key, "localhost");
         assert!(r.reload_if_changed().unwrap());

@@ -109,7 +109,7 @@ mod tests {
     use crate::tls::testing::{
         TempDir, cert_der_of, client_trusting, overwrite_self_signed, write_self_signed,
     };
-    use crate::tls::{TlsReloader, HTTP_ALPN};
+    use crate::tls::{HTTP_ALPN, TlsReloader};
     use axum::routing::get;
     use rustls_pki_types::ServerName;
     use std::sync::Arc;
@@ -152,14 +152,11 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(serve_tls(listener, router, acceptor, shutdown.clone()));
-        tokio::spawn(
-            Arc::clone(&reloader).watch(Duration::from_millis(50), shutdown.clone()),
-        );
+        tokio::spawn(Arc::clone(&reloader).watch(Duration::from_millis(50), shutdown.clone()));
 
-        let (status, body, presented) =
-            get_over_tls(addr, client_trusting(&first, &[b"http/1.1"]))
-                .await
-                .unwrap();
+        let (status, body, presented) = get_over_tls(addr, client_trusting(&first, &[b"http/1.1"]))
+            .await
+            .unwrap();
         assert_eq!(status, 200);
         assert_eq!(body, "hello 127.0.0.1");
         assert_eq!(presented, first);
@@ -176,10 +173,9 @@ mod tests {
         // A new certificate is presented to new connections after a check.
         let second = overwrite_self_signed(&cert, &key, "localhost");
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let (status, _, presented) =
-            get_over_tls(addr, client_trusting(&second, &[b"http/1.1"]))
-                .await
-                .unwrap();
+        let (status, _, presented) = get_over_tls(addr, client_trusting(&second, &[b"http/1.1"]))
+            .await
+            .unwrap();
         assert_eq!(status, 200);
         assert_eq!(presented, second);
         assert!(
@@ -192,10 +188,9 @@ mod tests {
         // A broken file keeps the second certificate.
         std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nbroken\n").unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let (status, _, presented) =
-            get_over_tls(addr, client_trusting(&second, &[b"http/1.1"]))
-                .await
-                .unwrap();
+        let (status, _, presented) = get_over_tls(addr, client_trusting(&second, &[b"http/1.1"]))
+            .await
+            .unwrap();
         assert_eq!(status, 200);
         assert_eq!(presented, second);
 

@@ -51,8 +51,7 @@ pub fn overwrite_self_signed(cert: &Path, key: &Path, host: &str) -> Vec<u8> {
 
 /// A PEM block (RFC 7468) with `label` around `der`.
 pub fn pem_block(label: &str, der: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut b64 = String::new();
     for chunk in der.chunks(3) {
         let n = chunk
