@@ -17,6 +17,7 @@ pub use ip_rule::{IpNetwork, IpNetworkError, IpRule};
 pub use rate::RateLimiter;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::LimitsConfig;
@@ -37,14 +38,14 @@ pub enum Refusal {
 /// Every limiter of the relay, built once from `[limits]`.
 #[derive(Debug)]
 pub struct Limits {
-    /// Control API requests.
-    pub api: RateLimiter,
-    /// WHEP/WHIP POSTs.
-    pub webrtc_post: RateLimiter,
+    /// Control API requests (the state of [`http::limit_requests`]).
+    pub api: Arc<RateLimiter>,
+    /// WHEP/WHIP POSTs (the state of [`http::limit_posts`]).
+    pub webrtc_post: Arc<RateLimiter>,
     /// New RTMP and RTMPS connections.
-    pub rtmp_connect: RateLimiter,
+    pub rtmp_connect: Arc<RateLimiter>,
     /// New RTSP connections.
-    pub rtsp_connect: RateLimiter,
+    pub rtsp_connect: Arc<RateLimiter>,
     /// Open RTMP, RTMPS and RTSP connections (shared by those listeners).
     pub connections: ConnectionLimiter,
     /// Readers per path; `None`: unlimited.
@@ -56,10 +57,10 @@ pub struct Limits {
 impl Limits {
     pub fn new(c: &LimitsConfig) -> Limits {
         Limits {
-            api: RateLimiter::per_second(c.api_rate),
-            webrtc_post: RateLimiter::per_second(c.webrtc_post_rate),
-            rtmp_connect: RateLimiter::per_second(c.connection_rate),
-            rtsp_connect: RateLimiter::per_second(c.connection_rate),
+            api: Arc::new(RateLimiter::per_second(c.api_rate)),
+            webrtc_post: Arc::new(RateLimiter::per_second(c.webrtc_post_rate)),
+            rtmp_connect: Arc::new(RateLimiter::per_second(c.connection_rate)),
+            rtsp_connect: Arc::new(RateLimiter::per_second(c.connection_rate)),
             connections: ConnectionLimiter::new(c.max_connections_per_ip, c.max_connections),
             max_readers_per_path: (c.max_readers_per_path > 0)
                 .then_some(c.max_readers_per_path as usize),

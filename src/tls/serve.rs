@@ -172,7 +172,11 @@ mod tests {
 
         // A new certificate is presented to new connections after a check.
         let second = overwrite_self_signed(&cert, &key, "localhost");
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while reloader.current().cert[0].as_ref() != second.as_slice() {
+            assert!(tokio::time::Instant::now() < deadline, "not reloaded");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let (status, _, presented) = get_over_tls(addr, client_trusting(&second, &[b"http/1.1"]))
             .await
             .unwrap();
