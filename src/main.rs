@@ -23,6 +23,12 @@ struct Args {
     /// Control API listener, e.g. "127.0.0.1:9997".
     #[arg(long)]
     api_listen: Option<String>,
+    /// HTTPS listener with the HTTP routes, e.g. ":8443" (needs tls.cert and tls.key; "" = off).
+    #[arg(long)]
+    https_listen: Option<String>,
+    /// RTMPS listener, e.g. ":1936" (used when tls.cert and tls.key are set; "" = off).
+    #[arg(long)]
+    rtmps_listen: Option<String>,
     /// WebRTC UDP port shared by every WHEP/WHIP session, e.g. ":8189".
     #[arg(long)]
     webrtc_listen: Option<String>,
@@ -44,6 +50,8 @@ fn main() -> ExitCode {
         ("rtmp_listen", &args.rtmp_listen),
         ("http_listen", &args.http_listen),
         ("api_listen", &args.api_listen),
+        ("https_listen", &args.https_listen),
+        ("rtmps_listen", &args.rtmps_listen),
         ("webrtc_listen", &args.webrtc_listen),
         ("webrtc_tcp_listen", &args.webrtc_tcp_listen),
         ("rtsp_listen", &args.rtsp_listen),

@@ -123,6 +123,10 @@ fn known_keys() -> Vec<String> {
         rtsp_transport: Some(super::RtspTransport::Auto),
         source_user: Some(String::new()),
         source_pass: Some(String::new()),
+        publish_allow: Some(Vec::new()),
+        publish_deny: Some(Vec::new()),
+        read_allow: Some(Vec::new()),
+        read_deny: Some(Vec::new()),
     };
     let defaults = Config {
         path_defaults: full_rule,
@@ -260,6 +264,8 @@ pub(crate) fn validate(c: &Config) -> Result<(), (String, String)> {
     if h.start_timeout < Duration::from_millis(100) {
         return err("hls.start_timeout", "must be at least 100ms".into());
     }
+    validate_tls(c)?;
+    validate_limits(&c.limits)?;
     validate_rule(&c.path_defaults, "path_defaults")?;
     for (name, rule) in &c.paths {
         let key = format!("paths.{name:?}");
@@ -445,6 +451,64 @@ fn validate_auth(auth: &AuthConfig) -> Result<(), (String, String)> {
         if hook.cache > Duration::from_secs(3600) {
             return Err(("auth.hook.cache".into(), "must be at most 1h".into()));
         }
+    }
+    Ok(())
+}
+
+fn validate_tls(c: &Config) -> Result<(), (String, String)> {
+    let t = &c.tls;
+    match (t.cert.is_empty(), t.key.is_empty()) {
+        (false, true) => return Err(("tls.key".into(), "must be set with tls.cert".into())),
+        (true, false) => return Err(("tls.cert".into(), "must be set with tls.key".into())),
+        _ => {}
+    }
+    if !t.is_configured() {
+        if c.https_listen.is_some() {
+            return Err((
+                "https_listen".into(),
+                "needs tls.cert and tls.key (or \"\" to turn it off)".into(),
+            ));
+        }
+        if t.api_tls {
+            return Err(("tls.api_tls".into(), "needs tls.cert and tls.key".into()));
+        }
+        return Ok(());
+    }
+    if t.reload_interval < Duration::from_millis(100) {
+        return Err((
+            "tls.reload_interval".into(),
+            "must be at least 100ms".into(),
+        ));
+    }
+    // Read the pair now, so a bad file stops the start with its name.
+    crate::tls::load_certified_key(Path::new(&t.cert), Path::new(&t.key))
+        .map(|_| ())
+        .map_err(|e| {
+            (
+                e.key.to_string(),
+                format!("{}: {}", e.path.display(), e.reason),
+            )
+        })
+}
+
+fn validate_limits(l: &super::LimitsConfig) -> Result<(), (String, String)> {
+    for (key, rate) in [
+        ("limits.api_rate", l.api_rate),
+        ("limits.webrtc_post_rate", l.webrtc_post_rate),
+        ("limits.connection_rate", l.connection_rate),
+    ] {
+        if rate > 1_000_000 {
+            return Err((
+                key.into(),
+                "must be at most 1000000 (0 turns it off)".into(),
+            ));
+        }
+    }
+    if l.max_body_bytes < 4096 {
+        return Err((
+            "limits.max_body_bytes".into(),
+            "must be at least 4096 (an SDP offer is a few KiB)".into(),
+        ));
     }
     Ok(())
 }
@@ -825,6 +889,206 @@ mod auth_keys {
         let back = load_text(&full).unwrap();
         assert_eq!(back.users, c.users);
         assert_eq!(back.auth, c.auth);
+    }
+}
+
+#[cfg(test)]
+mod admission_and_tls {
+    use super::*;
+    use crate::net::ListenAddr;
+
+    struct TempFile(std::path::PathBuf);
+    impl TempFile {
+        fn new(name: &str, text: &str) -> TempFile {
+            let p = std::env::temp_dir()
+                .join(format!("mediarelay-cfg-adm-{}-{name}", std::process::id()));
+            std::fs::write(&p, text).unwrap();
+            TempFile(p)
+        }
+    }
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let f = TempFile::new(&format!("{}.toml", N.fetch_add(1, Ordering::Relaxed)), text);
+        load(Some(&f.0), Vec::new(), &Overrides::default())
+    }
+
+    #[test]
+    fn ip_rules_and_path_rules_load_and_merge() {
+        let c = load_text(
+            r#"
+[ip_rules]
+api = { allow = ["127.0.0.0/8", "::1"] }
+rtmp = { deny = ["203.0.113.0/24"] }
+[path_defaults]
+read_deny = ["198.51.100.0/24"]
+publish_deny = ["192.0.2.66"]
+[paths."live/*"]
+publish_allow = ["10.0.0.0/8"]
+[paths."open/*"]
+read_deny = []
+"#,
+        )
+        .unwrap();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(c.ip_rules.api.permits(ip("127.0.0.1")));
+        assert!(c.ip_rules.api.permits(ip("::1")));
+        assert!(!c.ip_rules.api.permits(ip("192.0.2.1")));
+        assert!(!c.ip_rules.rtmp.permits(ip("203.0.113.1")));
+        assert!(c.ip_rules.http.permits(ip("203.0.113.1")));
+        let live = c.path_settings("live/a");
+        assert!(live.publish_ips.permits(ip("10.1.2.3")));
+        assert!(!live.publish_ips.permits(ip("192.168.1.1")));
+        assert!(
+            !live.read_ips.permits(ip("198.51.100.9")),
+            "from path_defaults"
+        );
+        let open = c.path_settings("open/a");
+        assert!(
+            open.read_ips.permits(ip("198.51.100.9")),
+            "an explicit empty list wins"
+        );
+        assert!(!open.publish_ips.permits(ip("192.0.2.66")));
+        let other = c.path_settings("x");
+        assert!(other.publish_ips.permits(ip("192.168.1.1")));
+        assert!(!other.publish_ips.permits(ip("192.0.2.66")));
+    }
+
+    #[test]
+    fn bad_networks_name_the_key_and_the_text() {
+        let e = load_text(
+            "[ip_rules]
+api = { allow = [\"10.0.0.0/8\", \"10.0.0.0/33\"] }
+",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "ip_rules.api.allow[1]");
+        assert!(
+            e.to_string()
+                .contains("ip_rules.api.allow[1]: \"10.0.0.0/33\" is not an IP network: "),
+            "{e}"
+        );
+        let e = load_text(
+            "[paths.\"live/*\"]
+read_deny = [\"nope\"]
+",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "paths.live/*.read_deny[0]");
+        let e = load_text(
+            "[ip_rules]
+rtmp = { alow = [] }
+",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("alow"), "{e}");
+        let env = vec![(
+            "MEDIARELAY_IP_RULES_API".to_string(),
+            "{ deny = [\"::1\"] }".to_string(),
+        )];
+        let c = load(None, env, &Overrides::default()).unwrap();
+        assert!(!c.ip_rules.api.permits("::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn limits_load_from_file_and_env_and_are_checked() {
+        let env = vec![
+            ("MEDIARELAY_LIMITS_API_RATE".to_string(), "0".to_string()),
+            (
+                "MEDIARELAY_LIMITS_MAX_CONNECTIONS".to_string(),
+                "9".to_string(),
+            ),
+        ];
+        let c = load(None, env, &Overrides::default()).unwrap();
+        assert_eq!(c.limits.api_rate, 0);
+        assert_eq!(c.limits.max_connections, 9);
+        assert_eq!(c.limits.webrtc_post_rate, 5);
+        let e = load_text(
+            "[limits]
+max_body_bytes = 100
+",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "limits.max_body_bytes");
+        let e = load_text(
+            "[limits]
+api_rate = -1
+",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "limits.api_rate");
+    }
+
+    #[test]
+    fn tls_listeners_need_a_readable_pair() {
+        let c = load(None, Vec::new(), &Overrides::default()).unwrap();
+        assert_eq!(c.https_listen, None);
+        assert_eq!(c.rtmps_listen, Some(ListenAddr::Any(1936)));
+        assert!(!c.tls.is_configured());
+
+        let flags = Overrides {
+            values: vec![("https_listen", ":8443".into())],
+        };
+        let e = load(None, Vec::new(), &flags).unwrap_err();
+        assert_eq!(e.key, "https_listen");
+        assert_eq!(e.origin, "flag --https-listen");
+        let flags = Overrides {
+            values: vec![("rtmps_listen", "".into())],
+        };
+        assert_eq!(load(None, Vec::new(), &flags).unwrap().rtmps_listen, None);
+        let e = load_text(
+            "[tls]
+cert = \"/x.pem\"
+",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "tls.key");
+        let e = load_text(
+            "[tls]
+api_tls = true
+",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "tls.api_tls");
+
+        let dir = crate::tls::testing::TempDir::new("cfg");
+        let (cert, key) = crate::tls::testing::write_self_signed(&dir, "c", "localhost");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let e = load_text(&format!(
+            "[tls]
+cert = {:?}
+key = {:?}
+",
+            empty.display().to_string(),
+            key.display().to_string()
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "tls.cert");
+        assert_eq!(
+            e.reason,
+            format!("{}: no certificate found", empty.display())
+        );
+        let env = vec![
+            (
+                "MEDIARELAY_TLS_CERT".to_string(),
+                cert.display().to_string(),
+            ),
+            ("MEDIARELAY_TLS_KEY".to_string(), key.display().to_string()),
+            (
+                "MEDIARELAY_HTTPS_LISTEN".to_string(),
+                "127.0.0.1:8443".to_string(),
+            ),
+        ];
+        let c = load(None, env, &Overrides::default()).unwrap();
+        assert!(c.tls.is_configured());
+        assert_eq!(c.https_listen.unwrap().to_string(), "127.0.0.1:8443");
     }
 }
 

@@ -20,6 +20,7 @@ pub use load::{ConfigError, ENV_PREFIX, Overrides, load};
 pub use path_name::{PathNameError, glob_match, validate_path_name, validate_rule_name};
 pub use webhook::{OnPublishConfig, OnPublishDefault, WebhookConfig, WebhookSettings};
 
+use crate::limits::{IpNetwork, IpRule};
 use crate::net::ListenAddr;
 
 /// The whole configuration. Every key has a default, so an empty file (or no
@@ -36,6 +37,14 @@ pub struct Config {
     pub http_listen: ListenAddr,
     /// Control API listener. Loopback by default: never public unless you say so.
     pub api_listen: ListenAddr,
+    /// HTTPS listener serving the same routes as `http_listen` with the
+    /// `[tls]` certificate; `""` (the default) turns it off.
+    #[serde(with = "optional_listen")]
+    pub https_listen: Option<ListenAddr>,
+    /// RTMP over TLS (RTMPS). Opened only when `tls.cert` and `tls.key` are
+    /// set; `""` turns it off.
+    #[serde(with = "optional_listen")]
+    pub rtmps_listen: Option<ListenAddr>,
     /// WebRTC UDP port shared by all sessions (WHEP, WHIP); `""` for ICE
     /// over TCP only.
     #[serde(with = "optional_listen")]
@@ -61,6 +70,13 @@ pub struct Config {
     /// Upper bound for the bytes each stream's GOP cache holds.
     pub gop_cache_max_bytes: usize,
     pub hls: HlsConfig,
+    /// Certificate and key for `https_listen`, `rtmps_listen` and `api_tls`.
+    pub tls: TlsConfig,
+    /// Admission control: request and connection rates, connection caps,
+    /// body sizes.
+    pub limits: LimitsConfig,
+    /// Who may connect to each listener.
+    pub ip_rules: IpRulesConfig,
     /// Settings for every path that no `[paths."…"]` rule names.
     pub path_defaults: PathRule,
     /// Path rules: an exact path name, or a pattern where `*` matches within
@@ -87,6 +103,8 @@ impl Default for Config {
             rtmp_listen: ListenAddr::Any(1935),
             http_listen: ListenAddr::Any(8080),
             api_listen: ListenAddr::Addr(([127, 0, 0, 1], 9997).into()),
+            https_listen: None,
+            rtmps_listen: Some(ListenAddr::Any(1936)),
             webrtc_listen: Some(ListenAddr::Any(8189)),
             webrtc_tcp_listen: Some(ListenAddr::Any(8189)),
             webrtc_public_addresses: Vec::new(),
@@ -96,6 +114,9 @@ impl Default for Config {
             reader_queue_frames: 512,
             gop_cache_max_bytes: 32 << 20,
             hls: HlsConfig::default(),
+            tls: TlsConfig::default(),
+            limits: LimitsConfig::default(),
+            ip_rules: IpRulesConfig::default(),
             path_defaults: PathRule::default(),
             paths: BTreeMap::new(),
             webhooks: Vec::new(),
@@ -171,6 +192,91 @@ impl Default for HlsConfig {
     }
 }
 
+/// TLS (RFC 8446, and RFC 5246 for TLS 1.2 clients) for the HTTPS, RTMPS and
+/// API listeners: one certificate chain and key for all of them, re-read when
+/// the files change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first; `""`: no TLS.
+    pub cert: String,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// Serve the control API over TLS instead of plain HTTP.
+    pub api_tls: bool,
+    /// How often the files' modification times are checked; a change loads
+    /// the new pair (a broken pair keeps the old one and logs an error).
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: String::new(),
+            key: String::new(),
+            api_tls: false,
+            reload_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether a certificate and key are configured.
+    pub fn is_configured(&self) -> bool {
+        !self.cert.is_empty() && !self.key.is_empty()
+    }
+}
+
+/// Admission control. Rates are per client (an IPv4 address, or an IPv6 /64
+/// prefix), with a burst of twice the rate; `0` turns a limit off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Control API requests per second per client.
+    pub api_rate: u32,
+    /// WHEP/WHIP POSTs (new WebRTC sessions) per second per client.
+    pub webrtc_post_rate: u32,
+    /// New RTMP/RTMPS/RTSP connections per second per client.
+    pub connection_rate: u32,
+    /// Open RTMP/RTMPS/RTSP connections per client.
+    pub max_connections_per_ip: u32,
+    /// Open RTMP/RTMPS/RTSP connections in all.
+    pub max_connections: u32,
+    /// Readers of one path (every protocol); `0`: unlimited.
+    pub max_readers_per_path: u32,
+    /// Largest request body the API and WHEP/WHIP accept.
+    pub max_body_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            api_rate: 20,
+            webrtc_post_rate: 5,
+            connection_rate: 10,
+            max_connections_per_ip: 64,
+            max_connections: 4096,
+            max_readers_per_path: 0,
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+/// IP allow/deny lists per listener (see [`IpRule`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpRulesConfig {
+    /// The control API listener.
+    pub api: IpRule,
+    /// `http_listen` and `https_listen` (HLS, WHEP/WHIP, player page).
+    pub http: IpRule,
+    /// `rtmp_listen` and `rtmps_listen`.
+    pub rtmp: IpRule,
+    /// `rtsp_listen`.
+    pub rtsp: IpRule,
+}
+
 /// How an RTSP source asks the camera to send RTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -227,6 +333,19 @@ pub struct PathRule {
     pub source_user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_pass: Option<String>,
+    /// Who may publish to the path: only these networks (empty or left out:
+    /// anyone not in `publish_deny`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_allow: Option<Vec<IpNetwork>>,
+    /// Networks that may not publish to the path (wins over `publish_allow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_deny: Option<Vec<IpNetwork>>,
+    /// Who may read the path (any protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_allow: Option<Vec<IpNetwork>>,
+    /// Networks that may not read the path (wins over `read_allow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_deny: Option<Vec<IpNetwork>>,
 }
 
 /// Where a path's media comes from.
@@ -280,6 +399,10 @@ pub struct PathSettings {
     pub rtsp_transport: RtspTransport,
     pub source_user: Option<String>,
     pub source_pass: Option<String>,
+    /// Who may publish to the path.
+    pub publish_ips: IpRule,
+    /// Who may read the path.
+    pub read_ips: IpRule,
 }
 
 impl PathRule {
@@ -304,6 +427,22 @@ impl PathRule {
                 .source_pass
                 .clone()
                 .or_else(|| fallback.source_pass.clone()),
+            publish_allow: self
+                .publish_allow
+                .clone()
+                .or_else(|| fallback.publish_allow.clone()),
+            publish_deny: self
+                .publish_deny
+                .clone()
+                .or_else(|| fallback.publish_deny.clone()),
+            read_allow: self
+                .read_allow
+                .clone()
+                .or_else(|| fallback.read_allow.clone()),
+            read_deny: self
+                .read_deny
+                .clone()
+                .or_else(|| fallback.read_deny.clone()),
         }
     }
 
@@ -354,6 +493,14 @@ impl Config {
             rtsp_transport: rule.rtsp_transport.unwrap_or(RtspTransport::Auto),
             source_user: rule.source_user,
             source_pass: rule.source_pass,
+            publish_ips: IpRule {
+                allow: rule.publish_allow.unwrap_or_default(),
+                deny: rule.publish_deny.unwrap_or_default(),
+            },
+            read_ips: IpRule {
+                allow: rule.read_allow.unwrap_or_default(),
+                deny: rule.read_deny.unwrap_or_default(),
+            },
         }
     }
 
