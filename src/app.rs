@@ -13,19 +13,30 @@ use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::egress::hls::HlsServer;
 use crate::egress::webrtc::WhepServer;
+use crate::events::webhook::Webhooks;
+use crate::gate::Gate;
 use crate::hub::Hub;
 use crate::net::ListenAddr;
 use crate::server::{self, http::HttpState};
 use crate::webrtc::{Engine, EngineConfig};
 
-/// A listener could not be bound.
+/// The server could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} ({key}): {source}")]
-pub struct BindError {
-    pub key: &'static str,
-    pub addr: ListenAddr,
-    pub source: std::io::Error,
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        key: &'static str,
+        addr: ListenAddr,
+        source: std::io::Error,
+    },
+    /// A part could not be set up from the configuration.
+    #[error("{what}: {reason}")]
+    Setup { what: &'static str, reason: String },
 }
+
+/// The old name of [`StartError`].
+pub type BindError = StartError;
 
 /// A running server.
 pub struct App {
@@ -42,17 +53,17 @@ pub struct App {
 
 impl App {
     /// Binds every listener and starts serving.
-    pub async fn start(config: Config) -> Result<App, BindError> {
+    pub async fn start(config: Config) -> Result<App, StartError> {
         let bind = |key: &'static str, addr: ListenAddr| {
             addr.bind_tcp()
-                .map_err(|source| BindError { key, addr, source })
+                .map_err(|source| StartError::Bind { key, addr, source })
         };
         let rtmp = bind("rtmp_listen", config.rtmp_listen)?;
         let http = bind("http_listen", config.http_listen)?;
         let api = bind("api_listen", config.api_listen)?;
         let local = |l: &tokio::net::TcpListener, key, addr| {
             l.local_addr()
-                .map_err(|source| BindError { key, addr, source })
+                .map_err(|source| StartError::Bind { key, addr, source })
         };
         let rtmp_addr = local(&rtmp, "rtmp_listen", config.rtmp_listen)?;
         let shutdown = CancellationToken::new();
@@ -64,7 +75,7 @@ impl App {
             },
             shutdown.clone(),
         )
-        .map_err(|e| BindError {
+        .map_err(|e| StartError::Bind {
             key: "webrtc_listen",
             addr: config
                 .webrtc_listen
@@ -83,9 +94,43 @@ impl App {
         let whip = crate::ingest::whip::WhipServer::new(hub.clone(), Arc::clone(&engine));
         let tasks = TaskTracker::new();
 
+        // Webhooks, auth and limits, rebuilt whenever the config changes.
+        let config = hub.config();
+        let webhooks = Webhooks::start(
+            &config.webhooks,
+            &config.webhook_settings,
+            hub.events(),
+            shutdown.clone(),
+        )
+        .map_err(|e| StartError::Setup {
+            what: "webhooks",
+            reason: e.to_string(),
+        })?;
+        webhooks.set_on_publish(&config.on_publish);
+        let gate =
+            Arc::new(
+                Gate::new(&config, Some(webhooks)).map_err(|reason| StartError::Setup {
+                    what: "auth",
+                    reason,
+                })?,
+            );
+        let (mut changes, reconfigure, stop) =
+            (hub.config_changes(), Arc::clone(&gate), shutdown.clone());
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    changed = changes.changed() => if changed.is_err() { return },
+                }
+                let next = Arc::clone(&changes.borrow_and_update());
+                reconfigure.reconfigure(&next);
+            }
+        });
+
         tasks.spawn(server::rtmp::serve(
             rtmp,
             hub.clone(),
+            Arc::clone(&gate),
             shutdown.clone(),
             tasks.clone(),
         ));
@@ -95,6 +140,7 @@ impl App {
             whep,
             whip,
             requests: Arc::clone(&requests),
+            gate: Arc::clone(&gate),
         }));
         tasks.spawn(serve_http(http, http_router, shutdown.clone(), "http"));
         // HLS viewers that stopped asking have left.
@@ -114,6 +160,8 @@ impl App {
         let api_state = Arc::new(ApiState {
             hub: hub.clone(),
             requests,
+            gate: Arc::clone(&gate),
+            shutdown: shutdown.clone(),
             ready: Default::default(),
             started: SystemTime::now(),
         });

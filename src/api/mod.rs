@@ -20,6 +20,10 @@ pub struct ApiState {
     pub hub: Hub,
     /// Requests answered by the HTTP and API listeners, for `/metrics`.
     pub requests: Arc<crate::metrics::RequestCounter>,
+    /// Admission and authorization (the API's own guard), and webhooks.
+    pub gate: Arc<crate::gate::Gate>,
+    /// Ends long-lived answers (the SSE stream) at shutdown.
+    pub shutdown: tokio_util::sync::CancellationToken,
     /// Set once every listener is bound and the config is loaded.
     pub ready: AtomicBool,
     pub started: SystemTime,
@@ -54,11 +58,29 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 "method not allowed on this route",
             )
         })
+        .route("/v1/webhooks", get(webhooks))
+        .with_state(Arc::clone(&state))
+        .merge(crate::events::sse::router(
+            state.hub.events().clone(),
+            state.shutdown.clone(),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.gate),
+            crate::gate::guard_api,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.gate.limits().max_body_bytes,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             counting,
             crate::metrics::count_requests,
         ))
-        .with_state(state)
+}
+
+/// Delivery counters and breaker state of every webhook endpoint.
+async fn webhooks(State(s): State<Arc<ApiState>>) -> Response {
+    let stats = s.gate.webhooks().map(|w| w.snapshot()).unwrap_or_default();
+    axum::Json(serde_json::json!({ "items": stats })).into_response()
 }
 
 async fn metrics(State(s): State<Arc<ApiState>>) -> Response {
@@ -66,7 +88,12 @@ async fn metrics(State(s): State<Arc<ApiState>>) -> Response {
         hub: &s.hub,
         started: s.started,
         requests: &s.requests,
-        extra: Vec::new(),
+        extra: s
+            .gate
+            .webhooks()
+            .map(|w| crate::metrics::webhook_families(&w.snapshot()))
+            .into_iter()
+            .collect(),
     });
     (
         [(

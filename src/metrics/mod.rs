@@ -228,3 +228,71 @@ fn protocol_name(p: crate::hub::Protocol) -> &'static str {
         crate::hub::Protocol::WebRtc => "webrtc",
     }
 }
+
+/// Webhook delivery families: per endpoint URL, delivered / failed / given
+/// up / dropped counters, queue length and breaker state.
+pub fn webhook_families(stats: &[crate::events::webhook::WebhookStats]) -> String {
+    let mut out = Exposition::default();
+    type Get = fn(&crate::events::webhook::WebhookStats) -> f64;
+    let families: [(&str, &str, &str, Get); 6] = [
+        (
+            "mediarelay_webhook_delivered_total",
+            "counter",
+            "Events a webhook endpoint answered with 2xx.",
+            |s| s.delivered as f64,
+        ),
+        (
+            "mediarelay_webhook_failed_attempts_total",
+            "counter",
+            "Webhook requests that failed (non-2xx, timeout, connection error).",
+            |s| s.failed_attempts as f64,
+        ),
+        (
+            "mediarelay_webhook_given_up_total",
+            "counter",
+            "Events abandoned after the last attempt.",
+            |s| s.given_up as f64,
+        ),
+        (
+            "mediarelay_webhook_dropped_total",
+            "counter",
+            "Events never queued for an endpoint (queue full or dispatcher lag).",
+            |s| s.dropped as f64,
+        ),
+        (
+            "mediarelay_webhook_queued",
+            "gauge",
+            "Events waiting in an endpoint's queue.",
+            |s| s.queued as f64,
+        ),
+        (
+            "mediarelay_webhook_breaker_opened_total",
+            "counter",
+            "Times an endpoint's circuit breaker opened.",
+            |s| s.breaker_opened as f64,
+        ),
+    ];
+    for (name, kind, help, get) in families {
+        out.family(name, kind, help);
+        for s in stats {
+            out.sample(name, &[("url", &s.url)], get(s));
+        }
+    }
+    out.family(
+        "mediarelay_webhook_breaker_state",
+        "gauge",
+        "Circuit breaker of an endpoint: 1 for its current state.",
+    );
+    for s in stats {
+        let state = serde_json::to_value(s.breaker)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        out.sample(
+            "mediarelay_webhook_breaker_state",
+            &[("url", &s.url), ("state", &state)],
+            1.0,
+        );
+    }
+    out.finish()
+}

@@ -22,6 +22,7 @@ pub struct HttpState {
     pub whep: Arc<WhepServer>,
     pub whip: Arc<WhipServer>,
     pub requests: Arc<crate::metrics::RequestCounter>,
+    pub gate: Arc<crate::gate::Gate>,
 }
 
 /// The router of the public HTTP listener.
@@ -47,8 +48,13 @@ pub fn router(state: Arc<HttpState>) -> Router {
             HeaderName::from_static(B_FRAMES_HEADER),
         ]);
     let counting = (Arc::clone(&state.requests), "http");
+    let gate = Arc::clone(&state.gate);
     Router::new()
         .fallback(handle)
+        .layer(axum::middleware::from_fn_with_state(
+            gate,
+            crate::gate::guard_http,
+        ))
         .layer(cors)
         .layer(axum::middleware::from_fn_with_state(
             counting,
@@ -125,9 +131,29 @@ async fn handle(
         }
         (Method::GET | Method::HEAD, _) => match HlsFile::parse(file) {
             Some(f) => {
-                let peer = crate::net::canonical_peer(peer);
-                let caller = Caller::new(path, req.headers(), req.uri().query(), Some(peer.ip()));
+                let canonical = crate::net::canonical_peer(peer);
+                let caller =
+                    Caller::new(path, req.headers(), req.uri().query(), Some(canonical.ip()));
                 let query = req.uri().query().map(str::to_string);
+                // A viewer that presents the id of a session that was
+                // authorized is not asked again (segment and part requests
+                // carry the cookie, not the token).
+                if !state.gate.is_open() && !state.hls.viewers.is_authorized(&caller) {
+                    let credentials = crate::gate::credentials_of(&req);
+                    if let Err(r) = authorize(
+                        &state,
+                        credentials,
+                        crate::auth::Action::Read,
+                        path,
+                        "hls",
+                        peer,
+                        query.as_deref().unwrap_or(""),
+                    )
+                    .await
+                    {
+                        return r;
+                    }
+                }
                 drop(req);
                 hls(&state, caller, path, f, query.as_deref()).await
             }
@@ -138,6 +164,39 @@ async fn handle(
             format!("{m} is not served here"),
         ),
     }
+}
+
+/// Authorizes `action` on `path` for an HTTP client; the refusal as an
+/// answer (401 with `WWW-Authenticate`, 403, 503).
+async fn authorize(
+    state: &HttpState,
+    credentials: Result<crate::auth::Credentials, crate::auth::AuthError>,
+    action: crate::auth::Action,
+    path: &str,
+    protocol: &str,
+    peer: SocketAddr,
+    query: &str,
+) -> Result<(), Response> {
+    let credentials = credentials.map_err(|e| crate::gate::auth_error_response(&e))?;
+    let peer = crate::net::canonical_peer(peer);
+    state
+        .gate
+        .authorize_path(
+            &state.hls.hub().config(),
+            action,
+            path,
+            protocol,
+            &credentials,
+            Some(peer.ip()),
+            query,
+            None,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            tracing::info!(path, protocol, %peer, "{action} refused: {e}");
+            crate::gate::auth_error_response(&e)
+        })
 }
 
 /// An HLS request, counted for its viewer's session (see
@@ -189,6 +248,20 @@ fn static_reply(content_type: &'static str, body: &'static [u8]) -> Response {
 /// the session's `Location` out.
 async fn whep_create(state: &HttpState, req: Request, path: &str, peer: SocketAddr) -> Response {
     let query = req.uri().query().unwrap_or_default().to_string();
+    let credentials = crate::gate::credentials_of(&req);
+    if let Err(r) = authorize(
+        state,
+        credentials,
+        crate::auth::Action::Read,
+        path,
+        "webrtc",
+        peer,
+        &query,
+    )
+    .await
+    {
+        return r;
+    }
     let offer = match read_offer(req).await {
         Ok(o) => o,
         Err(r) => return r,
@@ -261,11 +334,33 @@ async fn whip_create(state: &HttpState, req: Request, path: &str, peer: SocketAd
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
+    let credentials = crate::gate::credentials_of(&req);
+    if let Err(r) = authorize(
+        state,
+        credentials,
+        crate::auth::Action::Publish,
+        path,
+        "webrtc",
+        peer,
+        &query,
+    )
+    .await
+    {
+        return r;
+    }
+    let remote = Some(crate::net::canonical_peer(peer));
+    if let Err(e) = state
+        .gate
+        .allow_publish(path, crate::hub::Protocol::WebRtc, remote)
+        .await
+    {
+        tracing::info!(path, "WHIP publish refused by on_publish: {e}");
+        return json_error(StatusCode::FORBIDDEN, format!("publishing refused: {e}"));
+    }
     let offer = match read_offer(req).await {
         Ok(o) => o,
         Err(r) => return r,
     };
-    let remote = Some(crate::net::canonical_peer(peer));
     match state.whip.create(path, &offer, remote, query, token).await {
         Ok(created) => {
             let mut r = Response::new(axum::body::Body::from(created.answer));

@@ -3,6 +3,7 @@
 //! ingest or egress. A bad peer ends only its own connection.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -10,6 +11,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::conn::{ConnError, RtmpConn};
+use crate::auth::{Action, AuthError, Credentials};
+use crate::gate::{Gate, Listener};
 use crate::hub::{Hub, Protocol, Role, SessionSpec};
 use crate::protocol::rtmp::{ServerConfig, ServerEvent, ServerSession};
 
@@ -17,6 +20,7 @@ use crate::protocol::rtmp::{ServerConfig, ServerEvent, ServerSession};
 pub async fn serve(
     listener: TcpListener,
     hub: Hub,
+    gate: Arc<Gate>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
@@ -34,11 +38,22 @@ pub async fn serve(
             },
         };
         let peer = crate::net::canonical_peer(peer);
+        // IP rule, connection rate and caps: a refused client is dropped.
+        let admitted = match gate.admit_connection(Listener::Rtmp, peer.ip()) {
+            Ok(guard) => guard,
+            Err(refusal) => {
+                tracing::debug!(%peer, "RTMP connection refused: {refusal}");
+                drop(socket);
+                continue;
+            }
+        };
         let hub = hub.clone();
+        let gate = Arc::clone(&gate);
         let span = tracing::info_span!("rtmp", %peer);
         tasks.spawn(
             async move {
-                match handle(socket, peer, hub).await {
+                let _admitted = admitted;
+                match handle(socket, peer, hub, gate).await {
                     Ok(()) | Err(ConnError::Closed) => tracing::debug!("connection closed"),
                     Err(e) => tracing::info!(error = %e, "connection ended"),
                 }
@@ -68,7 +83,23 @@ pub fn path_from(app: &str, stream_key: &str) -> (String, String) {
     (path, query.to_string())
 }
 
-async fn handle(socket: TcpStream, peer: SocketAddr, hub: Hub) -> Result<(), ConnError> {
+/// The RTMP status code for a refusal: `…Unauthorized` when credentials
+/// are missing or wrong (an encoder shows it as such), `…Forbidden` when
+/// they do not allow this.
+fn refusal_code(kind: &str, e: &AuthError) -> String {
+    match e {
+        AuthError::Unauthenticated(_) => format!("NetStream.{kind}.Unauthorized"),
+        AuthError::Forbidden(_) => format!("NetStream.{kind}.Forbidden"),
+        AuthError::Unavailable(_) => format!("NetStream.{kind}.Failed"),
+    }
+}
+
+async fn handle(
+    socket: TcpStream,
+    peer: SocketAddr,
+    hub: Hub,
+    gate: Arc<Gate>,
+) -> Result<(), ConnError> {
     let _ = socket.set_nodelay(true);
     let config = hub.config();
     let session = ServerSession::new(ServerConfig::default());
@@ -92,6 +123,34 @@ async fn handle(socket: TcpStream, peer: SocketAddr, hub: Hub) -> Result<(), Con
                     }
                     ServerEvent::PublishRequested { stream_key, .. } => {
                         let (path, query) = path_from(&app, &stream_key);
+                        let credentials = Credentials::from_query(&query);
+                        if let Err(e) = gate
+                            .authorize_path(
+                                &hub.config(),
+                                Action::Publish,
+                                &path,
+                                "rtmp",
+                                &credentials,
+                                Some(peer.ip()),
+                                &query,
+                                None,
+                            )
+                            .await
+                        {
+                            tracing::info!(path = %path, "publish refused: {e}");
+                            conn.session
+                                .reject_publish(&refusal_code("Publish", &e), &e.to_string());
+                            conn.flush().await?;
+                            return Ok(());
+                        }
+                        if let Err(e) = gate.allow_publish(&path, Protocol::Rtmp, Some(peer)).await
+                        {
+                            tracing::info!(path = %path, "publish refused by on_publish: {e}");
+                            conn.session
+                                .reject_publish("NetStream.Publish.Rejected", &e);
+                            conn.flush().await?;
+                            return Ok(());
+                        }
                         let spec = SessionSpec {
                             protocol: Protocol::Rtmp,
                             role: Role::Publisher,
@@ -120,6 +179,26 @@ async fn handle(socket: TcpStream, peer: SocketAddr, hub: Hub) -> Result<(), Con
                     }
                     ServerEvent::PlayRequested { stream_key } => {
                         let (path, query) = path_from(&app, &stream_key);
+                        let credentials = Credentials::from_query(&query);
+                        if let Err(e) = gate
+                            .authorize_path(
+                                &hub.config(),
+                                Action::Read,
+                                &path,
+                                "rtmp",
+                                &credentials,
+                                Some(peer.ip()),
+                                &query,
+                                None,
+                            )
+                            .await
+                        {
+                            tracing::info!(path = %path, "play refused: {e}");
+                            conn.session
+                                .reject_play(&refusal_code("Play", &e), &e.to_string());
+                            conn.flush().await?;
+                            return Ok(());
+                        }
                         let spec = SessionSpec {
                             protocol: Protocol::Rtmp,
                             role: Role::Reader,

@@ -125,6 +125,10 @@ impl HlsServer {
         }
     }
 
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
     /// The path's running muxer, started on the first request.
     async fn muxer(&self, path: &str) -> Result<Arc<Muxer>, ReadError> {
         let live = self.hub.stream(path);

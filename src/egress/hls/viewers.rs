@@ -134,6 +134,18 @@ impl Viewers {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether the caller presented the id of a live session of this path
+    /// (which was authorized when it started: sessions are only made for
+    /// served requests).
+    pub fn is_authorized(&self, caller: &Caller) -> bool {
+        let t = self.lock();
+        caller.presented.as_ref().is_some_and(|id| {
+            t.by_id
+                .get(id)
+                .is_some_and(|v| v.path == caller.path && !v.session.is_cancelled())
+        })
+    }
+
     /// Refuses a caller whose session was kicked.
     pub fn check(&self, caller: &Caller) -> Result<(), Kicked> {
         let mut t = self.lock();
