@@ -396,6 +396,36 @@ async fn metrics_show_paths_readers_bitrates_requests_and_the_process() {
     assert!(metric(&m, "mediarelay_events_total", &[]).unwrap() >= 2.0);
     assert!(metric(&m, "process_resident_memory_bytes", &[]).unwrap() > 1e6);
     assert!(metric(&m, "process_open_fds", &[]).unwrap() > 3.0);
+    // Every metric the Grafana dashboard in the repository queries exists.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_dir().join("config/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let families: std::collections::HashSet<&str> = r
+        .text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(|n| &*Box::leak(n.to_string().into_boxed_str()))
+        .collect();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("mediarelay_") || w.starts_with("process_"))
+            {
+                queried += 1;
+                // Webhook families appear once a webhook is configured.
+                assert!(
+                    families.contains(name) || name.starts_with("mediarelay_webhook_"),
+                    "the dashboard queries {name}, which /metrics does not have"
+                );
+            }
+        }
+    }
+    assert!(queried >= 15, "{queried}");
     // The API shows the same measurements.
     let p = api(&app, "GET", "/v1/paths/live/m", None).await.json();
     assert_eq!(p["readers_by_protocol"]["rtmp"], 1);
