@@ -327,6 +327,7 @@ api_rate = 2
 webrtc_post_rate = 1
 connection_rate = 0
 max_connections_per_ip = 2
+max_readers_per_path = 1
 
 [paths."private/*"]
 publish_allow = ["10.0.0.0/8"]
@@ -387,6 +388,10 @@ read_deny = ["127.0.0.0/8"]
         dropped_at_once(app.rtmp_addr).await,
         "third connection refused"
     );
+    // One reader per path: a new HLS viewer is turned away meanwhile.
+    let r = http("GET", app.http_addr, "/live/open/index.m3u8", b"").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("maximum"), "{}", r.text());
     drop(a);
     // (ffmpeg's own connection was the first.)
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -422,5 +427,100 @@ api = { deny = ["127.0.0.1"] }
     })
     .await;
     assert!(!dropped_at_once(app.rtmp_addr).await);
+    app.shutdown().await;
+}
+
+/// What the test's auth hook and on_publish hook were asked.
+type Asked = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+
+async fn hooks() -> (std::net::SocketAddr, Asked) {
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    let asked: Asked = Default::default();
+    async fn auth(State(a): State<Asked>, body: axum::Json<serde_json::Value>) -> StatusCode {
+        let ok = body["user"] == "ok" || body["token"] == "t1";
+        a.lock().unwrap().push(body.0);
+        if ok {
+            StatusCode::NO_CONTENT
+        } else {
+            StatusCode::FORBIDDEN
+        }
+    }
+    async fn on_publish(body: axum::Json<serde_json::Value>) -> StatusCode {
+        if body["path"] == "live/banned" {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::OK
+        }
+    }
+    let app = axum::Router::new()
+        .route("/auth", axum::routing::post(auth))
+        .route("/on_publish", axum::routing::post(on_publish))
+        .with_state(std::sync::Arc::clone(&asked));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, asked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_hook_decides_and_on_publish_can_refuse() {
+    let (hook, asked) = hooks().await;
+    let app = start(&format!(
+        r#"
+[auth.hook]
+url = "http://{hook}/auth"
+cache = "0s"
+
+[on_publish]
+url = "http://{hook}/on_publish"
+default = "deny"
+"#
+    ))
+    .await;
+    assert_eq!(
+        rtmp_code(RtmpClient::publish(app.rtmp_addr, "live", "cam?user=bad&pass=x").await),
+        "NetStream.Publish.Forbidden"
+    );
+    assert_eq!(
+        rtmp_code(RtmpClient::publish(app.rtmp_addr, "live", "banned?user=ok&pass=x").await),
+        "NetStream.Publish.Rejected",
+        "the hook allows, on_publish refuses"
+    );
+    let _push = push(
+        "baseline_aac44_mono.mp4",
+        &rtmp_url(&app, "live/cam?user=ok&pass=x"),
+        true,
+    );
+    wait_published(&app, "live/cam").await;
+    let first = asked.lock().unwrap()[0].clone();
+    assert_eq!(first["action"], "publish");
+    assert_eq!(first["path"], "live/cam");
+    assert_eq!(first["protocol"], "rtmp");
+    assert_eq!(first["user"], "bad");
+    assert_eq!(first["password"], "x");
+    assert_eq!(first["ip"], "127.0.0.1");
+    assert_eq!(first["query"], "user=bad&pass=x");
+    // HLS with a token the hook knows, and without.
+    let playlist = "/live/cam/index.m3u8";
+    assert_eq!(http("GET", app.http_addr, playlist, b"").await.status, 401);
+    let r = http("GET", app.http_addr, &format!("{playlist}?token=t1"), b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let last = asked.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last["action"], "read");
+    assert_eq!(last["protocol"], "hls");
+    // The API asks the hook too.
+    assert_eq!(
+        http("GET", app.api_addr, "/v1/paths", b"").await.status,
+        401
+    );
+    assert_eq!(
+        http("GET", app.api_addr, "/v1/paths?token=t1", b"")
+            .await
+            .status,
+        200
+    );
     app.shutdown().await;
 }

@@ -51,6 +51,8 @@ pub enum ReadError {
     NotFound { path: String },
     #[error("the source of path {path:?} is not ready: {reason}")]
     NotReady { path: String, reason: String },
+    #[error("path {path:?} has its maximum of {limit} readers")]
+    TooManyReaders { path: String, limit: usize },
 }
 
 /// The hub. Cheap to clone.
@@ -208,6 +210,29 @@ impl Hub {
         {
             paths.remove(&path.name);
         }
+    }
+
+    /// Refuses a new reader of `path` when it has `limits.max_readers_per_path`
+    /// reader sessions already (every protocol counts).
+    pub fn check_reader_limit(&self, path: &str) -> Result<(), ReadError> {
+        let limit = self.config().limits.max_readers_per_path as usize;
+        if limit == 0 {
+            return Ok(());
+        }
+        let readers = self
+            .inner
+            .sessions
+            .all()
+            .iter()
+            .filter(|s| s.role == Role::Reader && s.path == path)
+            .count();
+        if readers >= limit {
+            return Err(ReadError::TooManyReaders {
+                path: path.to_string(),
+                limit,
+            });
+        }
+        Ok(())
     }
 
     /// Registers a session that is not a publisher or a queue reader of
@@ -402,6 +427,7 @@ impl Hub {
     /// pulled source to start when the path has one (bounded by its
     /// `on_demand_start_timeout`).
     pub async fn read(&self, spec: SessionSpec, start: StartAt) -> Result<Reading, ReadError> {
+        self.check_reader_limit(&spec.path)?;
         let reader = self.read_internal(&spec.path, start).await?;
         let counters = self
             .paths()

@@ -214,6 +214,9 @@ async fn hls(
             "this HLS session was ended by the server",
         );
     }
+    if let Err(e) = state.hls.viewers.admit(&caller) {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    }
     let mut response = state.hls.serve(path, file, query).await;
     if response.status().is_success() {
         let served = state.hls.viewers.served(&caller);

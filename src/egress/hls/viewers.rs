@@ -146,6 +146,25 @@ impl Viewers {
         })
     }
 
+    /// Refuses a new viewer of a path that has its maximum of readers
+    /// (`limits.max_readers_per_path`); known viewers go on.
+    pub fn admit(&self, caller: &Caller) -> Result<(), crate::hub::ReadError> {
+        let known = {
+            let t = self.lock();
+            match &caller.presented {
+                Some(id) => t.by_id.contains_key(id),
+                None => t
+                    .by_fingerprint
+                    .get(&caller.fingerprint)
+                    .is_some_and(|id| t.by_id.get(id).is_some_and(|v| !v.keeps_cookie)),
+            }
+        };
+        if known {
+            return Ok(());
+        }
+        self.hub.check_reader_limit(&caller.path)
+    }
+
     /// Refuses a caller whose session was kicked.
     pub fn check(&self, caller: &Caller) -> Result<(), Kicked> {
         let mut t = self.lock();

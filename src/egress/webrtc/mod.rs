@@ -54,6 +54,7 @@ impl WhepError {
             WhepError::NoCodec(_) => 406,
             WhepError::Read(ReadError::NotFound { .. }) => 404,
             WhepError::Read(ReadError::NotReady { .. }) => 503,
+            WhepError::Read(ReadError::TooManyReaders { .. }) => 503,
             WhepError::Read(_) => 400,
             WhepError::NoSession(_) => 404,
             WhepError::IceRestart => 422,
