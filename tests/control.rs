@@ -8,7 +8,6 @@ use std::time::Duration;
 use common::camera::Camera;
 use common::*;
 use mediarelay::app::App;
-use mediarelay::protocol::rtmp::ClientEvent;
 use serde_json::{Value, json};
 
 async fn api(app: &App, method: &str, target: &str, body: Option<Value>) -> HttpResponse {
@@ -179,26 +178,6 @@ on_demand = true
     app.shutdown().await;
 }
 
-/// RTMP video timestamps a player receives over `d`, and whether it is
-/// still connected.
-async fn play_for(c: &mut RtmpClient, d: Duration) -> (Vec<u32>, bool) {
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + d;
-    let mut open = true;
-    while open {
-        match tokio::time::timeout_at(deadline, c.read()).await {
-            Ok(still_open) => open = still_open,
-            Err(_) => break,
-        }
-        while let Some(e) = c.session.poll_event() {
-            if let ClientEvent::Video { timestamp, .. } = e {
-                out.push(timestamp);
-            }
-        }
-    }
-    (out, open)
-}
-
 /// The case: through the API a camera path is added and another
 /// removed while a third path keeps playing, without a gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,7 +203,7 @@ publisher_grace = "500ms"
     let mut player = RtmpClient::play(app.rtmp_addr, "live", "third")
         .await
         .unwrap_or_else(|e| panic!("play refused: {e:?}"));
-    let (before, open) = play_for(&mut player, Duration::from_secs(1)).await;
+    let (before, open) = player.video_for(Duration::from_secs(1)).await;
     assert!(open && !before.is_empty());
     let sessions_before = app.hub.sessions().len();
 
@@ -257,7 +236,7 @@ publisher_grace = "500ms"
         "old_cam's source session ended"
     );
     // ... and the third path's player never noticed.
-    let (during, open) = play_for(&mut player, Duration::from_secs(2)).await;
+    let (during, open) = player.video_for(Duration::from_secs(2)).await;
     assert!(open, "the player of the third path stays connected");
     let all: Vec<u32> = before.iter().chain(&during).copied().collect();
     let gaps: Vec<i64> = all
@@ -347,7 +326,7 @@ async fn metrics_show_paths_readers_bitrates_requests_and_the_process() {
     let mut player = RtmpClient::play(app.rtmp_addr, "live", "m")
         .await
         .unwrap_or_else(|e| panic!("play refused: {e:?}"));
-    let _ = play_for(&mut player, Duration::from_millis(2500)).await;
+    let _ = player.video_for(Duration::from_millis(2500)).await;
     assert_eq!(api(&app, "GET", "/v1/nope", None).await.status, 404);
 
     let r = api(&app, "GET", "/metrics", None).await;

@@ -13,7 +13,6 @@ use axum::http::{HeaderMap, StatusCode};
 use common::*;
 use hmac::{Hmac, Mac};
 use mediarelay::app::App;
-use mediarelay::protocol::rtmp::ClientEvent;
 use serde_json::Value;
 use sha2::Sha256;
 
@@ -104,24 +103,6 @@ async fn webhook_stats(app: &App) -> Value {
     http("GET", app.api_addr, "/v1/webhooks", b"").await.json()["items"][0].clone()
 }
 
-/// Video timestamps an RTMP player receives over `d`.
-async fn video_for(c: &mut RtmpClient, d: Duration) -> Vec<u32> {
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + d;
-    loop {
-        match tokio::time::timeout_at(deadline, c.read()).await {
-            Ok(true) => {}
-            Ok(false) | Err(_) => break,
-        }
-        while let Some(e) = c.session.poll_event() {
-            if let ClientEvent::Video { timestamp, .. } = e {
-                out.push(timestamp);
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_are_signed_retried_and_the_breaker_recovers_while_media_plays() {
     let (hook_addr, receiver) = start_receiver().await;
@@ -182,7 +163,7 @@ breaker_cooldown = "700ms"
     .await;
     assert!(stats["failed_attempts"].as_u64().unwrap() >= 3, "{stats}");
     assert!(receiver.lock().unwrap().requests > before);
-    let video = video_for(&mut player, Duration::from_secs(1)).await;
+    let video = player.video_for(Duration::from_secs(1)).await.0;
     assert!(
         video.len() >= 15,
         "the player keeps getting video: {video:?}"
@@ -216,7 +197,7 @@ breaker_cooldown = "700ms"
         "{metrics}"
     );
     assert_eq!(receiver.lock().unwrap().bad_signatures, 0);
-    let video = video_for(&mut player, Duration::from_millis(500)).await;
+    let video = player.video_for(Duration::from_millis(500)).await.0;
     assert!(!video.is_empty());
     app.shutdown().await;
 }

@@ -21,21 +21,8 @@ fn video_timestamps(events: &[ClientEvent]) -> Vec<u32> {
         .collect()
 }
 
-/// Reads events for `d`; returns them and whether the connection is still open.
 async fn collect(c: &mut RtmpClient, d: Duration) -> (Vec<ClientEvent>, bool) {
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + d;
-    let mut open = true;
-    while open {
-        match tokio::time::timeout_at(deadline, c.read()).await {
-            Ok(still_open) => open = still_open,
-            Err(_) => break,
-        }
-        while let Some(e) = c.session.poll_event() {
-            out.push(e);
-        }
-    }
-    (out, open)
+    c.events_for(d).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

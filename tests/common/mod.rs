@@ -393,6 +393,38 @@ impl RtmpClient {
         true
     }
 
+    /// Reads events for `d`; returns them and whether the connection is
+    /// still open.
+    pub async fn events_for(&mut self, d: Duration) -> (Vec<ClientEvent>, bool) {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + d;
+        let mut open = true;
+        while open {
+            match tokio::time::timeout_at(deadline, self.read()).await {
+                Ok(still_open) => open = still_open,
+                Err(_) => break,
+            }
+            while let Some(e) = self.session.poll_event() {
+                out.push(e);
+            }
+        }
+        (out, open)
+    }
+
+    /// Timestamps of the video messages received over `d`, and whether the
+    /// connection is still open.
+    pub async fn video_for(&mut self, d: Duration) -> (Vec<u32>, bool) {
+        let (events, open) = self.events_for(d).await;
+        let video = events
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::Video { timestamp, .. } => Some(timestamp),
+                _ => None,
+            })
+            .collect();
+        (video, open)
+    }
+
     pub async fn publish(
         addr: std::net::SocketAddr,
         app: &str,
