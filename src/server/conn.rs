@@ -132,3 +132,53 @@ impl RtmpConn {
         .map_err(ConnError::from)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::rtmp::ServerConfig;
+    use crate::tls::testing::{TempDir, cert_der_of, client_trusting, write_self_signed};
+    use crate::tls::{TlsAcceptor, TlsReloader};
+    use rustls_pki_types::ServerName;
+
+    /// A TLS stream holds the records it could not write while the socket
+    /// was full; `flush` must push them out, or the tail of a message waits
+    /// for the next write (a player could stall on its last frame).
+    #[tokio::test]
+    async fn flush_delivers_everything_over_a_congested_tls_stream() {
+        let dir = TempDir::new("conn");
+        let (cert, key) = write_self_signed(&dir, "srv", "localhost");
+        let reloader = TlsReloader::load(&cert, &key).unwrap();
+        let acceptor = TlsAcceptor::rtmps(&reloader).unwrap();
+        // A pipe much smaller than one TLS record.
+        let (server_io, client_io) = tokio::io::duplex(1024);
+        let connector = tokio_rustls::TlsConnector::from(client_trusting(&cert_der_of(&cert), &[]));
+        let name = ServerName::try_from("localhost").unwrap();
+        let (server, client) = tokio::join!(
+            acceptor.accept(server_io),
+            connector.connect(name, client_io)
+        );
+        let (server, mut client) = (server.unwrap(), client.unwrap());
+
+        let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let expected = payload.clone();
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; expected.len()];
+            let read = tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut got));
+            read.await.expect("every byte arrives").unwrap();
+            assert!(got == expected, "bytes differ");
+            client
+        });
+        let peer = "127.0.0.1:1935".parse().unwrap();
+        let session = ServerSession::new_after_handshake(ServerConfig::default());
+        let timeout = Duration::from_secs(5);
+        let mut conn = RtmpConn::new(Box::new(server), peer, session, timeout, timeout);
+        for chunk in payload.chunks(30_000) {
+            conn.session.queue_encoded(Bytes::copy_from_slice(chunk));
+        }
+        assert_eq!(conn.flush().await.unwrap(), 200_000);
+        // Nothing more is written: the reader must get the tail from flush.
+        let _client = reader.await.unwrap();
+        drop(conn);
+    }
+}
