@@ -329,3 +329,19 @@ async fn a_missing_certificate_file_is_a_start_error_naming_it() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_busy_https_port_is_a_bind_error_naming_the_key() {
+    let certs = Certs::new("busy");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let toml = format!(
+        "https_listen = \"127.0.0.1:{port}\"\nrtmps_listen = \"\"\n{}",
+        certs.toml("")
+    );
+    match App::start(config(&toml)).await {
+        Err(mediarelay::app::StartError::Bind { key, .. }) => assert_eq!(key, "https_listen"),
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("started on a busy port"),
+    }
+}
