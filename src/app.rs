@@ -18,6 +18,7 @@ use crate::gate::Gate;
 use crate::hub::Hub;
 use crate::net::ListenAddr;
 use crate::server::{self, http::HttpState};
+use crate::tls::{TlsAcceptor, TlsReloader};
 use crate::webrtc::{Engine, EngineConfig};
 
 /// The server could not start.
@@ -46,6 +47,10 @@ pub struct App {
     pub api_addr: SocketAddr,
     /// The WebRTC UDP port (one for every session), if UDP is on.
     pub webrtc_addr: Option<SocketAddr>,
+    /// The HTTPS listener (the routes of `http_addr` over TLS), if on.
+    pub https_addr: Option<SocketAddr>,
+    /// The RTMPS listener, if on (it needs `tls.cert` and `tls.key`).
+    pub rtmps_addr: Option<SocketAddr>,
     hls: Arc<HlsServer>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -66,6 +71,13 @@ impl App {
                 .map_err(|source| StartError::Bind { key, addr, source })
         };
         let rtmp_addr = local(&rtmp, "rtmp_listen", config.rtmp_listen)?;
+        // TLS: the certificate first (its error names the file), then the
+        // listeners that need it.
+        let mut tls = TlsListeners::open(&config)?;
+        let (https_addr, rtmps_addr) = match &tls {
+            Some(t) => (t.https_addr()?, t.rtmps_addr()?),
+            None => (None, None),
+        };
         let shutdown = CancellationToken::new();
         let engine = Engine::start(
             &EngineConfig {
@@ -134,6 +146,20 @@ impl App {
             shutdown.clone(),
             tasks.clone(),
         ));
+        if let Some(t) = &mut tls {
+            let watch = Arc::clone(&t.reloader).watch(t.reload_interval, shutdown.clone());
+            tasks.spawn(watch);
+            if let Some(rtmps) = t.rtmps.take() {
+                tasks.spawn(server::rtmp::serve_tls(
+                    rtmps,
+                    t.rtmps_acceptor.clone(),
+                    hub.clone(),
+                    Arc::clone(&gate),
+                    shutdown.clone(),
+                    tasks.clone(),
+                ));
+            }
+        }
         let requests = Arc::new(crate::metrics::RequestCounter::default());
         let http_router = server::http::router(Arc::new(HttpState {
             hls: Arc::clone(&hls),
@@ -142,6 +168,16 @@ impl App {
             requests: Arc::clone(&requests),
             gate: Arc::clone(&gate),
         }));
+        if let Some(t) = &mut tls
+            && let Some(https) = t.https.take()
+        {
+            tasks.spawn(crate::tls::serve_tls(
+                https,
+                http_router.clone(),
+                t.http_acceptor.clone(),
+                shutdown.clone(),
+            ));
+        }
         tasks.spawn(serve_http(http, http_router, shutdown.clone(), "http"));
         // HLS viewers that stopped asking have left.
         let (viewers_hls, viewers_hub, viewers_stop) =
@@ -165,15 +201,27 @@ impl App {
             ready: Default::default(),
             started: SystemTime::now(),
         });
-        tasks.spawn(serve_http(
-            api,
-            api::router(Arc::clone(&api_state)),
-            shutdown.clone(),
-            "api",
-        ));
+        let api_router = api::router(Arc::clone(&api_state));
+        match tls.as_ref().filter(|_| hub.config().tls.api_tls) {
+            Some(t) => tasks.spawn(crate::tls::serve_tls(
+                api,
+                api_router,
+                t.http_acceptor.clone(),
+                shutdown.clone(),
+            )),
+            None => tasks.spawn(serve_http(api, api_router, shutdown.clone(), "api")),
+        };
         api_state.ready.store(true, Ordering::Relaxed);
 
-        tracing::info!(rtmp = %rtmp_addr, http = %http_addr, api = %api_addr, "mediarelay listening");
+        let off = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_string(), |a| a.to_string());
+        tracing::info!(
+            rtmp = %rtmp_addr,
+            http = %http_addr,
+            api = %api_addr,
+            https = %off(https_addr),
+            rtmps = %off(rtmps_addr),
+            "mediarelay listening"
+        );
         let c = hub.config();
         tracing::info!(
             rtsp_listen = %c.rtsp_listen,
@@ -185,6 +233,8 @@ impl App {
             http_addr,
             api_addr,
             webrtc_addr: engine.local_addr(),
+            https_addr,
+            rtmps_addr,
             hls,
             shutdown,
             tasks,
@@ -229,5 +279,86 @@ async fn serve_http(
         .await;
     if let Err(e) = result {
         tracing::error!(listener = name, error = %e, "HTTP server failed");
+    }
+}
+
+/// The certificate and the TLS listeners bound at start.
+struct TlsListeners {
+    reloader: Arc<TlsReloader>,
+    reload_interval: std::time::Duration,
+    /// `https_listen`, until it is served.
+    https: Option<tokio::net::TcpListener>,
+    /// `rtmps_listen`, until it is served.
+    rtmps: Option<tokio::net::TcpListener>,
+    https_listen: Option<ListenAddr>,
+    rtmps_listen: Option<ListenAddr>,
+    /// For HTTPS and the API (ALPN `h2`, `http/1.1`).
+    http_acceptor: TlsAcceptor,
+    /// For RTMPS (no ALPN).
+    rtmps_acceptor: TlsAcceptor,
+}
+
+impl TlsListeners {
+    /// Loads `[tls]` and binds `https_listen` and `rtmps_listen`; `None`
+    /// when no certificate is configured (the TLS listeners stay closed).
+    fn open(config: &Config) -> Result<Option<TlsListeners>, StartError> {
+        if !config.tls.is_configured() {
+            return Ok(None);
+        }
+        // The error names the setting and the file (`tls.cert: /path: …`).
+        let reloader = TlsReloader::load(&config.tls.cert, &config.tls.key).map_err(|e| {
+            StartError::Setup {
+                what: "tls",
+                reason: e.to_string(),
+            }
+        })?;
+        let bind = |key: &'static str, addr: Option<ListenAddr>| {
+            addr.map(|addr| {
+                addr.bind_tcp()
+                    .map_err(|source| StartError::Bind { key, addr, source })
+            })
+            .transpose()
+        };
+        let http_acceptor = TlsAcceptor::http(&reloader).map_err(tls_setup)?;
+        let rtmps_acceptor = TlsAcceptor::rtmps(&reloader).map_err(tls_setup)?;
+        Ok(Some(TlsListeners {
+            reloader,
+            http_acceptor,
+            rtmps_acceptor,
+            reload_interval: config.tls.reload_interval,
+            https: bind("https_listen", config.https_listen)?,
+            rtmps: bind("rtmps_listen", config.rtmps_listen)?,
+            https_listen: config.https_listen,
+            rtmps_listen: config.rtmps_listen,
+        }))
+    }
+
+    fn https_addr(&self) -> Result<Option<SocketAddr>, StartError> {
+        Self::local(self.https.as_ref(), "https_listen", self.https_listen)
+    }
+
+    fn rtmps_addr(&self) -> Result<Option<SocketAddr>, StartError> {
+        Self::local(self.rtmps.as_ref(), "rtmps_listen", self.rtmps_listen)
+    }
+
+    fn local(
+        listener: Option<&tokio::net::TcpListener>,
+        key: &'static str,
+        addr: Option<ListenAddr>,
+    ) -> Result<Option<SocketAddr>, StartError> {
+        let (Some(listener), Some(addr)) = (listener, addr) else {
+            return Ok(None);
+        };
+        listener
+            .local_addr()
+            .map(Some)
+            .map_err(|source| StartError::Bind { key, addr, source })
+    }
+}
+
+fn tls_setup(e: rustls::Error) -> StartError {
+    StartError::Setup {
+        what: "tls",
+        reason: e.to_string(),
     }
 }

@@ -26,6 +26,9 @@ pub const RESTART_KEYS: &[&str] = &[
     "webrtc_tcp_listen",
     "webrtc_public_addresses",
     "rtsp_listen",
+    "https_listen",
+    "rtmps_listen",
+    "tls",
 ];
 
 /// Keys whose values are secrets wherever they appear.
@@ -338,7 +341,10 @@ pub fn keep_restart_keys(running: &Config, mut new: Config) -> (Config, Vec<&'st
         webrtc_listen,
         webrtc_tcp_listen,
         webrtc_public_addresses,
-        rtsp_listen
+        rtsp_listen,
+        https_listen,
+        rtmps_listen,
+        tls
     );
     (new, kept)
 }
@@ -517,5 +523,25 @@ mod tests {
         assert_eq!(kept, ["rtmp_listen"]);
         assert_eq!(next.rtmp_listen, running.rtmp_listen);
         assert_eq!(next.hls.segment_count, 9);
+    }
+
+    #[test]
+    fn tls_listeners_and_settings_need_a_restart() {
+        let running = Config::default();
+        let mut file = Config {
+            https_listen: Some(crate::net::ListenAddr::Any(8443)),
+            ..Config::default()
+        };
+        file.tls.api_tls = true;
+        file.tls.cert = "/etc/relay/cert.pem".into();
+        let (next, kept) = keep_restart_keys(&running, file);
+        assert_eq!(kept, ["https_listen", "tls"]);
+        assert_eq!(next.https_listen, None);
+        assert!(!next.tls.api_tls && next.tls.cert.is_empty());
+
+        let e = patch_global(&running, &json!({"tls": {"api_tls": true}})).unwrap_err();
+        assert_eq!(e.key, "tls");
+        let e = patch_global(&running, &json!({"rtmps_listen": ":1937"})).unwrap_err();
+        assert_eq!(e.key, "rtmps_listen");
     }
 }

@@ -32,11 +32,8 @@ pub async fn run(mut conn: RtmpConn, mut reading: Reading) -> Result<(), ConnErr
         tokio::select! {
             biased;
             _ = reading.session.cancelled() => break Ok("kicked"),
-            ready = conn.readable() => {
-                if let Err(e) = ready {
-                    break Err(ConnError::Io(e));
-                }
-                if let Err(e) = conn.try_read_input() {
+            read = conn.read_input_untimed() => {
+                if let Err(e) = read {
                     break Err(e);
                 }
                 let mut finished = false;

@@ -1,14 +1,14 @@
 //! The socket side of one RTMP connection: reads feed the sans-IO session,
 //! its output (and shared media messages) go out with vectored writes, both
-//! bounded by timeouts. Shared by the RTMP ingest and egress.
+//! bounded by timeouts. Shared by the RTMP ingest and egress. The stream is a
+//! TCP socket (RTMP) or a TLS session over one (RTMPS).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::rtmp::{RtmpError, ServerSession};
 
@@ -28,19 +28,31 @@ pub enum ConnError {
 }
 
 /// A reset is how OBS ends a session: report it as a close, not a failure.
+/// Over TLS, a peer that closes TCP without a `close_notify` alert (RFC 8446
+/// §6.1) reads as `UnexpectedEof`: also a close.
 fn io_error(e: std::io::Error) -> ConnError {
     match e.kind() {
-        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted => {
-            ConnError::Closed
-        }
+        std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::ConnectionAborted
+        | std::io::ErrorKind::UnexpectedEof => ConnError::Closed,
         _ => ConnError::Io(e),
     }
 }
 
+/// A byte stream an RTMP session runs over: a `TcpStream`, or a
+/// `tokio_rustls` server stream for RTMPS.
+pub trait RtmpStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> RtmpStream for T {}
+
+/// The stream of one connection, boxed once when it is accepted so the
+/// session code is the same for RTMP and RTMPS.
+pub type BoxedStream = Box<dyn RtmpStream>;
+
 pub struct RtmpConn {
     pub session: ServerSession,
     pub peer: SocketAddr,
-    socket: TcpStream,
+    socket: BoxedStream,
     buf: Box<[u8]>,
     out: VecDeque<Bytes>,
     read_timeout: Duration,
@@ -49,7 +61,7 @@ pub struct RtmpConn {
 
 impl RtmpConn {
     pub fn new(
-        socket: TcpStream,
+        socket: BoxedStream,
         peer: SocketAddr,
         session: ServerSession,
         read_timeout: Duration,
@@ -76,19 +88,16 @@ impl RtmpConn {
         self.feed(n)
     }
 
-    /// Waits until the socket has something to read (no timeout).
-    pub async fn readable(&self) -> std::io::Result<()> {
-        self.socket.readable().await
-    }
-
-    /// Reads without waiting, after [`RtmpConn::readable`]; `Ok(0)` when a
-    /// readiness was spurious.
-    pub fn try_read_input(&mut self) -> Result<usize, ConnError> {
-        match self.socket.try_read(&mut self.buf) {
-            Ok(n) => self.feed(n),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
-            Err(e) => Err(io_error(e)),
-        }
+    /// Reads what the peer sent, waiting as long as it takes (players send
+    /// little once playing), and feeds it to the session.
+    ///
+    /// Cancel-safe, so it can race other work in `select!`: a read that has
+    /// not completed consumed nothing (`AsyncReadExt::read` is cancel-safe,
+    /// and a TLS stream keeps decrypted bytes it has not handed out), and a
+    /// completed read is fed before the future returns.
+    pub async fn read_input_untimed(&mut self) -> Result<usize, ConnError> {
+        let n = self.socket.read(&mut self.buf).await.map_err(io_error)?;
+        self.feed(n)
     }
 
     fn feed(&mut self, n: usize) -> Result<usize, ConnError> {
@@ -109,12 +118,67 @@ impl RtmpConn {
         if self.out.is_empty() {
             return Ok(0);
         }
-        tokio::time::timeout(
-            self.write_timeout,
-            crate::net::write_all_chunks(&mut self.socket, &mut self.out),
-        )
+        let socket = &mut self.socket;
+        let out = &mut self.out;
+        tokio::time::timeout(self.write_timeout, async move {
+            let n = crate::net::write_all_chunks(socket, out).await?;
+            // A TLS stream may hold the last record until flushed (a no-op
+            // for TCP).
+            socket.flush().await?;
+            Ok::<u64, std::io::Error>(n)
+        })
         .await
         .map_err(|_| ConnError::WriteTimeout(self.write_timeout))?
         .map_err(ConnError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::rtmp::ServerConfig;
+    use crate::tls::testing::{TempDir, cert_der_of, client_trusting, write_self_signed};
+    use crate::tls::{TlsAcceptor, TlsReloader};
+    use rustls_pki_types::ServerName;
+
+    /// A TLS stream holds the records it could not write while the socket
+    /// was full; `flush` must push them out, or the tail of a message waits
+    /// for the next write (a player could stall on its last frame).
+    #[tokio::test]
+    async fn flush_delivers_everything_over_a_congested_tls_stream() {
+        let dir = TempDir::new("conn");
+        let (cert, key) = write_self_signed(&dir, "srv", "localhost");
+        let reloader = TlsReloader::load(&cert, &key).unwrap();
+        let acceptor = TlsAcceptor::rtmps(&reloader).unwrap();
+        // A pipe much smaller than one TLS record.
+        let (server_io, client_io) = tokio::io::duplex(1024);
+        let connector = tokio_rustls::TlsConnector::from(client_trusting(&cert_der_of(&cert), &[]));
+        let name = ServerName::try_from("localhost").unwrap();
+        let (server, client) = tokio::join!(
+            acceptor.accept(server_io),
+            connector.connect(name, client_io)
+        );
+        let (server, mut client) = (server.unwrap(), client.unwrap());
+
+        let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let expected = payload.clone();
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; expected.len()];
+            let read = tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut got));
+            read.await.expect("every byte arrives").unwrap();
+            assert!(got == expected, "bytes differ");
+            client
+        });
+        let peer = "127.0.0.1:1935".parse().unwrap();
+        let session = ServerSession::new_after_handshake(ServerConfig::default());
+        let timeout = Duration::from_secs(5);
+        let mut conn = RtmpConn::new(Box::new(server), peer, session, timeout, timeout);
+        for chunk in payload.chunks(30_000) {
+            conn.session.queue_encoded(Bytes::copy_from_slice(chunk));
+        }
+        assert_eq!(conn.flush().await.unwrap(), 200_000);
+        // Nothing more is written: the reader must get the tail from flush.
+        let _client = reader.await.unwrap();
+        drop(conn);
     }
 }

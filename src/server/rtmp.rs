@@ -1,6 +1,7 @@
-//! The RTMP listener: accepts a connection, runs the handshake and the
-//! commands up to `publish` or `play`, then hands the connection to the RTMP
-//! ingest or egress. A bad peer ends only its own connection.
+//! The RTMP and RTMPS listeners: accept a connection, run the TLS handshake
+//! (RTMPS), the RTMP handshake and the commands up to `publish` or `play`,
+//! then hand the connection to the RTMP ingest or egress. A bad peer ends
+//! only its own connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,11 +11,21 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::conn::{ConnError, RtmpConn};
+use super::conn::{BoxedStream, ConnError, RtmpConn};
 use crate::auth::{Action, AuthError, Credentials};
 use crate::gate::{Gate, Listener};
 use crate::hub::{Hub, Protocol, Role, SessionSpec};
 use crate::protocol::rtmp::{ServerConfig, ServerEvent, ServerSession};
+use crate::tls::TlsAcceptor;
+
+/// What runs on an accepted TCP connection before RTMP.
+#[derive(Clone)]
+enum Transport {
+    /// RTMP straight on TCP.
+    Plain,
+    /// RTMPS: RTMP inside TLS (RFC 8446), after the acceptor's handshake.
+    Tls(TlsAcceptor),
+}
 
 /// Accepts RTMP connections until `shutdown`.
 pub async fn serve(
@@ -24,6 +35,38 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
+    accept_loop(listener, Transport::Plain, hub, gate, shutdown, tasks).await
+}
+
+/// Accepts RTMPS connections until `shutdown`. Each connection runs its TLS
+/// handshake (bounded by the acceptor's timeout) in its own task, then the
+/// same RTMP session as [`serve`].
+pub async fn serve_tls(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    hub: Hub,
+    gate: Arc<Gate>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let transport = Transport::Tls(acceptor);
+    accept_loop(listener, transport, hub, gate, shutdown, tasks).await
+}
+
+/// The accept loop of both listeners: admission right after accept, then
+/// one task per connection. Nothing here waits on a peer.
+async fn accept_loop(
+    listener: TcpListener,
+    transport: Transport,
+    hub: Hub,
+    gate: Arc<Gate>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let name = match transport {
+        Transport::Plain => "rtmp",
+        Transport::Tls(_) => "rtmps",
+    };
     loop {
         let (socket, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -31,7 +74,7 @@ pub async fn serve(
                 Ok(a) => a,
                 Err(e) => {
                     // EMFILE and friends: wait a little instead of spinning.
-                    tracing::warn!(error = %e, "RTMP accept failed");
+                    tracing::warn!(listener = name, error = %e, "RTMP accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
@@ -42,24 +85,54 @@ pub async fn serve(
         let admitted = match gate.admit_connection(Listener::Rtmp, peer.ip()) {
             Ok(guard) => guard,
             Err(refusal) => {
-                tracing::debug!(%peer, "RTMP connection refused: {refusal}");
+                tracing::debug!(listener = name, %peer, "RTMP connection refused: {refusal}");
                 drop(socket);
                 continue;
             }
         };
-        let hub = hub.clone();
-        let gate = Arc::clone(&gate);
-        let span = tracing::info_span!("rtmp", %peer);
+        let (hub, gate) = (hub.clone(), Arc::clone(&gate));
+        let (transport, shutdown) = (transport.clone(), shutdown.clone());
+        let span = match transport {
+            Transport::Plain => tracing::info_span!("rtmp", %peer),
+            Transport::Tls(_) => tracing::info_span!("rtmps", %peer),
+        };
         tasks.spawn(
             async move {
                 let _admitted = admitted;
-                match handle(socket, peer, hub, gate).await {
+                let Some(stream) = open(socket, transport, shutdown).await else {
+                    return;
+                };
+                match handle(stream, peer, hub, gate).await {
                     Ok(()) | Err(ConnError::Closed) => tracing::debug!("connection closed"),
                     Err(e) => tracing::info!(error = %e, "connection ended"),
                 }
             }
             .instrument(span),
         );
+    }
+}
+
+/// The stream RTMP runs over: the socket itself, or the TLS session after
+/// a completed handshake (`None`: the handshake failed, timed out or the
+/// server is shutting down).
+async fn open(
+    socket: TcpStream,
+    transport: Transport,
+    shutdown: CancellationToken,
+) -> Option<BoxedStream> {
+    let _ = socket.set_nodelay(true);
+    match transport {
+        Transport::Plain => Some(Box::new(socket)),
+        Transport::Tls(acceptor) => tokio::select! {
+            _ = shutdown.cancelled() => None,
+            tls = acceptor.accept(socket) => match tls {
+                Ok(tls) => Some(Box::new(tls)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    None
+                }
+            },
+        },
     }
 }
 
@@ -95,12 +168,11 @@ fn refusal_code(kind: &str, e: &AuthError) -> String {
 }
 
 async fn handle(
-    socket: TcpStream,
+    socket: BoxedStream,
     peer: SocketAddr,
     hub: Hub,
     gate: Arc<Gate>,
 ) -> Result<(), ConnError> {
-    let _ = socket.set_nodelay(true);
     let config = hub.config();
     let session = ServerSession::new(ServerConfig::default());
     let mut conn = RtmpConn::new(
