@@ -76,6 +76,9 @@ pub fn routes() -> Vec<(&'static str, &'static str)> {
     all
 }
 
+/// The API router: the routes of [`routes`] behind the API middleware
+/// (IP rules, rate limit, authentication), the body limit and the request
+/// counter.
 pub fn router(state: Arc<ApiState>) -> Router {
     let counting = (Arc::clone(&state.requests), "api");
     state_routes()

@@ -39,7 +39,7 @@ pub struct RefusedChange {
 
 /// Routes the API middleware does not authenticate (only IP rules and the
 /// rate limit apply), as `crate::gate::guard_api` decides.
-const UNAUTHENTICATED: &[&str] = &["/healthz", "/readyz"];
+pub const UNAUTHENTICATED: &[&str] = &["/healthz", "/readyz"];
 
 /// A shared response of the API middleware: the JSON error body, and a
 /// header (name, type, description) where it sends one.
