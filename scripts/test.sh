@@ -10,6 +10,12 @@ ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
 ensure_node
 (cd web && npm ci --silent --no-audit --no-fund)
 (cd tests/browser && npm ci --silent --no-audit --no-fund)
+# openapi-spec-validator checks the API's OpenAPI document (tests/openapi.rs).
+if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
+  python3 -m pip --version >/dev/null 2>&1 || ensure_packages python3-pip
+  python3 -m pip install --user --quiet openapi-spec-validator ||
+    python3 -m pip install --user --quiet --break-system-packages openapi-spec-validator
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi

@@ -12,14 +12,21 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::ApiState;
+use super::openapi::{ErrorBody, RefusedChange};
 use crate::config::live::{self, ChangeError};
 use crate::config::validate_rule_name;
 
 /// A refused change: 400 with the field and the reason.
 fn refused(e: ChangeError) -> Response {
-    let body = serde_json::json!({ "error": e.to_string(), "field": e.key });
+    let body = RefusedChange {
+        error: e.to_string(),
+        field: e.key,
+    };
     (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
 }
+
+/// What the `{name}` parameter of the rule routes says.
+const RULE_NAME: &str = "The rule name as in `[paths.\"name\"]`: a path name or a pattern; it may contain `/` (`/v1/config/paths/live/cam1`).";
 
 fn parse_body(body: &[u8]) -> Result<Value, ChangeError> {
     serde_json::from_slice(body).map_err(|e| ChangeError {
@@ -28,10 +35,37 @@ fn parse_body(body: &[u8]) -> Result<Value, ChangeError> {
     })
 }
 
+/// The running configuration, secrets redacted.
+#[utoipa::path(
+    get,
+    path = "/v1/config",
+    tag = "config",
+    responses((status = 200, description = "The configuration as JSON: the keys of config/mediarelay.toml, secrets shown as `<redacted>`.", body = Object))
+)]
 pub(super) async fn get_config(State(s): State<Arc<ApiState>>) -> Response {
     axum::Json(live::redacted_json(&s.hub.config())).into_response()
 }
 
+/// Changes global settings with a JSON merge patch (RFC 7396). Path rules
+/// are changed through `/v1/config/paths/{name}`; keys that need a restart
+/// (listen addresses, `log_level`) are refused.
+#[utoipa::path(
+    patch,
+    path = "/v1/config",
+    tag = "config",
+    request_body(
+        description = "A JSON merge patch (RFC 7396) of the configuration's JSON form (keys as in config/mediarelay.toml); `null` removes a key (back to its default).",
+        content(
+            (Object = "application/merge-patch+json"),
+            (Object = "application/json"),
+        )
+    ),
+    responses(
+        (status = 200, description = "Applied; the new configuration, secrets redacted.", body = Object),
+        (status = 400, description = "Refused: not JSON, not valid, or a key that needs a restart. Nothing was changed.", body = RefusedChange),
+        (status = 413, description = "The body is larger than `limits.max_body_bytes`.", content_type = "text/plain", body = String),
+    )
+)]
 pub(super) async fn patch_config(State(s): State<Arc<ApiState>>, body: Bytes) -> Response {
     let patch = match parse_body(&body) {
         Ok(v) => v,
@@ -52,6 +86,17 @@ fn rule_json(config: &crate::config::Config, name: &str) -> Option<Value> {
     Some(v)
 }
 
+/// One path rule (`[paths."name"]`), secrets redacted.
+#[utoipa::path(
+    get,
+    path = "/v1/config/paths/{name}",
+    tag = "config",
+    params(("name" = String, Path, description = RULE_NAME, example = "live/cam1")),
+    responses(
+        (status = 200, description = "The rule as configured (keys left out fall back to `path_defaults`).", body = crate::config::PathRule),
+        (status = 404, description = "No rule with that name.", body = ErrorBody),
+    )
+)]
 pub(super) async fn get_rule(State(s): State<Arc<ApiState>>, Path(name): Path<String>) -> Response {
     match rule_json(&s.hub.config(), &name) {
         Some(v) => axum::Json(v).into_response(),
@@ -90,6 +135,20 @@ async fn put_or_patch(s: Arc<ApiState>, name: String, body: Bytes, patch: bool) 
     }
 }
 
+/// Creates or replaces a path rule.
+#[utoipa::path(
+    put,
+    path = "/v1/config/paths/{name}",
+    tag = "config",
+    params(("name" = String, Path, description = RULE_NAME, example = "live/cam1")),
+    request_body(description = "The whole rule.", content((crate::config::PathRule = "application/json"))),
+    responses(
+        (status = 200, description = "Replaced; the rule, secrets redacted.", body = crate::config::PathRule),
+        (status = 201, description = "Created; the rule, secrets redacted.", body = crate::config::PathRule),
+        (status = 400, description = "Refused: a bad name, not JSON, or not valid. Nothing was changed.", body = RefusedChange),
+        (status = 413, description = "The body is larger than `limits.max_body_bytes`.", content_type = "text/plain", body = String),
+    )
+)]
 pub(super) async fn put_rule(
     State(s): State<Arc<ApiState>>,
     Path(name): Path<String>,
@@ -98,6 +157,26 @@ pub(super) async fn put_rule(
     put_or_patch(s, name, body, false).await
 }
 
+/// Changes a path rule with a JSON merge patch (RFC 7396).
+#[utoipa::path(
+    patch,
+    path = "/v1/config/paths/{name}",
+    tag = "config",
+    params(("name" = String, Path, description = RULE_NAME, example = "live/cam1")),
+    request_body(
+        description = "A JSON merge patch (RFC 7396) of the rule: keys given replace, `null` removes.",
+        content(
+            (Object = "application/merge-patch+json"),
+            (Object = "application/json"),
+        )
+    ),
+    responses(
+        (status = 200, description = "Applied; the rule, secrets redacted.", body = crate::config::PathRule),
+        (status = 400, description = "Refused: a bad name, not JSON, or not valid. Nothing was changed.", body = RefusedChange),
+        (status = 404, description = "No rule with that name.", body = ErrorBody),
+        (status = 413, description = "The body is larger than `limits.max_body_bytes`.", content_type = "text/plain", body = String),
+    )
+)]
 pub(super) async fn patch_rule(
     State(s): State<Arc<ApiState>>,
     Path(name): Path<String>,
@@ -106,6 +185,17 @@ pub(super) async fn patch_rule(
     put_or_patch(s, name, body, true).await
 }
 
+/// Removes a path rule; a path it served is stopped.
+#[utoipa::path(
+    delete,
+    path = "/v1/config/paths/{name}",
+    tag = "config",
+    params(("name" = String, Path, description = RULE_NAME, example = "live/cam1")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 404, description = "No rule with that name.", body = ErrorBody),
+    )
+)]
 pub(super) async fn delete_rule(
     State(s): State<Arc<ApiState>>,
     Path(name): Path<String>,

@@ -1,7 +1,9 @@
 //! The control API (JSON under `/v1`, plus `/healthz` and `/readyz`), served
-//! on its own listener, loopback by default.
+//! on its own listener, loopback by default. Its OpenAPI document is served
+//! at `/v1/openapi.json` ([`openapi`]).
 
 mod config;
+pub mod openapi;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,8 +13,9 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, on};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::hub::{Hub, Protocol, Role, Session};
 
@@ -29,28 +32,56 @@ pub struct ApiState {
     pub started: SystemTime,
 }
 
+/// Declares the routes served with [`ApiState`] once: the list
+/// ([`STATE_ROUTES`]) and the router built from it ([`state_routes`]).
+macro_rules! api_routes {
+    ($($method:ident $path:literal => $handler:path),* $(,)?) => {
+        /// Method and axum path of every route served with [`ApiState`].
+        const STATE_ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+
+        /// A router with every route of [`STATE_ROUTES`].
+        fn state_routes() -> Router<Arc<ApiState>> {
+            Router::new()
+                $(.route($path, on(MethodFilter::$method, $handler)))*
+        }
+    };
+}
+
+api_routes! {
+    GET "/healthz" => healthz,
+    GET "/metrics" => metrics,
+    GET "/readyz" => readyz,
+    GET "/v1/paths" => list_paths,
+    GET "/v1/paths/{*name}" => get_path,
+    GET "/v1/sessions" => list_sessions,
+    GET "/v1/sessions/{id}" => get_session,
+    POST "/v1/sessions/{id}/kick" => kick_session,
+    GET "/v1/config" => config::get_config,
+    PATCH "/v1/config" => config::patch_config,
+    GET "/v1/config/paths/{*name}" => config::get_rule,
+    PUT "/v1/config/paths/{*name}" => config::put_rule,
+    PATCH "/v1/config/paths/{*name}" => config::patch_rule,
+    DELETE "/v1/config/paths/{*name}" => config::delete_rule,
+    GET "/v1/webhooks" => webhooks,
+    GET "/v1/openapi.json" => openapi::openapi_json,
+}
+
+/// Every route of the API listener as (method, axum path): the routes
+/// served with [`ApiState`] and the SSE route merged from
+/// [`crate::events::sse`]. `{*name}` takes the rest of the URL. The OpenAPI
+/// document covers exactly these (see [`openapi::doc_path`]).
+pub fn routes() -> Vec<(&'static str, &'static str)> {
+    let mut all = STATE_ROUTES.to_vec();
+    all.push(("GET", crate::events::sse::PATH));
+    all
+}
+
+/// The API router: the routes of [`routes`] behind the API middleware
+/// (IP rules, rate limit, authentication), the body limit and the request
+/// counter.
 pub fn router(state: Arc<ApiState>) -> Router {
     let counting = (Arc::clone(&state.requests), "api");
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/readyz", get(readyz))
-        .route("/v1/paths", get(list_paths))
-        .route("/v1/paths/{*name}", get(get_path))
-        .route("/v1/sessions", get(list_sessions))
-        .route("/v1/sessions/{id}", get(get_session))
-        .route("/v1/sessions/{id}/kick", post(kick_session))
-        .route(
-            "/v1/config",
-            get(config::get_config).patch(config::patch_config),
-        )
-        .route(
-            "/v1/config/paths/{*name}",
-            get(config::get_rule)
-                .put(config::put_rule)
-                .patch(config::patch_rule)
-                .delete(config::delete_rule),
-        )
+    state_routes()
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API route") })
         .method_not_allowed_fallback(|| async {
             error(
@@ -58,7 +89,6 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 "method not allowed on this route",
             )
         })
-        .route("/v1/webhooks", get(webhooks))
         .with_state(Arc::clone(&state))
         .merge(crate::events::sse::router(
             state.hub.events().clone(),
@@ -77,12 +107,31 @@ pub fn router(state: Arc<ApiState>) -> Router {
         ))
 }
 
-/// Delivery counters and breaker state of every webhook endpoint.
-async fn webhooks(State(s): State<Arc<ApiState>>) -> Response {
-    let stats = s.gate.webhooks().map(|w| w.snapshot()).unwrap_or_default();
-    axum::Json(serde_json::json!({ "items": stats })).into_response()
+/// The webhook endpoints (`GET /v1/webhooks`).
+#[derive(Serialize, ToSchema)]
+struct WebhookList {
+    items: Vec<crate::events::webhook::WebhookStats>,
 }
 
+/// Delivery counters and breaker state of every webhook endpoint.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks",
+    tag = "events",
+    responses((status = 200, description = "Every configured endpoint, in config order.", body = WebhookList))
+)]
+async fn webhooks(State(s): State<Arc<ApiState>>) -> Response {
+    let items = s.gate.webhooks().map(|w| w.snapshot()).unwrap_or_default();
+    axum::Json(WebhookList { items }).into_response()
+}
+
+/// Prometheus metrics (text exposition format 0.0.4).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "metrics",
+    responses((status = 200, description = "Metrics in the Prometheus text format.", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String))
+)]
 async fn metrics(State(s): State<Arc<ApiState>>) -> Response {
     let text = crate::metrics::render(&crate::metrics::Sources {
         hub: &s.hub,
@@ -116,31 +165,64 @@ pub struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response()
+        (self.0, axum::Json(openapi::ErrorBody { error: self.1 })).into_response()
     }
 }
 
-async fn healthz() -> Response {
-    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+/// `{"status": "ok"}` / `{"status": "ready"}`.
+#[derive(Serialize, ToSchema)]
+struct Health {
+    #[schema(example = "ok")]
+    status: &'static str,
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "The server is up: `{\"status\": \"ok\"}`.", body = Health))
+)]
+async fn healthz() -> Response {
+    axum::Json(Health { status: "ok" }).into_response()
+}
+
+/// Readiness: every listener is bound and the config is loaded.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready: `{\"status\": \"ready\"}`.", body = Health),
+        (status = 503, description = "Still starting.", body = openapi::ErrorBody),
+    )
+)]
 async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
     if s.ready.load(Ordering::Relaxed) {
-        axum::Json(serde_json::json!({ "status": "ready" })).into_response()
+        axum::Json(Health { status: "ready" }).into_response()
     } else {
         error(StatusCode::SERVICE_UNAVAILABLE, "starting")
     }
 }
 
-#[derive(Deserialize)]
+/// `?page=&items_per_page=` of the list routes.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Paging {
+    /// The page, from 0.
+    #[param(value_type = Option<u64>, minimum = 0)]
     page: Option<String>,
+    /// Items on a page, 1–1000 (default 100).
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 1000)]
     items_per_page: Option<String>,
 }
 
-#[derive(Serialize)]
+/// One page of a list.
+#[derive(Serialize, ToSchema)]
 struct Page<T> {
+    /// Pages in all, at this page size.
     page_count: usize,
+    /// Items in all.
     item_count: usize,
     items: Vec<T>,
 }
@@ -176,6 +258,17 @@ fn paginate<T>(items: Vec<T>, paging: &Paging) -> Result<Page<T>, ApiError> {
     })
 }
 
+/// Every path: live ones, and configured pulled ones that are idle.
+#[utoipa::path(
+    get,
+    path = "/v1/paths",
+    tag = "paths",
+    params(Paging),
+    responses(
+        (status = 200, description = "One page of paths, by name.", body = Page<crate::hub::PathSnapshot>),
+        (status = 400, description = "`page` or `items_per_page` is not valid.", body = openapi::ErrorBody),
+    )
+)]
 async fn list_paths(State(s): State<Arc<ApiState>>, Query(paging): Query<Paging>) -> Response {
     match paginate(s.hub.path_snapshots(), &paging) {
         Ok(page) => axum::Json(page).into_response(),
@@ -183,6 +276,17 @@ async fn list_paths(State(s): State<Arc<ApiState>>, Query(paging): Query<Paging>
     }
 }
 
+/// One path.
+#[utoipa::path(
+    get,
+    path = "/v1/paths/{name}",
+    tag = "paths",
+    params(("name" = String, Path, description = "The path name; it may contain `/` (`/v1/paths/live/cam1`).", example = "live/cam1")),
+    responses(
+        (status = 200, description = "The path.", body = crate::hub::PathSnapshot),
+        (status = 404, description = "No such path.", body = openapi::ErrorBody),
+    )
+)]
 async fn get_path(State(s): State<Arc<ApiState>>, Path(name): Path<String>) -> Response {
     match s.hub.path_snapshot(&name) {
         Some(p) => axum::Json(p).into_response(),
@@ -190,7 +294,8 @@ async fn get_path(State(s): State<Arc<ApiState>>, Path(name): Path<String>) -> R
     }
 }
 
-#[derive(Serialize)]
+/// A publisher or reader session.
+#[derive(Serialize, ToSchema)]
 struct SessionView {
     id: u64,
     protocol: Protocol,
@@ -198,6 +303,7 @@ struct SessionView {
     path: String,
     remote_addr: Option<String>,
     #[serde(serialize_with = "crate::hub::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     created: SystemTime,
     bytes_in: u64,
     bytes_out: u64,
@@ -218,6 +324,17 @@ fn view(s: &Session) -> SessionView {
     }
 }
 
+/// Every session, publishers and readers.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions",
+    tag = "sessions",
+    params(Paging),
+    responses(
+        (status = 200, description = "One page of sessions.", body = Page<SessionView>),
+        (status = 400, description = "`page` or `items_per_page` is not valid.", body = openapi::ErrorBody),
+    )
+)]
 async fn list_sessions(State(s): State<Arc<ApiState>>, Query(paging): Query<Paging>) -> Response {
     let all = s.hub.sessions().iter().map(|s| view(s)).collect();
     match paginate(all, &paging) {
@@ -235,6 +352,18 @@ fn session_id(raw: &str) -> Result<u64, ApiError> {
     })
 }
 
+/// One session.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}",
+    tag = "sessions",
+    params(("id" = u64, Path, description = "The session id.")),
+    responses(
+        (status = 200, description = "The session.", body = SessionView),
+        (status = 400, description = "The id is not a number.", body = openapi::ErrorBody),
+        (status = 404, description = "No such session.", body = openapi::ErrorBody),
+    )
+)]
 async fn get_session(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
     let id = match session_id(&id) {
         Ok(id) => id,
@@ -246,13 +375,32 @@ async fn get_session(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> 
     }
 }
 
+/// `{"kicked": id}`.
+#[derive(Serialize, ToSchema)]
+struct Kicked {
+    kicked: u64,
+}
+
+/// Ends a session: its connection is closed (an HLS viewer gets 403 from
+/// then on).
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/kick",
+    tag = "sessions",
+    params(("id" = u64, Path, description = "The session id.")),
+    responses(
+        (status = 200, description = "The session was ended.", body = Kicked),
+        (status = 400, description = "The id is not a number.", body = openapi::ErrorBody),
+        (status = 404, description = "No such session.", body = openapi::ErrorBody),
+    )
+)]
 async fn kick_session(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
     let id = match session_id(&id) {
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
     if s.hub.kick(id) {
-        axum::Json(serde_json::json!({ "kicked": id })).into_response()
+        axum::Json(Kicked { kicked: id }).into_response()
     } else {
         error(StatusCode::NOT_FOUND, format!("no session {id}"))
     }

@@ -278,7 +278,7 @@ pub struct IpRulesConfig {
 }
 
 /// How an RTSP source asks the camera to send RTP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RtspTransport {
     /// UDP, and TCP (interleaved) when no UDP packets arrive.
@@ -289,7 +289,7 @@ pub enum RtspTransport {
 
 /// A path rule. Keys left out fall back to `[path_defaults]`, then to the
 /// built-in defaults.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PathRule {
     /// Where the path's media comes from: `publisher` (pushed by a client),
@@ -307,6 +307,7 @@ pub struct PathRule {
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<String>, example = "10s")]
     pub publisher_grace: Option<Duration>,
     /// Pull the source only while someone reads the path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -317,6 +318,7 @@ pub struct PathRule {
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<String>, example = "10s")]
     pub on_demand_start_timeout: Option<Duration>,
     /// An on-demand source with no reader for this long is stopped.
     #[serde(
@@ -324,6 +326,7 @@ pub struct PathRule {
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<String>, example = "10s")]
     pub on_demand_close_after: Option<Duration>,
     /// RTP transport of an RTSP source: `auto`, `tcp` or `udp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -331,20 +334,25 @@ pub struct PathRule {
     /// Credentials for the source, when they are not in its URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_user: Option<String>,
+    /// Shown redacted by the API; sending the redacted value back keeps it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_pass: Option<String>,
     /// Who may publish to the path: only these networks (empty or left out:
     /// anyone not in `publish_deny`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>, example = json!(["192.0.2.0/24"]))]
     pub publish_allow: Option<Vec<IpNetwork>>,
     /// Networks that may not publish to the path (wins over `publish_allow`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>, example = json!(["192.0.2.0/24"]))]
     pub publish_deny: Option<Vec<IpNetwork>>,
     /// Who may read the path (any protocol).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>, example = json!(["192.0.2.0/24"]))]
     pub read_allow: Option<Vec<IpNetwork>>,
     /// Networks that may not read the path (wins over `read_allow`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>, example = json!(["192.0.2.0/24"]))]
     pub read_deny: Option<Vec<IpNetwork>>,
 }
 

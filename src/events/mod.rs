@@ -25,7 +25,9 @@ pub mod webhook;
 pub const RING_CAPACITY: usize = 1024;
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     PublishStart,
@@ -81,12 +83,13 @@ impl std::str::FromStr for EventKind {
 }
 
 /// One event, as the SSE stream and webhook bodies carry it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Event {
     /// Increasing from 1 for the life of the process (SSE `id:`).
     pub id: u64,
     pub event: EventKind,
     #[serde(serialize_with = "crate::hub::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub time: SystemTime,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -109,6 +112,7 @@ pub struct Event {
     /// `config_changed`: what changed (`paths` added/removed/changed,
     /// `global` keys) and what caused it (`api`, `reload`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub detail: Option<serde_json::Value>,
 }
 

@@ -47,10 +47,13 @@ impl SseOptions {
 }
 
 #[derive(Clone)]
-struct SseState {
+pub(crate) struct SseState {
     bus: EventBus,
     options: SseOptions,
 }
+
+/// The route of the event stream.
+pub const PATH: &str = "/v1/events";
 
 /// A router serving `GET /v1/events`, with keep-alives every 15 s; merge it
 /// into the API router (it carries its own state).
@@ -61,14 +64,21 @@ pub fn router(bus: EventBus, shutdown: CancellationToken) -> Router {
 /// [`router`] with explicit options.
 pub fn router_with(bus: EventBus, options: SseOptions) -> Router {
     Router::new()
-        .route("/v1/events", get(events))
+        .route(PATH, get(events))
         .with_state(SseState { bus, options })
 }
 
 /// Query parameters of `GET /v1/events`.
-#[derive(Debug, Deserialize)]
-struct EventsQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EventsQuery {
+    /// The id to resume after, for a first connection (the
+    /// `Last-Event-ID` header wins).
+    #[param(value_type = Option<u64>)]
     last_event_id: Option<String>,
+    /// Comma-separated event kinds to send (default: all), e.g.
+    /// `publish_start,read_stop`.
+    #[param(example = "publish_start,read_stop")]
     events: Option<String>,
 }
 
@@ -116,7 +126,23 @@ fn parse_last_id(headers: &HeaderMap, query: Option<&str>) -> Result<Option<u64>
         .map_err(|_| format!("{what}: {text:?} is not an event id"))
 }
 
-async fn events(
+/// The event stream (Server-Sent Events): each event as `id: <id>`,
+/// `event: <kind>`, `data: <Event as JSON>`; `event: missed` with
+/// `data: {"missed": n}` (no id) when events could not be delivered.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    params(
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id (what a reconnecting browser sends); the kept events after it come first."),
+        EventsQuery,
+    ),
+    responses(
+        (status = 200, description = "A stream of events until the client leaves or the server stops; `data` is an `Event` (see components), keep-alive comments every 15 s.", content_type = "text/event-stream", body = String),
+        (status = 400, description = "An unknown event kind in `events`, or a bad event id.", body = crate::api::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn events(
     State(state): State<SseState>,
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, QueryRejection>,

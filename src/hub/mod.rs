@@ -748,13 +748,15 @@ impl Drop for Publisher {
 }
 
 /// What the API shows of a path.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PathSnapshot {
     pub name: String,
     #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created: SystemTime,
     /// `publishing`, `waiting_for_publisher` (in the grace period),
     /// `waiting_for_source` (a pulled source that is not ready) or `idle`.
+    #[schema(value_type = String, example = "publishing")]
     pub state: &'static str,
     pub source: Option<SourceSnapshot>,
     pub stream: Option<StreamSnapshot>,
@@ -768,7 +770,7 @@ pub struct PathSnapshot {
     pub bytes_out: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SourceSnapshot {
     #[serde(rename = "type")]
     pub kind: Protocol,
@@ -777,14 +779,29 @@ pub struct SourceSnapshot {
     /// Pulled sources: the URL (without credentials) and how it is doing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Pulled sources: the source's status, flattened into this object.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = flattened_status_schema)]
     pub status: Option<StatusInner>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The schema of [`SourceSnapshot::status`]: [`StatusInner`]'s keys, all
+/// optional (pulled sources have them, publishers none).
+fn flattened_status_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    use utoipa::PartialSchema;
+    let mut schema = StatusInner::schema();
+    if let utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(o)) = &mut schema {
+        o.required.clear();
+        o.description = Some("Pulled sources only: how the source is doing.".into());
+    }
+    schema
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StreamSnapshot {
     pub id: u64,
     #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub online_since: SystemTime,
     pub tracks: Vec<TrackSnapshot>,
     pub frames_in: u64,
@@ -794,10 +811,11 @@ pub struct StreamSnapshot {
     pub b_frames: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TrackSnapshot {
     pub index: usize,
     pub kind: crate::media::TrackKind,
+    #[schema(value_type = String, example = "h264")]
     pub codec: &'static str,
     pub codec_string: String,
     pub generation: u32,
@@ -816,7 +834,7 @@ pub struct TrackSnapshot {
     pub fps: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReaderSnapshot {
     pub session_id: u64,
     pub protocol: Protocol,

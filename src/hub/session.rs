@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::reader::ReaderQueue;
 
 /// The protocol a session speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Rtmp,
@@ -24,7 +24,7 @@ pub enum Protocol {
 }
 
 /// Whether a session brings media in or takes it out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Publisher,

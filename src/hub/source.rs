@@ -15,7 +15,7 @@ use crate::config::PathSettings;
 use crate::events::{Event, EventBus, EventKind};
 
 /// What a pulled source is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceState {
     /// Not running (on demand, nobody reading).
@@ -40,13 +40,14 @@ pub struct SourceStatus {
     events: Option<(EventBus, String)>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StatusInner {
     pub state: SourceState,
     pub last_error: Option<String>,
     /// Failed attempts since the source was last ready.
     pub retries: u32,
     #[serde(serialize_with = "rfc3339_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub next_retry: Option<SystemTime>,
     /// Times the source became ready (the first connection and every
     /// reconnection after it).

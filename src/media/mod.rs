@@ -24,7 +24,7 @@ use bytes::Bytes;
 pub const VIDEO_TIMESCALE: u32 = 90_000;
 
 /// What kind of media a track carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TrackKind {
     Video,

@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 /// What the API and metrics show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     Closed,

@@ -42,7 +42,7 @@ pub enum WebhookError {
 }
 
 /// One endpoint's counters, as the API and metrics show them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WebhookStats {
     /// The URL, without credentials.
     pub url: String,
