@@ -200,6 +200,21 @@ impl App {
             shutdown: shutdown.clone(),
             ready: Default::default(),
             started: SystemTime::now(),
+            listeners: [
+                ("rtmp_listen", Some(rtmp_addr)),
+                ("http_listen", Some(http_addr)),
+                ("api_listen", Some(api_addr)),
+                ("webrtc_listen", engine.local_addr()),
+                (
+                    "webrtc_tcp_listen",
+                    engine.tcp_candidates().first().copied(),
+                ),
+                ("https_listen", https_addr),
+                ("rtmps_listen", rtmps_addr),
+            ]
+            .into_iter()
+            .filter_map(|(k, a)| a.map(|a| (k, a.to_string())))
+            .collect(),
         });
         let api_router = api::router(Arc::clone(&api_state));
         match tls.as_ref().filter(|_| hub.config().tls.api_tls) {

@@ -222,7 +222,7 @@ pub async fn guard_api(State(gate): State<Arc<Gate>>, req: Request, next: Next) 
     }
     let path = req.uri().path();
     let action = match path {
-        "/healthz" | "/readyz" => None,
+        p if crate::api::openapi::UNAUTHENTICATED.contains(&p) => None,
         "/metrics" => Some(Action::Metrics),
         _ => Some(Action::Api),
     };

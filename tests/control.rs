@@ -175,6 +175,13 @@ on_demand = true
         let r = api(&app, method, target, Some(json!({}))).await;
         assert_eq!(r.status, 404, "{method} {target}");
     }
+    // Server info.
+    let info = api(&app, "GET", "/v1/info", None).await.json();
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    assert!(info["uptime_seconds"].is_u64());
+    assert_eq!(info["listeners"]["rtmp_listen"], app.rtmp_addr.to_string());
+    assert_eq!(info["listeners"]["api_listen"], app.api_addr.to_string());
+    assert!(info["listeners"].get("https_listen").is_none());
     app.shutdown().await;
 }
 

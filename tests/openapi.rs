@@ -83,6 +83,7 @@ async fn every_route_is_documented_and_every_documented_operation_answers() {
     let known = [
         ("GET", "/healthz"),
         ("GET", "/readyz"),
+        ("GET", "/v1/info"),
         ("GET", "/metrics"),
         ("GET", "/v1/paths"),
         ("GET", "/v1/paths/{name}"),

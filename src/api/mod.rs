@@ -30,6 +30,9 @@ pub struct ApiState {
     /// Set once every listener is bound and the config is loaded.
     pub ready: AtomicBool,
     pub started: SystemTime,
+    /// Bound listeners by config key (`rtmp_listen` → `0.0.0.0:1935`), for
+    /// `GET /v1/info`.
+    pub listeners: std::collections::BTreeMap<&'static str, String>,
 }
 
 /// Declares the routes served with [`ApiState`] once: the list
@@ -51,6 +54,7 @@ api_routes! {
     GET "/healthz" => healthz,
     GET "/metrics" => metrics,
     GET "/readyz" => readyz,
+    GET "/v1/info" => info,
     GET "/v1/paths" => list_paths,
     GET "/v1/paths/{*name}" => get_path,
     GET "/v1/sessions" => list_sessions,
@@ -174,6 +178,39 @@ impl IntoResponse for ApiError {
 struct Health {
     #[schema(example = "ok")]
     status: &'static str,
+}
+
+/// What `GET /v1/info` answers.
+#[derive(Serialize, ToSchema)]
+struct ServerInfo {
+    /// The crate version.
+    #[schema(example = "0.1.0")]
+    version: &'static str,
+    /// When the server started (RFC 3339).
+    #[serde(serialize_with = "crate::hub::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    started: SystemTime,
+    uptime_seconds: u64,
+    /// Bound listeners by config key, e.g. `"rtmp_listen": "[::]:1935"`;
+    /// listeners that are off are left out.
+    listeners: std::collections::BTreeMap<&'static str, String>,
+}
+
+/// Server information: version, uptime, listeners.
+#[utoipa::path(
+    get,
+    path = "/v1/info",
+    tag = "health",
+    responses((status = 200, description = "Version, start time, uptime and bound listeners.", body = ServerInfo))
+)]
+async fn info(State(s): State<Arc<ApiState>>) -> Response {
+    axum::Json(ServerInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        started: s.started,
+        uptime_seconds: s.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+        listeners: s.listeners.clone(),
+    })
+    .into_response()
 }
 
 /// Liveness: the process answers.

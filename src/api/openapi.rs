@@ -160,6 +160,7 @@ impl Modify for Info {
     paths(
         super::healthz,
         super::readyz,
+        super::info,
         super::metrics,
         super::list_paths,
         super::get_path,
