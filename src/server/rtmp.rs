@@ -156,6 +156,31 @@ pub fn path_from(app: &str, stream_key: &str) -> (String, String) {
     (path, query.to_string())
 }
 
+/// May the client at `peer` do `action` on `path`, with the credentials of
+/// its stream key's query string (`cam1?user=…&pass=…`, `?token=…`)?
+async fn authorize(
+    gate: &Gate,
+    hub: &Hub,
+    action: Action,
+    path: &str,
+    query: &str,
+    peer: SocketAddr,
+) -> Result<(), AuthError> {
+    let credentials = Credentials::from_query(query);
+    gate.authorize_path(
+        &hub.config(),
+        action,
+        path,
+        "rtmp",
+        &credentials,
+        Some(peer.ip()),
+        query,
+        None,
+    )
+    .await
+    .map(|_| ())
+}
+
 /// The RTMP status code for a refusal: `…Unauthorized` when credentials
 /// are missing or wrong (an encoder shows it as such), `…Forbidden` when
 /// they do not allow this.
@@ -195,19 +220,8 @@ async fn handle(
                     }
                     ServerEvent::PublishRequested { stream_key, .. } => {
                         let (path, query) = path_from(&app, &stream_key);
-                        let credentials = Credentials::from_query(&query);
-                        if let Err(e) = gate
-                            .authorize_path(
-                                &hub.config(),
-                                Action::Publish,
-                                &path,
-                                "rtmp",
-                                &credentials,
-                                Some(peer.ip()),
-                                &query,
-                                None,
-                            )
-                            .await
+                        if let Err(e) =
+                            authorize(&gate, &hub, Action::Publish, &path, &query, peer).await
                         {
                             tracing::info!(path = %path, "publish refused: {e}");
                             conn.session
@@ -251,19 +265,8 @@ async fn handle(
                     }
                     ServerEvent::PlayRequested { stream_key } => {
                         let (path, query) = path_from(&app, &stream_key);
-                        let credentials = Credentials::from_query(&query);
-                        if let Err(e) = gate
-                            .authorize_path(
-                                &hub.config(),
-                                Action::Read,
-                                &path,
-                                "rtmp",
-                                &credentials,
-                                Some(peer.ip()),
-                                &query,
-                                None,
-                            )
-                            .await
+                        if let Err(e) =
+                            authorize(&gate, &hub, Action::Read, &path, &query, peer).await
                         {
                             tracing::info!(path = %path, "play refused: {e}");
                             conn.session
