@@ -265,7 +265,7 @@ async fn whep_create(state: &HttpState, req: Request, path: &str, peer: SocketAd
     {
         return r;
     }
-    let offer = match read_offer(req).await {
+    let offer = match read_offer(req, state.gate.limits().max_body_bytes).await {
         Ok(o) => o,
         Err(r) => return r,
     };
@@ -299,8 +299,10 @@ async fn whep_create(state: &HttpState, req: Request, path: &str, peer: SocketAd
     }
 }
 
-/// The body of an SDP offer: `application/sdp`, at most [`MAX_OFFER`] bytes.
-async fn read_offer(req: Request) -> Result<String, Response> {
+/// The body of an SDP offer: `application/sdp`, at most [`MAX_OFFER`]
+/// bytes or `limit` (`limits.max_body_bytes`), whichever is smaller.
+async fn read_offer(req: Request, limit: usize) -> Result<String, Response> {
+    let limit = limit.min(MAX_OFFER);
     let is_sdp = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -316,12 +318,12 @@ async fn read_offer(req: Request) -> Result<String, Response> {
             "the offer must be application/sdp",
         ));
     }
-    let body = axum::body::to_bytes(req.into_body(), MAX_OFFER)
+    let body = axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|_| {
             json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the offer is larger than {MAX_OFFER} bytes"),
+                format!("the offer is larger than {limit} bytes"),
             )
         })?;
     String::from_utf8(body.to_vec())
@@ -360,7 +362,7 @@ async fn whip_create(state: &HttpState, req: Request, path: &str, peer: SocketAd
         tracing::info!(path, "WHIP publish refused by on_publish: {e}");
         return json_error(StatusCode::FORBIDDEN, format!("publishing refused: {e}"));
     }
-    let offer = match read_offer(req).await {
+    let offer = match read_offer(req, state.gate.limits().max_body_bytes).await {
         Ok(o) => o,
         Err(r) => return r,
     };
