@@ -74,6 +74,7 @@ impl App {
         // TLS: the certificate first (its error names the file), then the
         // listeners that need it.
         let mut tls = TlsListeners::open(&config)?;
+        let api_own_tls = ApiTls::open(&config)?;
         let (https_addr, rtmps_addr) = match &tls {
             Some(t) => (t.https_addr()?, t.rtmps_addr()?),
             None => (None, None),
@@ -217,11 +218,21 @@ impl App {
             .collect(),
         });
         let api_router = api::router(Arc::clone(&api_state));
-        match tls.as_ref().filter(|_| hub.config().tls.api_tls) {
-            Some(t) => tasks.spawn(crate::tls::serve_tls(
+        // The API's own certificate, else the shared one, else plain HTTP.
+        let api_acceptor = match (&api_own_tls, &tls) {
+            (Some(own), _) => {
+                let watch = Arc::clone(&own.reloader).watch(own.reload_interval, shutdown.clone());
+                tasks.spawn(watch);
+                Some(own.acceptor.clone())
+            }
+            (None, Some(t)) if hub.config().tls.api_tls => Some(t.http_acceptor.clone()),
+            _ => None,
+        };
+        match api_acceptor {
+            Some(acceptor) => tasks.spawn(crate::tls::serve_tls(
                 api,
                 api_router,
-                t.http_acceptor.clone(),
+                acceptor,
                 shutdown.clone(),
             )),
             None => tasks.spawn(serve_http(api, api_router, shutdown.clone(), "api")),
@@ -368,6 +379,33 @@ impl TlsListeners {
             .local_addr()
             .map(Some)
             .map_err(|source| StartError::Bind { key, addr, source })
+    }
+}
+
+/// The API listener's own certificate (`tls.api_cert`, `tls.api_key`).
+struct ApiTls {
+    reloader: Arc<TlsReloader>,
+    reload_interval: std::time::Duration,
+    acceptor: TlsAcceptor,
+}
+
+impl ApiTls {
+    fn open(config: &Config) -> Result<Option<ApiTls>, StartError> {
+        let t = &config.tls;
+        if !t.api_tls || t.api_cert.is_empty() {
+            return Ok(None);
+        }
+        let reloader =
+            TlsReloader::load(&t.api_cert, &t.api_key).map_err(|e| StartError::Setup {
+                what: "tls",
+                reason: e.to_string().replacen("tls.", "tls.api_", 1),
+            })?;
+        let acceptor = TlsAcceptor::http(&reloader).map_err(tls_setup)?;
+        Ok(Some(ApiTls {
+            reloader,
+            reload_interval: t.reload_interval,
+            acceptor,
+        }))
     }
 }
 

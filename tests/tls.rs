@@ -218,6 +218,43 @@ async fn the_api_answers_over_tls_with_api_tls() {
     app.shutdown().await;
 }
 
+/// The API can have its own certificate (an internal CA) while HTTPS and
+/// RTMPS use the shared one: a client that trusts only one of them reaches
+/// only its listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_can_have_its_own_certificate() {
+    let shared = Certs::new("shared");
+    let own = Certs::new("api-own");
+    let extra = format!(
+        "api_tls = true\napi_cert = \"{}\"\napi_key = \"{}\"",
+        own.cert.display(),
+        own.key.display()
+    );
+    let app = start_tls(&shared, "127.0.0.1:0", &extra).await;
+    let trusting = |certs: &Certs| {
+        reqwest::Client::builder()
+            .tls_certs_only([
+                reqwest::Certificate::from_pem(&std::fs::read(&certs.cert).unwrap()).unwrap(),
+            ])
+            .build()
+            .unwrap()
+    };
+    let api = format!("https://127.0.0.1:{}/healthz", app.api_addr.port());
+    let https = format!(
+        "https://127.0.0.1:{}/nope/index.m3u8",
+        app.https_addr.unwrap().port()
+    );
+    let r = trusting(&own).get(&api).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        trusting(&shared).get(&api).send().await.is_err(),
+        "not the shared certificate"
+    );
+    assert!(trusting(&shared).get(&https).send().await.is_ok());
+    assert!(trusting(&own).get(&https).send().await.is_err());
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_certificate_files_reach_new_connections_and_keep_the_rtmps_publisher() {
     let certs = Certs::new("reload");

@@ -462,6 +462,31 @@ fn validate_tls(c: &Config) -> Result<(), (String, String)> {
         (true, false) => return Err(("tls.cert".into(), "must be set with tls.key".into())),
         _ => {}
     }
+    match (t.api_cert.is_empty(), t.api_key.is_empty()) {
+        (false, true) => {
+            return Err(("tls.api_key".into(), "must be set with tls.api_cert".into()));
+        }
+        (true, false) => {
+            return Err(("tls.api_cert".into(), "must be set with tls.api_key".into()));
+        }
+        (false, false) if !t.api_tls => {
+            return Err((
+                "tls.api_cert".into(),
+                "is used only with tls.api_tls = true".into(),
+            ));
+        }
+        _ => {}
+    }
+    if !t.api_cert.is_empty() {
+        crate::tls::load_certified_key(Path::new(&t.api_cert), Path::new(&t.api_key)).map_err(
+            |e| {
+                (
+                    format!("tls.api_{}", e.key.trim_start_matches("tls.")),
+                    format!("{}: {}", e.path.display(), e.reason),
+                )
+            },
+        )?;
+    }
     if !t.is_configured() {
         if c.https_listen.is_some() {
             return Err((
@@ -469,8 +494,11 @@ fn validate_tls(c: &Config) -> Result<(), (String, String)> {
                 "needs tls.cert and tls.key (or \"\" to turn it off)".into(),
             ));
         }
-        if t.api_tls {
-            return Err(("tls.api_tls".into(), "needs tls.cert and tls.key".into()));
+        if t.api_tls && t.api_cert.is_empty() {
+            return Err((
+                "tls.api_tls".into(),
+                "needs tls.cert and tls.key (or tls.api_cert and tls.api_key)".into(),
+            ));
         }
         return Ok(());
     }

@@ -204,6 +204,10 @@ pub struct TlsConfig {
     pub key: String,
     /// Serve the control API over TLS instead of plain HTTP.
     pub api_tls: bool,
+    /// The API listener's own certificate and key (e.g. from an internal
+    /// CA), instead of `cert` and `key`; `""`: the shared pair.
+    pub api_cert: String,
+    pub api_key: String,
     /// How often the files' modification times are checked; a change loads
     /// the new pair (a broken pair keeps the old one and logs an error).
     #[serde(with = "humantime_serde")]
@@ -216,6 +220,8 @@ impl Default for TlsConfig {
             cert: String::new(),
             key: String::new(),
             api_tls: false,
+            api_cert: String::new(),
+            api_key: String::new(),
             reload_interval: Duration::from_secs(5),
         }
     }
