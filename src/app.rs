@@ -73,12 +73,8 @@ impl App {
         let rtmp_addr = local(&rtmp, "rtmp_listen", config.rtmp_listen)?;
         // TLS: the certificate first (its error names the file), then the
         // listeners that need it.
-        let mut tls = TlsListeners::open(&config)?;
-        let api_own_tls = ApiTls::open(&config)?;
-        let (https_addr, rtmps_addr) = match &tls {
-            Some(t) => (t.https_addr()?, t.rtmps_addr()?),
-            None => (None, None),
-        };
+        let mut tls = TlsSetup::open(&config)?;
+        let (https_addr, rtmps_addr) = (tls.https_addr, tls.rtmps_addr);
         let shutdown = CancellationToken::new();
         let engine = Engine::start(
             &EngineConfig {
@@ -147,19 +143,18 @@ impl App {
             shutdown.clone(),
             tasks.clone(),
         ));
-        if let Some(t) = &mut tls {
-            let watch = Arc::clone(&t.reloader).watch(t.reload_interval, shutdown.clone());
-            tasks.spawn(watch);
-            if let Some(rtmps) = t.rtmps.take() {
-                tasks.spawn(server::rtmp::serve_tls(
-                    rtmps,
-                    t.rtmps_acceptor.clone(),
-                    hub.clone(),
-                    Arc::clone(&gate),
-                    shutdown.clone(),
-                    tasks.clone(),
-                ));
-            }
+        for reloader in &tls.reloaders {
+            tasks.spawn(Arc::clone(reloader).watch(tls.reload_interval, shutdown.clone()));
+        }
+        if let Some((rtmps, acceptor)) = tls.rtmps.take() {
+            tasks.spawn(server::rtmp::serve_tls(
+                rtmps,
+                acceptor,
+                hub.clone(),
+                Arc::clone(&gate),
+                shutdown.clone(),
+                tasks.clone(),
+            ));
         }
         let requests = Arc::new(crate::metrics::RequestCounter::default());
         let http_router = server::http::router(Arc::new(HttpState {
@@ -169,13 +164,11 @@ impl App {
             requests: Arc::clone(&requests),
             gate: Arc::clone(&gate),
         }));
-        if let Some(t) = &mut tls
-            && let Some(https) = t.https.take()
-        {
+        if let Some((https, acceptor)) = tls.https.take() {
             tasks.spawn(crate::tls::serve_tls(
                 https,
                 http_router.clone(),
-                t.http_acceptor.clone(),
+                acceptor,
                 shutdown.clone(),
             ));
         }
@@ -218,16 +211,7 @@ impl App {
             .collect(),
         });
         let api_router = api::router(Arc::clone(&api_state));
-        // The API's own certificate, else the shared one, else plain HTTP.
-        let api_acceptor = match (&api_own_tls, &tls) {
-            (Some(own), _) => {
-                let watch = Arc::clone(&own.reloader).watch(own.reload_interval, shutdown.clone());
-                tasks.spawn(watch);
-                Some(own.acceptor.clone())
-            }
-            (None, Some(t)) if hub.config().tls.api_tls => Some(t.http_acceptor.clone()),
-            _ => None,
-        };
+        let api_acceptor = tls.api.take();
         match api_acceptor {
             Some(acceptor) => tasks.spawn(crate::tls::serve_tls(
                 api,
@@ -308,104 +292,87 @@ async fn serve_http(
     }
 }
 
-/// The certificate and the TLS listeners bound at start.
-struct TlsListeners {
-    reloader: Arc<TlsReloader>,
+/// The TLS side of the listeners: one certificate reloader per distinct
+/// (cert, key) pair, and a bound listener with its acceptor per TLS
+/// listener. Each of `https_listen`, `rtmps_listen` and the API may have
+/// its own pair (`tls.https_cert` …), else the shared `tls.cert`/`tls.key`.
+struct TlsSetup {
+    reloaders: Vec<Arc<TlsReloader>>,
     reload_interval: std::time::Duration,
-    /// `https_listen`, until it is served.
-    https: Option<tokio::net::TcpListener>,
-    /// `rtmps_listen`, until it is served.
-    rtmps: Option<tokio::net::TcpListener>,
-    https_listen: Option<ListenAddr>,
-    rtmps_listen: Option<ListenAddr>,
-    /// For HTTPS and the API (ALPN `h2`, `http/1.1`).
-    http_acceptor: TlsAcceptor,
-    /// For RTMPS (no ALPN).
-    rtmps_acceptor: TlsAcceptor,
+    https: Option<(tokio::net::TcpListener, TlsAcceptor)>,
+    rtmps: Option<(tokio::net::TcpListener, TlsAcceptor)>,
+    /// For the API listener when `tls.api_tls`.
+    api: Option<TlsAcceptor>,
+    https_addr: Option<SocketAddr>,
+    rtmps_addr: Option<SocketAddr>,
 }
 
-impl TlsListeners {
-    /// Loads `[tls]` and binds `https_listen` and `rtmps_listen`; `None`
-    /// when no certificate is configured (the TLS listeners stay closed).
-    fn open(config: &Config) -> Result<Option<TlsListeners>, StartError> {
-        if !config.tls.is_configured() {
-            return Ok(None);
-        }
-        // The error names the setting and the file (`tls.cert: /path: …`).
-        let reloader = TlsReloader::load(&config.tls.cert, &config.tls.key).map_err(|e| {
-            StartError::Setup {
-                what: "tls",
-                reason: e.to_string(),
-            }
-        })?;
-        let bind = |key: &'static str, addr: Option<ListenAddr>| {
-            addr.map(|addr| {
-                addr.bind_tcp()
-                    .map_err(|source| StartError::Bind { key, addr, source })
-            })
-            .transpose()
-        };
-        let http_acceptor = TlsAcceptor::http(&reloader).map_err(tls_setup)?;
-        let rtmps_acceptor = TlsAcceptor::rtmps(&reloader).map_err(tls_setup)?;
-        Ok(Some(TlsListeners {
-            reloader,
-            http_acceptor,
-            rtmps_acceptor,
-            reload_interval: config.tls.reload_interval,
-            https: bind("https_listen", config.https_listen)?,
-            rtmps: bind("rtmps_listen", config.rtmps_listen)?,
-            https_listen: config.https_listen,
-            rtmps_listen: config.rtmps_listen,
-        }))
-    }
-
-    fn https_addr(&self) -> Result<Option<SocketAddr>, StartError> {
-        Self::local(self.https.as_ref(), "https_listen", self.https_listen)
-    }
-
-    fn rtmps_addr(&self) -> Result<Option<SocketAddr>, StartError> {
-        Self::local(self.rtmps.as_ref(), "rtmps_listen", self.rtmps_listen)
-    }
-
-    fn local(
-        listener: Option<&tokio::net::TcpListener>,
-        key: &'static str,
-        addr: Option<ListenAddr>,
-    ) -> Result<Option<SocketAddr>, StartError> {
-        let (Some(listener), Some(addr)) = (listener, addr) else {
-            return Ok(None);
-        };
-        listener
-            .local_addr()
-            .map(Some)
-            .map_err(|source| StartError::Bind { key, addr, source })
-    }
-}
-
-/// The API listener's own certificate (`tls.api_cert`, `tls.api_key`).
-struct ApiTls {
-    reloader: Arc<TlsReloader>,
-    reload_interval: std::time::Duration,
-    acceptor: TlsAcceptor,
-}
-
-impl ApiTls {
-    fn open(config: &Config) -> Result<Option<ApiTls>, StartError> {
+impl TlsSetup {
+    fn open(config: &Config) -> Result<TlsSetup, StartError> {
         let t = &config.tls;
-        if !t.api_tls || t.api_cert.is_empty() {
-            return Ok(None);
-        }
-        let reloader =
-            TlsReloader::load(&t.api_cert, &t.api_key).map_err(|e| StartError::Setup {
-                what: "tls",
-                reason: e.to_string().replacen("tls.", "tls.api_", 1),
-            })?;
-        let acceptor = TlsAcceptor::http(&reloader).map_err(tls_setup)?;
-        Ok(Some(ApiTls {
-            reloader,
+        let mut loaded: Vec<((String, String), Arc<TlsReloader>)> = Vec::new();
+        // The reloader for a listener: its own pair, else the shared one,
+        // else none (the listener stays closed). Errors name the setting
+        // and the file (`tls.https_cert: /path: …`).
+        let mut reloader_for =
+            |prefix: &str, cert: &str, key: &str| -> Result<Option<Arc<TlsReloader>>, StartError> {
+                let (cert, key, prefix) = if !cert.is_empty() {
+                    (cert, key, prefix)
+                } else if t.is_configured() {
+                    (t.cert.as_str(), t.key.as_str(), "tls.")
+                } else {
+                    return Ok(None);
+                };
+                if let Some((_, r)) = loaded.iter().find(|(p, _)| p.0 == cert && p.1 == key) {
+                    return Ok(Some(Arc::clone(r)));
+                }
+                let r = TlsReloader::load(cert, key).map_err(|e| StartError::Setup {
+                    what: "tls",
+                    reason: e.to_string().replacen("tls.", prefix, 1),
+                })?;
+                loaded.push(((cert.to_string(), key.to_string()), Arc::clone(&r)));
+                Ok(Some(r))
+            };
+        let bind = |key: &'static str, addr: ListenAddr| {
+            let listener =
+                addr.bind_tcp()
+                    .map_err(|source| StartError::Bind { key, addr, source })?;
+            let local =
+                listener
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { key, addr, source })?;
+            Ok::<_, StartError>((listener, local))
+        };
+        let mut setup = TlsSetup {
+            reloaders: Vec::new(),
             reload_interval: t.reload_interval,
-            acceptor,
-        }))
+            https: None,
+            rtmps: None,
+            api: None,
+            https_addr: None,
+            rtmps_addr: None,
+        };
+        if let Some(addr) = config.https_listen
+            && let Some(r) = reloader_for("tls.https_", &t.https_cert, &t.https_key)?
+        {
+            let (listener, local) = bind("https_listen", addr)?;
+            setup.https = Some((listener, TlsAcceptor::http(&r).map_err(tls_setup)?));
+            setup.https_addr = Some(local);
+        }
+        if let Some(addr) = config.rtmps_listen
+            && let Some(r) = reloader_for("tls.rtmps_", &t.rtmps_cert, &t.rtmps_key)?
+        {
+            let (listener, local) = bind("rtmps_listen", addr)?;
+            setup.rtmps = Some((listener, TlsAcceptor::rtmps(&r).map_err(tls_setup)?));
+            setup.rtmps_addr = Some(local);
+        }
+        if t.api_tls
+            && let Some(r) = reloader_for("tls.api_", &t.api_cert, &t.api_key)?
+        {
+            setup.api = Some(TlsAcceptor::http(&r).map_err(tls_setup)?);
+        }
+        setup.reloaders = loaded.into_iter().map(|(_, r)| r).collect();
+        Ok(setup)
     }
 }
 

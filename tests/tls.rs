@@ -218,17 +218,20 @@ async fn the_api_answers_over_tls_with_api_tls() {
     app.shutdown().await;
 }
 
-/// The API can have its own certificate (an internal CA) while HTTPS and
-/// RTMPS use the shared one: a client that trusts only one of them reaches
-/// only its listener.
+/// Each TLS listener can have its own certificate (the API one from an
+/// internal CA, say), the others using the shared pair: a client that
+/// trusts only one certificate reaches only the listener that has it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_can_have_its_own_certificate() {
+async fn each_tls_listener_can_have_its_own_certificate() {
     let shared = Certs::new("shared");
-    let own = Certs::new("api-own");
+    let api_own = Certs::new("api-own");
+    let https_own = Certs::new("https-own");
     let extra = format!(
-        "api_tls = true\napi_cert = \"{}\"\napi_key = \"{}\"",
-        own.cert.display(),
-        own.key.display()
+        "api_tls = true\napi_cert = \"{}\"\napi_key = \"{}\"\nhttps_cert = \"{}\"\nhttps_key = \"{}\"",
+        api_own.cert.display(),
+        api_own.key.display(),
+        https_own.cert.display(),
+        https_own.key.display(),
     );
     let app = start_tls(&shared, "127.0.0.1:0", &extra).await;
     let trusting = |certs: &Certs| {
@@ -244,14 +247,19 @@ async fn the_api_can_have_its_own_certificate() {
         "https://127.0.0.1:{}/nope/index.m3u8",
         app.https_addr.unwrap().port()
     );
-    let r = trusting(&own).get(&api).send().await.unwrap();
+    let r = trusting(&api_own).get(&api).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(
-        trusting(&shared).get(&api).send().await.is_err(),
-        "not the shared certificate"
+    assert!(trusting(&shared).get(&api).send().await.is_err());
+    assert!(trusting(&https_own).get(&https).send().await.is_ok());
+    assert!(trusting(&shared).get(&https).send().await.is_err());
+    assert!(trusting(&api_own).get(&https).send().await.is_err());
+    // RTMPS keeps the shared pair.
+    let rtmps = app.rtmps_addr.unwrap();
+    let shared_der = shared.der();
+    assert_eq!(
+        presented(&handshake(rtmps, &shared_der).await.unwrap()),
+        shared_der
     );
-    assert!(trusting(&shared).get(&https).send().await.is_ok());
-    assert!(trusting(&own).get(&https).send().await.is_err());
     app.shutdown().await;
 }
 

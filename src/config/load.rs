@@ -457,50 +457,63 @@ fn validate_auth(auth: &AuthConfig) -> Result<(), (String, String)> {
 
 fn validate_tls(c: &Config) -> Result<(), (String, String)> {
     let t = &c.tls;
-    match (t.cert.is_empty(), t.key.is_empty()) {
-        (false, true) => return Err(("tls.key".into(), "must be set with tls.cert".into())),
-        (true, false) => return Err(("tls.cert".into(), "must be set with tls.key".into())),
-        _ => {}
+    // Every pair: both or neither, and readable now, so a bad file stops
+    // the start with its name. (name, cert, key, used by, in use)
+    let pairs = [
+        ("", &t.cert, &t.key, "", true),
+        (
+            "api_",
+            &t.api_cert,
+            &t.api_key,
+            "tls.api_tls = true",
+            t.api_tls,
+        ),
+        (
+            "https_",
+            &t.https_cert,
+            &t.https_key,
+            "https_listen",
+            c.https_listen.is_some(),
+        ),
+        (
+            "rtmps_",
+            &t.rtmps_cert,
+            &t.rtmps_key,
+            "rtmps_listen",
+            c.rtmps_listen.is_some(),
+        ),
+    ];
+    for (name, cert, key, used_by, in_use) in pairs {
+        let (cert_key, key_key) = (format!("tls.{name}cert"), format!("tls.{name}key"));
+        match (cert.is_empty(), key.is_empty()) {
+            (false, true) => return Err((key_key, format!("must be set with {cert_key}"))),
+            (true, false) => return Err((cert_key, format!("must be set with {key_key}"))),
+            (true, true) => continue,
+            (false, false) if !in_use => {
+                return Err((cert_key, format!("is used only with {used_by}")));
+            }
+            (false, false) => {}
+        }
+        crate::tls::load_certified_key(Path::new(cert), Path::new(key)).map_err(|e| {
+            (
+                e.key.replacen("tls.", &format!("tls.{name}"), 1),
+                format!("{}: {}", e.path.display(), e.reason),
+            )
+        })?;
     }
-    match (t.api_cert.is_empty(), t.api_key.is_empty()) {
-        (false, true) => {
-            return Err(("tls.api_key".into(), "must be set with tls.api_cert".into()));
-        }
-        (true, false) => {
-            return Err(("tls.api_cert".into(), "must be set with tls.api_key".into()));
-        }
-        (false, false) if !t.api_tls => {
-            return Err((
-                "tls.api_cert".into(),
-                "is used only with tls.api_tls = true".into(),
-            ));
-        }
-        _ => {}
+    let shared = t.is_configured();
+    if c.https_listen.is_some() && !shared && t.https_cert.is_empty() {
+        return Err((
+            "https_listen".into(),
+            "needs tls.cert and tls.key, or tls.https_cert and tls.https_key (or \"\" to turn it off)"
+                .into(),
+        ));
     }
-    if !t.api_cert.is_empty() {
-        crate::tls::load_certified_key(Path::new(&t.api_cert), Path::new(&t.api_key)).map_err(
-            |e| {
-                (
-                    format!("tls.api_{}", e.key.trim_start_matches("tls.")),
-                    format!("{}: {}", e.path.display(), e.reason),
-                )
-            },
-        )?;
-    }
-    if !t.is_configured() {
-        if c.https_listen.is_some() {
-            return Err((
-                "https_listen".into(),
-                "needs tls.cert and tls.key (or \"\" to turn it off)".into(),
-            ));
-        }
-        if t.api_tls && t.api_cert.is_empty() {
-            return Err((
-                "tls.api_tls".into(),
-                "needs tls.cert and tls.key (or tls.api_cert and tls.api_key)".into(),
-            ));
-        }
-        return Ok(());
+    if t.api_tls && !shared && t.api_cert.is_empty() {
+        return Err((
+            "tls.api_tls".into(),
+            "needs tls.cert and tls.key (or tls.api_cert and tls.api_key)".into(),
+        ));
     }
     if t.reload_interval < Duration::from_millis(100) {
         return Err((
@@ -508,15 +521,7 @@ fn validate_tls(c: &Config) -> Result<(), (String, String)> {
             "must be at least 100ms".into(),
         ));
     }
-    // Read the pair now, so a bad file stops the start with its name.
-    crate::tls::load_certified_key(Path::new(&t.cert), Path::new(&t.key))
-        .map(|_| ())
-        .map_err(|e| {
-            (
-                e.key.to_string(),
-                format!("{}: {}", e.path.display(), e.reason),
-            )
-        })
+    Ok(())
 }
 
 fn validate_limits(l: &super::LimitsConfig) -> Result<(), (String, String)> {
@@ -1051,6 +1056,27 @@ api_rate = -1
         )
         .unwrap_err();
         assert_eq!(e.key, "limits.api_rate");
+    }
+
+    #[test]
+    fn a_listener_s_own_pair_is_checked_like_the_shared_one() {
+        let e = load_text("[tls]\nhttps_cert = \"/x.pem\"\n").unwrap_err();
+        assert_eq!(e.key, "tls.https_key");
+        let e = load_text("[tls]\nrtmps_key = \"/x.pem\"\n").unwrap_err();
+        assert_eq!(e.key, "tls.rtmps_cert");
+        let e = load_text("[tls]\napi_cert = \"/x.pem\"\napi_key = \"/y.pem\"\n").unwrap_err();
+        assert_eq!(e.key, "tls.api_cert");
+        assert!(e.reason.contains("api_tls"), "{e}");
+        let e = load_text(
+            "https_listen = \":8443\"\n[tls]\nhttps_cert = \"/no/cert.pem\"\nhttps_key = \"/no/key.pem\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "tls.https_cert");
+        assert!(e.reason.contains("/no/cert.pem"), "{e}");
+        let e = load_text("rtmps_listen = \"\"\n[tls]\nrtmps_cert = \"/a\"\nrtmps_key = \"/b\"\n")
+            .unwrap_err();
+        assert_eq!(e.key, "tls.rtmps_cert");
+        assert!(e.reason.contains("rtmps_listen"), "{e}");
     }
 
     #[test]

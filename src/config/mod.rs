@@ -204,10 +204,15 @@ pub struct TlsConfig {
     pub key: String,
     /// Serve the control API over TLS instead of plain HTTP.
     pub api_tls: bool,
-    /// The API listener's own certificate and key (e.g. from an internal
-    /// CA), instead of `cert` and `key`; `""`: the shared pair.
+    /// A listener's own certificate and key, instead of `cert` and `key`
+    /// (`""`: the shared pair): the API's (e.g. from an internal CA), the
+    /// HTTPS listener's, the RTMPS listener's.
     pub api_cert: String,
     pub api_key: String,
+    pub https_cert: String,
+    pub https_key: String,
+    pub rtmps_cert: String,
+    pub rtmps_key: String,
     /// How often the files' modification times are checked; a change loads
     /// the new pair (a broken pair keeps the old one and logs an error).
     #[serde(with = "humantime_serde")]
@@ -222,6 +227,10 @@ impl Default for TlsConfig {
             api_tls: false,
             api_cert: String::new(),
             api_key: String::new(),
+            https_cert: String::new(),
+            https_key: String::new(),
+            rtmps_cert: String::new(),
+            rtmps_key: String::new(),
             reload_interval: Duration::from_secs(5),
         }
     }
