@@ -251,6 +251,12 @@ impl App {
         })
     }
 
+    /// The HLS side (muxers and viewers), for tools and tests that serve
+    /// requests in process.
+    pub fn hls(&self) -> &Arc<HlsServer> {
+        &self.hls
+    }
+
     /// Reloads the configuration from `origin` on SIGHUP and when the file
     /// changes, until shutdown.
     pub fn watch_config(&self, origin: crate::reload::ConfigOrigin) {

@@ -13,7 +13,8 @@
 pub mod decode_order;
 pub mod timestamp;
 
-#[cfg(test)]
+/// Real codec parameters for tests (unit and integration); tiny.
+#[doc(hidden)]
 pub mod testing;
 
 use std::sync::{Arc, OnceLock};
