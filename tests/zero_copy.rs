@@ -201,8 +201,10 @@ async fn an_hls_segment_is_served_without_copying() {
         "an allocation of {} bytes for a {len}-byte segment",
         allocated.largest
     );
+    // The response and its headers; nothing that grows with the segment
+    // (not even a list of its chunks).
     assert!(
-        allocated.bytes / 100 < len / 4,
+        allocated.bytes / 100 < 2048,
         "{} bytes per answer for a {len}-byte segment",
         allocated.bytes / 100
     );

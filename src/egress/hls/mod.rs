@@ -265,9 +265,9 @@ impl HlsServer {
         match muxer.with_window(|w| {
             w.segment(msn)
                 .filter(|s| s.is_complete())
-                .map(|s| s.chunks())
+                .map(|s| s.parts.clone())
         }) {
-            Some(chunks) => reply(MP4_TYPE, IMMUTABLE, Body::new(ChunksBody::new(chunks))),
+            Some(parts) => reply(MP4_TYPE, IMMUTABLE, Body::new(ChunksBody::new(parts))),
             None => error(StatusCode::NOT_FOUND, format!("no segment {msn}")),
         }
     }
@@ -296,7 +296,7 @@ impl HlsServer {
             None => None,
         };
         match found {
-            Some(p) => reply(MP4_TYPE, IMMUTABLE, Body::new(ChunksBody::new(p.chunks()))),
+            Some(p) => reply(MP4_TYPE, IMMUTABLE, Body::new(ChunksBody::new(vec![p]))),
             None => error(
                 StatusCode::NOT_FOUND,
                 format!("no part {part} of segment {msn}"),

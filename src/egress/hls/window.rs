@@ -28,11 +28,6 @@ impl Part {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// The bytes of the part as a list of shared chunks.
-    pub fn chunks(&self) -> impl Iterator<Item = Bytes> + '_ {
-        std::iter::once(self.header.clone()).chain(self.payloads.iter().cloned())
-    }
 }
 
 /// A media segment: the concatenation of its parts.
@@ -53,10 +48,6 @@ pub struct Segment {
 impl Segment {
     pub fn is_complete(&self) -> bool {
         self.duration_nanos.is_some()
-    }
-
-    pub fn chunks(&self) -> Vec<Bytes> {
-        self.parts.iter().flat_map(|p| p.chunks()).collect()
     }
 }
 
