@@ -1,0 +1,227 @@
+//! Micro-benchmarks of the per-frame and per-request hot paths:
+//! FLV tag parsing (RTMP ingest), fMP4 fragment headers (HLS), LL-HLS
+//! playlist rendering, AVCC → Annex B (WebRTC), and hub fan-out to
+//! 1 / 100 / 1000 readers.
+//!
+//! `cargo bench --features bench --bench hot_paths` (not built by the test
+//! suite: the bench target needs the `bench` feature). Results and method:
+//! BENCHMARKS.md.
+
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use futures_util::FutureExt;
+use mediarelay::codec::h264;
+use mediarelay::config::Config;
+use mediarelay::container::flv_file::{FlvFile, TAG_AUDIO, TAG_VIDEO};
+use mediarelay::container::fmp4::{SampleInfo, TrackRun, fragment_header};
+use mediarelay::egress::hls::playlist::{PlaylistParams, render};
+use mediarelay::egress::hls::window::{Part, Segment, Window};
+use mediarelay::hub::{Hub, Protocol, Role, SessionSpec, StartAt};
+use mediarelay::ingest::flv::FlvIngest;
+use mediarelay::media::Frame;
+
+fn fixture(name: &str) -> Bytes {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/media")
+        .join(name);
+    Bytes::from(std::fs::read(path).expect("fixtures/media (fixtures/generate.sh)"))
+}
+
+/// Every tag of an FLV file through the RTMP ingest's FLV parser.
+fn flv_ingest(c: &mut Criterion) {
+    let file = fixture("res_a_320x240.flv");
+    let mut tags = Vec::new();
+    let mut reader = FlvFile::new(file.clone()).expect("an FLV file");
+    while let Some(Ok(tag)) = reader.next_tag() {
+        tags.push(tag);
+    }
+    let mut g = c.benchmark_group("flv_ingest");
+    g.throughput(Throughput::Elements(tags.len() as u64));
+    g.bench_function("tags_of_a_file", |b| {
+        b.iter(|| {
+            let mut ingest = FlvIngest::new();
+            let mut out = Vec::new();
+            for tag in &tags {
+                let _ = match tag.tag_type {
+                    TAG_VIDEO => ingest.on_video(tag.timestamp, &tag.body, &mut out),
+                    TAG_AUDIO => ingest.on_audio(tag.timestamp, &tag.body, &mut out),
+                    _ => Ok(()),
+                };
+            }
+            black_box(out.len())
+        })
+    });
+    g.finish();
+}
+
+/// `moof` + `mdat` header of a 200 ms part: 5 video and 10 audio samples.
+fn fmp4_fragment(c: &mut Criterion) {
+    let video: Vec<SampleInfo> = (0..5)
+        .map(|i| SampleInfo {
+            duration: 3600,
+            size: 6000,
+            keyframe: i == 0,
+            composition_offset: 0,
+        })
+        .collect();
+    let audio: Vec<SampleInfo> = (0..10)
+        .map(|_| SampleInfo {
+            duration: 1024,
+            size: 300,
+            keyframe: true,
+            composition_offset: 0,
+        })
+        .collect();
+    c.bench_function("fmp4_fragment_header/part_5v_10a", |b| {
+        let mut seq = 0u32;
+        b.iter(|| {
+            seq = seq.wrapping_add(1);
+            let runs = [
+                TrackRun {
+                    track_id: 1,
+                    base_decode_time: u64::from(seq) * 18_000,
+                    samples: &video,
+                    is_video: true,
+                },
+                TrackRun {
+                    track_id: 2,
+                    base_decode_time: u64::from(seq) * 10_240,
+                    samples: &audio,
+                    is_video: false,
+                },
+            ];
+            black_box(fragment_header(seq, &runs).expect("a header"))
+        })
+    });
+}
+
+/// A full window: 7 complete segments of 5 parts, and one in progress.
+fn window() -> Window {
+    let part = |i: usize| {
+        Arc::new(Part {
+            duration_nanos: 200_000_000,
+            independent: i == 0,
+            header: Bytes::from_static(&[0; 200]),
+            payloads: vec![Bytes::from_static(&[0; 6000])],
+        })
+    };
+    let segments: VecDeque<Segment> = (0..8u64)
+        .map(|msn| Segment {
+            msn,
+            start_nanos: msn as i64 * 1_000_000_000,
+            parts: (0..if msn == 7 { 3 } else { 5 }).map(part).collect(),
+            init_id: 0,
+            discontinuity: false,
+            duration_nanos: (msn < 7).then_some(1_000_000_000),
+        })
+        .collect();
+    let mut w = Window::default();
+    w.segments = segments;
+    w.inits = vec![(0, Bytes::from_static(&[0; 700]))];
+    w
+}
+
+fn playlist(c: &mut Criterion) {
+    let w = window();
+    let mut g = c.benchmark_group("ll_hls_playlist");
+    for skip in [false, true] {
+        let p = PlaylistParams {
+            target_duration_secs: 4,
+            part_target: Duration::from_millis(200),
+            anchor: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            skip,
+        };
+        let name = if skip { "delta_update" } else { "full" };
+        g.bench_function(name, |b| b.iter(|| black_box(render(&w, &p))));
+    }
+    g.finish();
+}
+
+/// AVCC → Annex B of a 30 KB keyframe (SPS/PPS prepended), once per frame
+/// for every WebRTC viewer of a path.
+fn annexb(c: &mut Criterion) {
+    let mut avcc = Vec::new();
+    for len in [12_000usize, 9_000, 9_000] {
+        avcc.extend_from_slice(&(len as u32).to_be_bytes());
+        avcc.push(0x65);
+        avcc.extend(std::iter::repeat_n(0x11, len - 1));
+    }
+    let mut g = c.benchmark_group("avcc_to_annexb");
+    g.throughput(Throughput::Bytes(avcc.len() as u64));
+    g.bench_function("keyframe_30k", |b| {
+        b.iter(|| black_box(h264::avcc_to_annexb(&avcc, None)))
+    });
+    g.finish();
+}
+
+fn spec(role: Role) -> SessionSpec {
+    SessionSpec {
+        protocol: Protocol::Rtmp,
+        role,
+        path: "live/bench".into(),
+        remote: None,
+        query: String::new(),
+        token: None,
+    }
+}
+
+/// One frame written to a path with N readers, the readers draining.
+fn fan_out(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    // The hub spawns a task per session.
+    let _in_runtime = rt.enter();
+    let mut g = c.benchmark_group("hub_fan_out");
+    for readers in [1usize, 100, 1000] {
+        let hub = Hub::new(Arc::new(Config::default()));
+        let mut publisher = hub.publish(spec(Role::Publisher)).expect("a publisher");
+        publisher
+            .start(mediarelay::media::testing::av())
+            .expect("started");
+        let mut reading: Vec<_> = (0..readers)
+            .map(|_| {
+                rt.block_on(hub.read(spec(Role::Reader), StartAt::LatestKeyframe))
+                    .expect("a reader")
+            })
+            .collect();
+        let track = publisher.track(0).expect("video");
+        let payload = Bytes::from(vec![0u8; 6000]);
+        let mut n = 0i64;
+        g.throughput(Throughput::Elements(readers as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(readers), &readers, |b, _| {
+            b.iter(|| {
+                n += 1;
+                publisher.write(Frame::new(
+                    Arc::clone(&track),
+                    n * 3000,
+                    n * 3000,
+                    n % 30 == 1,
+                    payload.clone(),
+                ));
+                for r in &mut reading {
+                    while let Some(f) = r.reader.recv().now_or_never().flatten() {
+                        black_box(&f);
+                    }
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    flv_ingest,
+    fmp4_fragment,
+    playlist,
+    annexb,
+    fan_out
+);
+criterion_main!(benches);
