@@ -167,6 +167,7 @@ async fn run(args: Args) -> ExitCode {
 
     // Once a second: what the viewers got, what the server costs.
     let mut cpu_before = args.server_pid.and_then(proc_cpu_seconds);
+    let cpu_at_start = cpu_before;
     let (mut rtmp_before, mut hls_before) = (total(&rtmp), total(&hls));
     let mut rss_max = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -195,11 +196,17 @@ async fn run(args: Args) -> ExitCode {
         }
         (rtmp_before, hls_before, cpu_before) = (r, h, cpu_now);
     }
+    // The server's CPU over the watching window (not the tail below).
+    let server_cpu_seconds = match (cpu_at_start, args.server_pid.and_then(proc_cpu_seconds)) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
     let summary = serde_json::json!({
         "seconds": args.seconds,
+        "server_cpu_seconds": server_cpu_seconds,
         "rtmp": summarize(&rtmp),
         "hls": summarize(&hls),
         "server_rss_max_bytes": rss_max,

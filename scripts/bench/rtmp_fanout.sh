@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# RTMP fan-out, mediarelay vs nginx-rtmp, same machine, same media, same
+# load tool, one after the other: 1 publisher at ~2 Mbit/s, N RTMP players.
+# The server runs on core 0, the load tool on core 1 (taskset). Prints a
+# markdown table and writes target/bench/rtmp_fanout.csv:
+#   server,viewers,seconds,cpu_seconds,cpu_per_viewer_second,rss_max_bytes,viewers_with_media,bytes
+#
+#   scripts/bench/rtmp_fanout.sh [VIEWER COUNTS…]     (default: 10 100 500 1000)
+#
+# Needs: nginx + libnginx-mod-rtmp, ffmpeg, taskset (util-linux). Builds
+# mediarelay and mediarelay-load in release mode. Loopback only; every
+# process is bounded by `timeout` and stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+COUNTS=("${@:-10 100 500 1000}")
+read -r -a COUNTS <<<"${COUNTS[*]}"
+SECONDS_PER_RUN="${SECONDS_PER_RUN:-20}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mediarelay-target}"
+BIN="$CARGO_TARGET_DIR/release"
+OUT=target/bench
+mkdir -p "$OUT"
+TMP="$(mktemp -d /tmp/mediarelay-bench.XXXXXX)"
+chmod 755 "$TMP"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+cargo build --release --quiet --bin mediarelay --bin mediarelay-load
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+# ~2 Mbit/s H.264 + AAC, 1280x720 30 fps, keyframe every 2 s, 20 s, looped
+# by the load tool.
+SRC="$TMP/src_2mbit.flv"
+ffmpeg -v error -f lavfi -i "testsrc2=size=1280x720:rate=30" -f lavfi -i "sine=frequency=440:sample_rate=48000" \
+  -t 20 -c:v libx264 -preset veryfast -tune zerolatency -b:v 1900k -maxrate 2000k -bufsize 2000k \
+  -g 60 -keyint_min 60 -pix_fmt yuv420p -c:a aac -b:a 96k -ar 48000 -ac 2 -f flv "$SRC"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+echo "server,viewers,seconds,cpu_seconds,cpu_per_viewer_second,rss_max_bytes,viewers_with_media,bytes" >"$OUT/rtmp_fanout.csv"
+
+# run SERVER VIEWERS RTMP_PORT HTTP_PORT PID
+measure() {
+  local server=$1 n=$2 rtmp=$3 http=$4 pid=$5
+  local json
+  json=$(timeout $((SECONDS_PER_RUN + 60)) taskset -c 1 "$BIN/mediarelay-load" --json \
+    --rtmp "127.0.0.1:$rtmp" --http "127.0.0.1:$http" --path live/bench \
+    --publish "$SRC" --rtmp-players "$n" --seconds "$SECONDS_PER_RUN" --server-pid "$pid" | tail -n 1)
+  python3 - "$server" "$n" "$json" >>"$OUT/rtmp_fanout.csv" <<'PY'
+import json, sys
+server, n, s = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+cpu = s["server_cpu_seconds"] or 0.0
+print(f'{server},{n},{s["seconds"]},{cpu:.3f},{cpu / (n * s["seconds"]):.6f},{s["server_rss_max_bytes"]},{s["rtmp"]["with_media"]},{s["rtmp"]["bytes"]}')
+PY
+}
+
+for n in "${COUNTS[@]}"; do
+  # mediarelay on core 0.
+  rtmp=$(free_port); http=$(free_port); api=$(free_port)
+  taskset -c 0 timeout $((SECONDS_PER_RUN + 90)) "$BIN/mediarelay" --rtmp-listen "127.0.0.1:$rtmp" \
+    --http-listen "127.0.0.1:$http" --api-listen "127.0.0.1:$api" --webrtc-listen "" --webrtc-tcp-listen "" \
+    --log-level warn >"$TMP/mediarelay.log" 2>&1 &
+  pid=$!; PIDS+=("$pid")
+  wait_port "$rtmp"
+  measure mediarelay "$n" "$rtmp" "$http" "$pid"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+
+  # nginx-rtmp on core 0, one worker.
+  port=$(free_port)
+  mkdir -p "$TMP/nginx"
+  cat >"$TMP/nginx/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+error_log $TMP/nginx/error.log warn;
+pid $TMP/nginx/nginx.pid;
+events { worker_connections 16384; }
+rtmp { server { listen 127.0.0.1:$port; chunk_size 4096; application live { live on; } } }
+CONF
+  taskset -c 0 timeout $((SECONDS_PER_RUN + 90)) nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx/" -e "$TMP/nginx/error.log" &
+  pid=$!; PIDS+=("$pid")
+  wait_port "$port"
+  measure nginx-rtmp "$n" "$port" "$port" "$pid"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+done
+
+python3 - "$OUT/rtmp_fanout.csv" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+print("| viewers | server | CPU s per viewer-second | RSS MiB | viewers with media |")
+print("| ---: | --- | ---: | ---: | ---: |")
+for r in rows:
+    print(f'| {r["viewers"]} | {r["server"]} | {float(r["cpu_per_viewer_second"]):.6f} | {int(r["rss_max_bytes"]) / 2**20:.1f} | {r["viewers_with_media"]}/{r["viewers"]} |')
+by = {}
+for r in rows:
+    by.setdefault(r["viewers"], {})[r["server"]] = float(r["cpu_per_viewer_second"])
+print()
+for n, s in by.items():
+    if s.get("mediarelay") and s.get("nginx-rtmp"):
+        print(f'{n} viewers: nginx-rtmp / mediarelay CPU per viewer = {s["nginx-rtmp"] / s["mediarelay"]:.2f}x')
+PY
