@@ -31,7 +31,7 @@ pub enum SourceState {
 /// The live status of a pulled source, shared between its task and the API.
 #[derive(Debug)]
 pub struct SourceStatus {
-    /// `rtsp`.
+    /// `rtsp` or `rtmp`.
     pub kind: &'static str,
     /// The source URL without credentials.
     pub url: String,
@@ -97,10 +97,19 @@ impl SourceStatus {
         if let Some((bus, path)) = &self.events {
             let mut e = Event::new(kind);
             e.path = Some(path.clone());
-            e.protocol = Some(Protocol::Rtsp);
+            e.protocol = Some(self.protocol());
             e.error = error;
             e.detail = Some(serde_json::json!({ "source": self.url }));
             bus.emit(e);
+        }
+    }
+
+    /// The protocol the source speaks.
+    pub fn protocol(&self) -> Protocol {
+        if self.kind == "rtmp" {
+            Protocol::Rtmp
+        } else {
+            Protocol::Rtsp
         }
     }
 
@@ -184,12 +193,46 @@ pub trait Puller: Send + Sync + 'static {
     fn pull(&self, job: PullJob) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
-/// A URL with its user information removed, for logs and the API.
+/// Query keys whose values are credentials in any source URL.
+const SECRET_QUERY_KEYS: &[&str] = &[
+    "pass",
+    "password",
+    "pwd",
+    "token",
+    "jwt",
+    "secret",
+    "key",
+    "auth",
+    "sign",
+    "signature",
+];
+
+/// A URL with its credentials removed, for logs and the API: the user
+/// information goes, and query values are replaced by `***` — all of them
+/// for RTMP (its query string is how a player authenticates to an origin),
+/// those of credential-like keys (`pass`, `token` …) for other schemes.
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
             let _ = u.set_username("");
             let _ = u.set_password(None);
+            if u.query().is_some() {
+                let all = matches!(u.scheme(), "rtmp" | "rtmps");
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let secret =
+                            all || SECRET_QUERY_KEYS.iter().any(|s| k.eq_ignore_ascii_case(s));
+                        let v = if secret && !v.is_empty() {
+                            "***".to_string()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             u.to_string()
         }
         Err(_) => "<invalid url>".to_string(),
@@ -206,6 +249,19 @@ mod tests {
             redact("rtsp://admin:secret@10.0.0.5:554/Streaming/Channels/101"),
             "rtsp://10.0.0.5:554/Streaming/Channels/101"
         );
+    }
+
+    #[test]
+    fn query_credentials_never_reach_the_api() {
+        assert_eq!(
+            redact("rtmp://origin:1935/live/src?user=edge&pass=s3cret"),
+            "rtmp://origin:1935/live/src?user=***&pass=***"
+        );
+        assert_eq!(
+            redact("rtsp://cam/realmonitor?channel=1&token=abc&subtype=0"),
+            "rtsp://cam/realmonitor?channel=1&token=***&subtype=0"
+        );
+        assert_eq!(redact("rtmp://origin/live/src"), "rtmp://origin/live/src");
     }
 
     #[test]
