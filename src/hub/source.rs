@@ -193,46 +193,15 @@ pub trait Puller: Send + Sync + 'static {
     fn pull(&self, job: PullJob) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
-/// Query keys whose values are credentials in any source URL.
-const SECRET_QUERY_KEYS: &[&str] = &[
-    "pass",
-    "password",
-    "pwd",
-    "token",
-    "jwt",
-    "secret",
-    "key",
-    "auth",
-    "sign",
-    "signature",
-];
-
 /// A URL with its credentials removed, for logs and the API: the user
-/// information goes, and query values are replaced by `***` — all of them
-/// for RTMP (its query string is how a player authenticates to an origin),
-/// those of credential-like keys (`pass`, `token` …) for other schemes.
+/// information goes, and secret query values become `***` (all of them for
+/// RTMP, whose query string is how a player authenticates to an origin; see
+/// [`is_secret_query_key`](crate::config::live::is_secret_query_key)).
 pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
+    match url::Url::parse(&crate::config::live::redact_url_password(url)) {
         Ok(mut u) => {
             let _ = u.set_username("");
             let _ = u.set_password(None);
-            if u.query().is_some() {
-                let all = matches!(u.scheme(), "rtmp" | "rtmps");
-                let pairs: Vec<(String, String)> = u
-                    .query_pairs()
-                    .map(|(k, v)| {
-                        let secret =
-                            all || SECRET_QUERY_KEYS.iter().any(|s| k.eq_ignore_ascii_case(s));
-                        let v = if secret && !v.is_empty() {
-                            "***".to_string()
-                        } else {
-                            v.into_owned()
-                        };
-                        (k.into_owned(), v)
-                    })
-                    .collect();
-                u.query_pairs_mut().clear().extend_pairs(pairs);
-            }
             u.to_string()
         }
         Err(_) => "<invalid url>".to_string(),
