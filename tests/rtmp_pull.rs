@@ -229,3 +229,41 @@ async fn a_wrong_stream_key_shows_retrying_and_the_origin_error() {
     edge.shutdown().await;
     origin.shutdown().await;
 }
+
+/// `rtmps://`: the edge verifies the origin's certificate against the
+/// platform's roots (here a self-signed one given by `SSL_CERT_FILE`, which
+/// the platform verifier honours on Linux; each test runs in a process of its
+/// own under nextest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_pulls_over_rtmps() {
+    let dir = std::env::temp_dir().join(format!("mediarelay-rtmp-pull-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    // SAFETY: set before any thread of this test reads the environment for
+    // certificates (the edge's first rtmps:// attempt).
+    unsafe { std::env::set_var("SSL_CERT_FILE", &cert) };
+
+    let origin = start(&format!(
+        "rtmps_listen = \"127.0.0.1:0\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    ))
+    .await;
+    let _push = push(FIXTURE, &rtmp_url(&origin, "live/src"), true);
+    wait_published(&origin, "live/src").await;
+    let edge = start(&format!(
+        "[paths.\"edge/cam\"]\nsource = \"rtmps://{}/live/src\"\non_demand = false\n",
+        origin.rtmps_addr.unwrap()
+    ))
+    .await;
+    wait_published(&edge, "edge/cam").await;
+    assert_eq!(source_state(&edge, "edge/cam").await, "ready");
+    let streams = probe_streams(&rtmp_url(&edge, "edge/cam")).await;
+    assert_eq!(codec_names(&streams), vec!["aac", "h264"]);
+    edge.shutdown().await;
+    origin.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
