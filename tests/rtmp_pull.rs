@@ -267,3 +267,46 @@ async fn an_edge_pulls_over_rtmps() {
     origin.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The URL's query string reaches the origin in the play key: right
+/// credentials play, wrong ones are the origin's refusal in the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_the_query_are_passed_to_the_origin() {
+    let origin = start(
+        "[[users]]\nuser = \"pub\"\npass = \"plain:pubpass\"\npermissions = [{ action = \"publish\" }]\n\
+         [[users]]\nuser = \"edge\"\npass = \"plain:edgepass\"\npermissions = [{ action = \"read\" }]\n",
+    )
+    .await;
+    let _push = push(
+        FIXTURE,
+        &format!("{}?user=pub&pass=pubpass", rtmp_url(&origin, "live/src")),
+        true,
+    );
+    wait_published(&origin, "live/src").await;
+    let edge = start(&format!(
+        "[paths.\"edge/good\"]\nsource = \"rtmp://{o}/live/src?user=edge&pass=edgepass\"\n\
+         [paths.\"edge/bad\"]\nsource = \"rtmp://edge:wr0ngpw@{o}/live/src\"\n",
+        o = origin.rtmp_addr
+    ))
+    .await;
+    wait_published(&edge, "edge/good").await;
+    let p = eventually(Duration::from_secs(10), "the refusal", || async {
+        let p = path_json(&edge, "edge/bad").await;
+        (p["source"]["state"] == "retrying").then_some(p)
+    })
+    .await;
+    assert_eq!(
+        p["source"]["last_error"]
+            .as_str()
+            .unwrap()
+            .split(':')
+            .next(),
+        Some("NetStream.Play.Unauthorized from origin"),
+        "{p}"
+    );
+    let shown = path_json(&edge, "edge/good").await.to_string();
+    assert!(!shown.contains("edgepass"), "{shown}");
+    assert!(!p.to_string().contains("wr0ngpw"), "{p}");
+    edge.shutdown().await;
+    origin.shutdown().await;
+}
