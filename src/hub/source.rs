@@ -186,7 +186,8 @@ pub struct PullJob {
     pub cancel: CancellationToken,
 }
 
-/// Starts pulled sources; implemented by the RTSP ingest.
+/// Starts pulled sources; implemented by the RTSP and RTMP ingests (and
+/// `ingest::pull::SchemePuller`, which routes to them by URL scheme).
 pub trait Puller: Send + Sync + 'static {
     /// Runs the source until `job.cancel` is cancelled, reconnecting by
     /// itself.
