@@ -96,7 +96,7 @@ impl App {
         let api_addr = local(&api, "api_listen", config.api_listen)?;
 
         let hub = Hub::new(Arc::new(config));
-        hub.set_puller(Arc::new(crate::ingest::rtsp::RtspPuller::default()));
+        hub.set_puller(Arc::new(crate::ingest::pull::SchemePuller::default()));
         hub.start_pulled_sources();
         let hls = Arc::new(HlsServer::new(hub.clone()));
         let whep = WhepServer::new(hub.clone(), Arc::clone(&engine));

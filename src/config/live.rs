@@ -82,15 +82,61 @@ pub fn redact(v: &mut Value) {
     }
 }
 
-/// `rtsp://user:secret@host/x` → `rtsp://user:***@host/x`; other text as is.
+/// Query keys whose values are credentials in any URL.
+const SECRET_QUERY_KEYS: &[&str] = &[
+    "pass",
+    "password",
+    "pwd",
+    "token",
+    "jwt",
+    "secret",
+    "key",
+    "auth",
+    "sign",
+    "signature",
+];
+
+/// Whether the value of query key `key` in a `scheme` URL is a secret: every
+/// value for RTMP (its query string is how a player authenticates to an
+/// origin), those of credential-like keys (`pass`, `token` …) otherwise.
+pub fn is_secret_query_key(scheme: &str, key: &str) -> bool {
+    matches!(scheme, "rtmp" | "rtmps")
+        || SECRET_QUERY_KEYS
+            .iter()
+            .any(|s| key.eq_ignore_ascii_case(s))
+}
+
+/// `rtsp://user:secret@host/x` → `rtsp://user:***@host/x`, and secret query
+/// values (see [`is_secret_query_key`]) → `***`; other text as is.
 pub fn redact_url_password(text: &str) -> String {
-    match url::Url::parse(text) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some(URL_REDACTED));
-            u.to_string()
-        }
-        _ => text.to_string(),
+    let Ok(mut u) = url::Url::parse(text) else {
+        return text.to_string();
+    };
+    let mut changed = false;
+    if u.password().is_some() {
+        let _ = u.set_password(Some(URL_REDACTED));
+        changed = true;
     }
+    let scheme = u.scheme().to_string();
+    let pairs: Vec<(String, String)> = u
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if !v.is_empty() && is_secret_query_key(&scheme, &k) {
+                changed = true;
+                URL_REDACTED.to_string()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    if !changed {
+        return text.to_string();
+    }
+    if !pairs.is_empty() {
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
 }
 
 /// Puts the current secrets back where `new` carries [`REDACTED`]: `new`
@@ -124,20 +170,39 @@ pub fn restore_redacted(new: &mut Value, current: &Value) {
 }
 
 /// A URL whose password is [`URL_REDACTED`] gets the password of `old` when
-/// both name the same user, host and port.
+/// both name the same user, host and port; query values that are
+/// [`URL_REDACTED`] get the value of the same key in `old` when both name the
+/// same host, port and path.
 fn restore_url_password(new: &str, old: &str) -> String {
     let (Ok(mut n), Ok(o)) = (url::Url::parse(new), url::Url::parse(old)) else {
         return new.to_string();
     };
-    if n.password() != Some(URL_REDACTED)
-        || n.username() != o.username()
-        || n.host_str() != o.host_str()
-        || n.port_or_known_default() != o.port_or_known_default()
-    {
+    if n.host_str() != o.host_str() || n.port_or_known_default() != o.port_or_known_default() {
         return new.to_string();
     }
-    let _ = n.set_password(o.password());
-    n.to_string()
+    let mut changed = false;
+    if n.password() == Some(URL_REDACTED) && n.username() == o.username() {
+        let _ = n.set_password(o.password());
+        changed = true;
+    }
+    if n.path() == o.path() && n.query_pairs().any(|(_, v)| v == URL_REDACTED) {
+        let pairs: Vec<(String, String)> = n
+            .query_pairs()
+            .map(|(k, v)| {
+                let restored = (v == URL_REDACTED)
+                    .then(|| o.query_pairs().find(|(ok, _)| *ok == k).map(|(_, ov)| ov))
+                    .flatten();
+                (k.into_owned(), restored.unwrap_or(v).into_owned())
+            })
+            .collect();
+        n.query_pairs_mut().clear().extend_pairs(pairs);
+        changed = true;
+    }
+    if changed {
+        n.to_string()
+    } else {
+        new.to_string()
+    }
 }
 
 /// Applies a JSON merge patch (RFC 7396 §2): objects merge key by key,
@@ -432,6 +497,43 @@ mod tests {
         assert_eq!(
             next.paths["door"].source.as_deref(),
             Some("rtsp://admin:***@10.0.0.6/ch1")
+        );
+    }
+
+    #[test]
+    fn query_credentials_of_a_source_are_redacted_and_restored() {
+        let mut c = with_camera();
+        c.paths.insert(
+            "edge".into(),
+            PathRule {
+                source: Some("rtmp://origin:1935/live/src?user=edge&pass=hunter4".into()),
+                ..PathRule::default()
+            },
+        );
+        let shown = redacted_json(&c);
+        assert_eq!(
+            shown["paths"]["edge"]["source"],
+            "rtmp://origin:1935/live/src?user=***&pass=***"
+        );
+        assert!(!shown.to_string().contains("hunter4"));
+        let mut body = shown["paths"]["edge"].clone();
+        body["on_demand"] = json!(true);
+        let next = put_rule(&c, "edge", &body, false).unwrap();
+        assert_eq!(
+            next.paths["edge"].source.as_deref(),
+            Some("rtmp://origin:1935/live/src?user=edge&pass=hunter4")
+        );
+        // Not carried to another stream.
+        let body = json!({"source": "rtmp://origin:1935/live/other?user=***&pass=***"});
+        let next = put_rule(&c, "edge", &body, false).unwrap();
+        assert_eq!(
+            next.paths["edge"].source.as_deref(),
+            Some("rtmp://origin:1935/live/other?user=***&pass=***")
+        );
+        // A camera's ordinary query stays visible.
+        assert_eq!(
+            redact_url_password("rtsp://cam/realmonitor?channel=1&token=t"),
+            "rtsp://cam/realmonitor?channel=1&token=***"
         );
     }
 

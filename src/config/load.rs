@@ -668,6 +668,7 @@ mod tests {
         let f = write("[paths.\"cam\"]\nsource = \"srt://10.0.0.5/x\"\n");
         let e = load(Some(&f.0), no_env(), &Overrides::default()).unwrap_err();
         assert_eq!(e.key, "paths.\"cam\".source");
+        assert!(e.reason.contains("rtmp://"), "{e}");
         let f = write("[paths.\"cam/*\"]\nsource = \"rtsp://10.0.0.5/x\"\n");
         let e = load(Some(&f.0), no_env(), &Overrides::default()).unwrap_err();
         assert!(e.reason.contains("exact path name"), "{e}");
@@ -682,6 +683,17 @@ mod tests {
         assert!(s.on_demand);
         assert_eq!(s.rtsp_transport, super::super::RtspTransport::Tcp);
         assert!(matches!(s.source, super::super::Source::Rtsp(_)));
+        let f = write("[paths.\"edge\"]\nsource = \"rtmp://origin:1935/live/src?token=t\"\n");
+        let c = load(Some(&f.0), no_env(), &Overrides::default()).unwrap();
+        let s = c.path_settings("edge");
+        assert!(matches!(s.source, super::super::Source::Rtmp(_)));
+        assert_eq!(s.source.kind(), Some("rtmp"));
+        let f = write("[paths.\"edge\"]\nsource = \"rtmp://origin/live\"\n");
+        let e = load(Some(&f.0), no_env(), &Overrides::default()).unwrap_err();
+        assert!(e.reason.contains("app and a stream key"), "{e}");
+        let f = write("[paths.\"edge/*\"]\nsource = \"rtmps://origin/live/src\"\n");
+        let e = load(Some(&f.0), no_env(), &Overrides::default()).unwrap_err();
+        assert!(e.reason.contains("exact path name"), "{e}");
 
         let f = write("this is not toml");
         let e = load(Some(&f.0), no_env(), &Overrides::default()).unwrap_err();

@@ -376,8 +376,11 @@ pub struct PathRule {
 pub enum Source {
     /// Pushed by a client (RTMP).
     Publisher,
-    /// Pulled from an RTSP server (an IP camera).
+    /// Pulled from an RTSP server (an IP camera): `rtsp://` or `rtsps://`.
     Rtsp(String),
+    /// Pulled from another RTMP server (origin/edge): `rtmp://` or
+    /// `rtmps://host[:port]/app/key[?query]`.
+    Rtmp(String),
 }
 
 impl Source {
@@ -385,26 +388,57 @@ impl Source {
         if text == "publisher" {
             return Ok(Source::Publisher);
         }
-        match text.split_once("://") {
-            Some(("rtsp" | "rtsps", _)) => match text.parse::<url::Url>() {
-                Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => {
-                    Ok(Source::Rtsp(text.to_string()))
+        const SUPPORTED: &str = "\"publisher\" or an rtsp://, rtsps://, rtmp:// or rtmps:// URL";
+        let make: fn(String) -> Source = match text.split_once("://") {
+            Some(("rtsp" | "rtsps", _)) => Source::Rtsp,
+            Some(("rtmp" | "rtmps", _)) => Source::Rtmp,
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "pulling from {scheme}:// sources is not supported; use {SUPPORTED}"
+                ));
+            }
+            None => return Err(format!("unknown source {text:?}; expected {SUPPORTED}")),
+        };
+        match text.parse::<url::Url>() {
+            Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => {
+                let source = make(text.to_string());
+                if matches!(source, Source::Rtmp(_))
+                    && u.path_segments()
+                        .is_none_or(|s| s.filter(|s| !s.is_empty()).count() < 2)
+                {
+                    return Err(
+                        "an RTMP source needs an app and a stream key: rtmp://host[:port]/app/key"
+                            .into(),
+                    );
                 }
-                Ok(_) => Err(format!("{text:?} has no host")),
-                Err(e) => Err(format!("{text:?} is not a URL: {e}")),
-            },
-            Some((scheme, _)) => Err(format!(
-                "pulling from {scheme}:// sources is not supported; use \"publisher\" or an rtsp:// URL"
-            )),
-            None => Err(format!(
-                "unknown source {text:?}; expected \"publisher\" or an rtsp:// URL"
-            )),
+                Ok(source)
+            }
+            Ok(_) => Err("the source URL has no host".into()),
+            Err(e) => Err(format!("source URL is not a URL: {e}")),
         }
     }
 
     /// Whether the relay pulls this source (as opposed to waiting for a push).
     pub fn is_pulled(&self) -> bool {
         !matches!(self, Source::Publisher)
+    }
+
+    /// The URL of a pulled source (with its credentials: redact before
+    /// showing it).
+    pub fn pull_url(&self) -> Option<&str> {
+        match self {
+            Source::Publisher => None,
+            Source::Rtsp(url) | Source::Rtmp(url) => Some(url),
+        }
+    }
+
+    /// The protocol name of a pulled source (`rtsp`, `rtmp`).
+    pub fn kind(&self) -> Option<&'static str> {
+        match self {
+            Source::Publisher => None,
+            Source::Rtsp(_) => Some("rtsp"),
+            Source::Rtmp(_) => Some("rtmp"),
+        }
     }
 }
 

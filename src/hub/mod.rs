@@ -276,7 +276,7 @@ impl Hub {
             source,
         })?;
         let settings = self.config().path_settings(&spec.path);
-        if let Source::Rtsp(url) = &settings.source {
+        if let Some(url) = settings.source.pull_url() {
             return Err(PublishError::NotPublishable {
                 path: spec.path,
                 source_url: source::redact(url),
@@ -330,7 +330,7 @@ impl Hub {
         path: &Arc<Path>,
         settings: &PathSettings,
     ) -> Option<Arc<SourceStatus>> {
-        let Source::Rtsp(url) = &settings.source else {
+        let (Some(url), Some(kind)) = (settings.source.pull_url(), settings.source.kind()) else {
             return None;
         };
         let puller = self.inner.puller.get()?.clone();
@@ -341,7 +341,7 @@ impl Hub {
         let id = self.next_id();
         let session = self.register(
             SessionSpec {
-                protocol: Protocol::Rtsp,
+                protocol: source_protocol(&settings.source),
                 role: Role::Publisher,
                 path: path.name.clone(),
                 remote: None,
@@ -353,7 +353,7 @@ impl Hub {
         st.publisher = Some(Arc::clone(&session.session));
         st.epoch += 1;
         let status = Arc::new(
-            SourceStatus::new("rtsp", source::redact(url))
+            SourceStatus::new(kind, source::redact(url))
                 .with_events(self.inner.events.clone(), path.name.clone()),
         );
         let cancel = session.session.cancel_token();
@@ -847,16 +847,17 @@ fn idle_pulled_snapshot(config: &Config, name: &str) -> Option<PathSnapshot> {
     if !config.paths.contains_key(name) {
         return None;
     }
-    let Source::Rtsp(url) = config.path_settings(name).source else {
+    let settings = config.path_settings(name);
+    let (Some(url), Some(kind)) = (settings.source.pull_url(), settings.source.kind()) else {
         return None;
     };
-    let status = SourceStatus::new("rtsp", source::redact(&url));
+    let status = SourceStatus::new(kind, source::redact(url));
     Some(PathSnapshot {
         name: name.to_string(),
         created: SystemTime::now(),
         state: "idle",
         source: Some(SourceSnapshot {
-            kind: Protocol::Rtsp,
+            kind: source_protocol(&settings.source),
             session_id: None,
             remote_addr: None,
             url: Some(status.url.clone()),
@@ -869,6 +870,14 @@ fn idle_pulled_snapshot(config: &Config, name: &str) -> Option<PathSnapshot> {
         bytes_in: 0,
         bytes_out: 0,
     })
+}
+
+/// The protocol a pulled source speaks (the publisher session's protocol).
+fn source_protocol(source: &Source) -> Protocol {
+    match source {
+        Source::Rtmp(_) => Protocol::Rtmp,
+        Source::Rtsp(_) | Source::Publisher => Protocol::Rtsp,
+    }
 }
 
 /// Times in API output are RFC 3339 strings.
@@ -892,7 +901,7 @@ fn snapshot(path: &Arc<Path>, sessions: &[Arc<Session>]) -> PathSnapshot {
         state,
         source: match (&st.source, &st.publisher) {
             (Some(src), publisher) => Some(SourceSnapshot {
-                kind: Protocol::Rtsp,
+                kind: src.status.protocol(),
                 session_id: publisher.as_ref().map(|s| s.id),
                 remote_addr: None,
                 url: Some(src.status.url.clone()),

@@ -31,7 +31,7 @@ pub enum SourceState {
 /// The live status of a pulled source, shared between its task and the API.
 #[derive(Debug)]
 pub struct SourceStatus {
-    /// `rtsp`.
+    /// `rtsp` or `rtmp`.
     pub kind: &'static str,
     /// The source URL without credentials.
     pub url: String,
@@ -97,10 +97,19 @@ impl SourceStatus {
         if let Some((bus, path)) = &self.events {
             let mut e = Event::new(kind);
             e.path = Some(path.clone());
-            e.protocol = Some(Protocol::Rtsp);
+            e.protocol = Some(self.protocol());
             e.error = error;
             e.detail = Some(serde_json::json!({ "source": self.url }));
             bus.emit(e);
+        }
+    }
+
+    /// The protocol the source speaks.
+    pub fn protocol(&self) -> Protocol {
+        if self.kind == "rtmp" {
+            Protocol::Rtmp
+        } else {
+            Protocol::Rtsp
         }
     }
 
@@ -177,16 +186,20 @@ pub struct PullJob {
     pub cancel: CancellationToken,
 }
 
-/// Starts pulled sources; implemented by the RTSP ingest.
+/// Starts pulled sources; implemented by the RTSP and RTMP ingests (and
+/// `ingest::pull::SchemePuller`, which routes to them by URL scheme).
 pub trait Puller: Send + Sync + 'static {
     /// Runs the source until `job.cancel` is cancelled, reconnecting by
     /// itself.
     fn pull(&self, job: PullJob) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
-/// A URL with its user information removed, for logs and the API.
+/// A URL with its credentials removed, for logs and the API: the user
+/// information goes, and secret query values become `***` (all of them for
+/// RTMP, whose query string is how a player authenticates to an origin; see
+/// [`is_secret_query_key`](crate::config::live::is_secret_query_key)).
 pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
+    match url::Url::parse(&crate::config::live::redact_url_password(url)) {
         Ok(mut u) => {
             let _ = u.set_username("");
             let _ = u.set_password(None);
@@ -206,6 +219,19 @@ mod tests {
             redact("rtsp://admin:secret@10.0.0.5:554/Streaming/Channels/101"),
             "rtsp://10.0.0.5:554/Streaming/Channels/101"
         );
+    }
+
+    #[test]
+    fn query_credentials_never_reach_the_api() {
+        assert_eq!(
+            redact("rtmp://origin:1935/live/src?user=edge&pass=s3cret"),
+            "rtmp://origin:1935/live/src?user=***&pass=***"
+        );
+        assert_eq!(
+            redact("rtsp://cam/realmonitor?channel=1&token=abc&subtype=0"),
+            "rtsp://cam/realmonitor?channel=1&token=***&subtype=0"
+        );
+        assert_eq!(redact("rtmp://origin/live/src"), "rtmp://origin/live/src");
     }
 
     #[test]
