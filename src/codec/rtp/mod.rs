@@ -107,9 +107,10 @@ pub enum Depacketizer {
 }
 
 impl Depacketizer {
-    /// A depacketizer for a stream with these parameters (from the SDP), or
-    /// `None` for a codec none of ours handles. `H264` and `H265` params
-    /// may be replaced by in-band ones later (see [`Unit::new_params`]).
+    /// A depacketizer for a stream with these parameters (from the SDP).
+    /// H.264 parameters may be replaced by in-band ones later (see
+    /// [`Unit::new_params`]); a stream whose SDP has none starts with
+    /// [`h26x::H26xDepacketizer::h264`]`(None)`.
     pub fn new(params: &CodecParams) -> Self {
         match params {
             CodecParams::H264(_) => {
