@@ -578,3 +578,73 @@ async fn a_lossy_camera_drops_to_the_next_keyframe_and_readers_keep_playing() {
     app.shutdown().await;
     cam.stop().await;
 }
+
+/// A camera that sends Opus (which retina cannot depacketize: the session is
+/// read packet by packet and depacketized by the relay): HLS and RTMP
+/// readers get H.264 + AAC made from the Opus once per path, a WebRTC viewer
+/// gets the camera's Opus as is and H.264 that decodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_opus_reaches_hls_rtmp_as_aac_and_webrtc_as_opus() {
+    use common::whep::{WhepClient, decode_annexb, opus_level_dbfs};
+    use str0m::format::Codec;
+    let cam = Camera::start().await;
+    let app = start(&format!(
+        "[paths.\"door\"]\nsource = \"{}\"\nrtsp_transport = \"tcp\"\n\
+         [paths.\"udp\"]\nsource = \"{}\"\nrtsp_transport = \"udp\"\n",
+        cam.url("h264_opus"),
+        cam.url("h264_opus"),
+    ))
+    .await;
+    wait_published(&app, "door").await;
+    let api = path_json(&app, "door").await;
+    let tracks: Vec<&str> = api["stream"]["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["codec"].as_str().unwrap())
+        .collect();
+    assert_eq!(tracks, vec!["h264", "opus", "aac"], "{api}");
+    for url in [hls_url(&app, "door"), rtmp_url(&app, "door")] {
+        let streams = probe_streams(&url).await;
+        assert_eq!(codecs(&streams), vec!["aac/48000", "h264/320x240"], "{url}");
+    }
+    let errors = decode_errors(&hls_url(&app, "door"), 3).await;
+    assert!(errors.is_empty(), "{errors:?}");
+
+    let client = WhepClient::connect(app.http_addr, "door")
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let got = client.run_for(Duration::from_secs(4)).await;
+    assert!(got.audio.len() >= 100, "{} audio packets", got.audio.len());
+    assert!(
+        got.audio
+            .iter()
+            .all(|a| a.codec == Codec::Opus && a.rate == 48_000)
+    );
+    let packets: Vec<_> = got.audio.iter().filter_map(|a| a.data.clone()).collect();
+    let (level, samples) = opus_level_dbfs(&packets);
+    eprintln!("Opus decoded: {samples} samples at {level:.1} dBFS");
+    assert!(samples as f64 > 48_000.0 * 3.0, "{samples} samples");
+    assert!(level > -30.0, "the Opus audio is silent: {level:.1} dBFS");
+    assert!(got.video.len() >= 45, "{} video frames", got.video.len());
+    assert!(got.video.iter().all(|f| f.codec == Codec::H264));
+    assert!(got.video[0].has_idr() && got.video[0].has_sps());
+    let units: Vec<_> = got.video.iter().filter_map(|f| f.data.clone()).collect();
+    let (pictures, errors) = decode_annexb("h264", &units).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(
+        pictures as usize >= got.video.len() - 1,
+        "{pictures} of {}",
+        got.video.len()
+    );
+    client.close().await;
+
+    // Over UDP too (retina's raw packets from its UDP sockets).
+    wait_published(&app, "udp").await;
+    let streams = probe_streams(&hls_url(&app, "udp")).await;
+    assert_eq!(codecs(&streams), vec!["aac/48000", "h264/320x240"]);
+    let source = path_json(&app, "udp").await["source"].clone();
+    assert_eq!(source["retries"], 0, "{source}");
+    app.shutdown().await;
+    cam.stop().await;
+}

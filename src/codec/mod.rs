@@ -4,3 +4,4 @@
 pub mod aac;
 pub mod h264;
 pub mod h265;
+pub mod rtp;

@@ -1,7 +1,12 @@
 //! Pulling RTSP sources (IP cameras) with retina: DESCRIBE/SETUP/PLAY, the
 //! depacketized frames into the hub, reconnects with backoff (see
-//! [`super::source`]), and G.711 audio transcoded to AAC once per path for
-//! the readers that cannot play G.711 (HLS, RTMP).
+//! [`super::source`]), and G.711 or Opus audio transcoded to AAC once per
+//! path for the readers that cannot play them (HLS, RTMP).
+//!
+//! Sessions retina depacketizes fully (H.264/H.265, AAC, G.711) are read
+//! through its demuxer. A session with an Opus stream, which retina has no
+//! depacketizer for, is read in retina's raw packet mode and every stream of
+//! it goes through our own depacketizers ([`crate::codec::rtp`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,21 +16,25 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use retina::client::{
-    Credentials, InitialTimestampPolicy, PlayOptions, SessionGroup, SessionOptions, SetupOptions,
-    TcpTransportOptions, TeardownPolicy, Transport, UdpTransportOptions,
+    Credentials, Demuxed, InitialTimestampPolicy, PacketItem, PlayOptions, Playing, SessionGroup,
+    SessionOptions, SetupOptions, TcpTransportOptions, TeardownPolicy, Transport,
+    UdpTransportOptions,
 };
 use retina::codec::{CodecItem, ParametersRef, VideoParametersCodec};
 use tokio::sync::Mutex;
 use tracing::Instrument;
 
 use super::source::{self, AttemptError, RetryPolicy};
+use crate::codec::rtp::{self, Depacketizer};
 use crate::codec::{aac, h264};
 use crate::config::{PathSettings, RtspTransport, Source};
 use crate::hub::Publisher;
 use crate::hub::source::{PullJob, Puller, SourceStatus};
 use crate::media::decode_order::DecodeOrder;
-use crate::media::{CodecParams, Frame, G711Law, G711Params, H265Params, Track, VIDEO_TIMESCALE};
-use crate::transcode::{AudioTranscoder, G711ToAac};
+use crate::media::{
+    CodecParams, Frame, G711Law, G711Params, H265Params, OpusParams, Track, VIDEO_TIMESCALE,
+};
+use crate::transcode::{AudioTranscoder, G711ToAac, OpusToAac};
 
 /// How long DESCRIBE/SETUP/PLAY may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -183,7 +192,7 @@ async fn attempt(
     let chosen = choose_streams(session.streams());
     if chosen.is_empty() {
         return Err(fail(
-            "the camera offers no stream the relay can take (H.264/H.265 video, AAC/G.711 audio)",
+            "the camera offers no stream the relay can take (H.264/H.265 video, AAC/G.711/Opus audio)",
         ));
     }
     let udp = match settings.rtsp_transport {
@@ -222,10 +231,17 @@ async fn attempt(
     .await
     .map_err(|_| fail("camera did not answer PLAY"))?
     .map_err(|e| camera_error("PLAY", &e))?;
-    let mut demuxed = playing.demuxed().map_err(|e| camera_error("PLAY", &e))?;
-    tracing::info!(transport = %transport, streams = chosen.len(), "camera playing");
+    // retina cannot depacketize Opus: such a session is read packet by
+    // packet and depacketized here.
+    let raw = chosen.iter().any(|c| c.kind == ChosenKind::Opus);
+    let mut media = if raw {
+        Media::Raw(playing)
+    } else {
+        Media::Demuxed(playing.demuxed().map_err(|e| camera_error("PLAY", &e))?)
+    };
+    tracing::info!(transport = %transport, streams = chosen.len(), raw, "camera playing");
 
-    let mut ingest = Ingest::new(chosen, demuxed.streams())?;
+    let mut ingest = Ingest::new(chosen, media.streams(), raw)?;
     let mut first = true;
     loop {
         let wait = if first && udp && settings.rtsp_transport == RtspTransport::Auto {
@@ -233,7 +249,7 @@ async fn attempt(
         } else {
             read_timeout
         };
-        let item = match tokio::time::timeout(wait, demuxed.next()).await {
+        let item = match tokio::time::timeout(wait, media.next()).await {
             Err(_) if first && udp && settings.rtsp_transport == RtspTransport::Auto => {
                 state.prefer_tcp = true;
                 return Err(fail("no RTP packets over UDP; trying TCP"));
@@ -244,7 +260,40 @@ async fn attempt(
             Ok(Some(Ok(item))) => item,
         };
         first = false;
-        ingest.on_item(item, demuxed.streams(), &mut state.publisher, status)?;
+        match item {
+            Item::Frame(item) => {
+                ingest.on_item(item, media.streams(), &mut state.publisher, status)?
+            }
+            Item::Packet(pkt) => ingest.on_packet(pkt, &mut state.publisher, status),
+        }
+    }
+}
+
+/// The playing session: frames from retina's demuxer, or raw packets for
+/// our depacketizers.
+enum Media {
+    Demuxed(Demuxed),
+    Raw(retina::client::Session<Playing>),
+}
+
+enum Item {
+    Frame(CodecItem),
+    Packet(PacketItem),
+}
+
+impl Media {
+    async fn next(&mut self) -> Option<Result<Item, retina::Error>> {
+        match self {
+            Media::Demuxed(d) => d.next().await.map(|r| r.map(Item::Frame)),
+            Media::Raw(s) => s.next().await.map(|r| r.map(Item::Packet)),
+        }
+    }
+
+    fn streams(&self) -> &[retina::client::Stream] {
+        match self {
+            Media::Demuxed(d) => d.streams(),
+            Media::Raw(s) => s.streams(),
+        }
     }
 }
 
@@ -260,11 +309,10 @@ enum ChosenKind {
     Video,
     Aac,
     G711(G711Law),
+    Opus,
 }
 
 /// The first video stream the relay can carry, and the first audio one.
-/// Opus has no RTSP depacketizer in retina yet: such audio is left out with
-/// one log line.
 fn choose_streams(streams: &[retina::client::Stream]) -> Vec<Chosen> {
     let mut out = Vec::new();
     let mut have_video = false;
@@ -276,6 +324,7 @@ fn choose_streams(streams: &[retina::client::Stream]) -> Vec<Chosen> {
             ("audio", "mpeg4-generic") if !have_audio => Some(ChosenKind::Aac),
             ("audio", "pcma") if !have_audio => Some(ChosenKind::G711(G711Law::ALaw)),
             ("audio", "pcmu") if !have_audio => Some(ChosenKind::G711(G711Law::MuLaw)),
+            ("audio", "opus") if !have_audio => Some(ChosenKind::Opus),
             _ => None,
         };
         match kind {
@@ -288,22 +337,25 @@ fn choose_streams(streams: &[retina::client::Stream]) -> Vec<Chosen> {
                 stream = i,
                 media = s.media(),
                 encoding = enc,
-                "camera stream not taken (supported: H.264, H.265, AAC, G.711)"
+                "camera stream not taken (supported: H.264, H.265, AAC, G.711, Opus)"
             ),
         }
     }
     out
 }
 
-/// Turns retina's frames into hub frames for one connection.
+/// Turns retina's frames (or, in raw mode, our depacketizers' units) into
+/// hub frames for one connection.
 struct Ingest {
     chosen: Vec<Chosen>,
     /// Track index in the hub stream per chosen stream.
     track_of: Vec<usize>,
     /// Parameters per track; video may be unknown until the first frame.
     params: Vec<Option<CodecParams>>,
-    /// The G.711 → AAC transcoder and the index of its track.
+    /// The G.711/Opus → AAC transcoder and the index of its track.
     transcoder: Option<(Box<dyn AudioTranscoder>, usize)>,
+    /// Raw mode: our depacketizer per chosen stream.
+    depacketizers: Vec<Option<Depacketizer>>,
     tracks: Vec<Arc<Track>>,
     pending_raw: Vec<(usize, i64, i64, bool, Bytes)>,
     decode_order: Option<DecodeOrder<(bool, Bytes)>>,
@@ -314,28 +366,55 @@ struct Ingest {
 }
 
 impl Ingest {
-    fn new(chosen: Vec<Chosen>, streams: &[retina::client::Stream]) -> Result<Self, AttemptError> {
+    fn new(
+        chosen: Vec<Chosen>,
+        streams: &[retina::client::Stream],
+        raw: bool,
+    ) -> Result<Self, AttemptError> {
         let mut params = Vec::new();
         let mut track_of = Vec::new();
         let mut transcoder = None;
+        let mut depacketizers = Vec::new();
         for c in &chosen {
             track_of.push(params.len());
             let stream = streams.get(c.stream);
-            params.push(stream.and_then(|s| stream_params(c.kind, s)));
-            if let ChosenKind::G711(law) = c.kind {
-                let Some(Some(CodecParams::G711(g))) = params.last() else {
-                    return Err(fail("G.711 stream without a clock rate"));
-                };
-                match G711ToAac::new(law, g.sample_rate, g.channels) {
-                    Ok(t) => {
-                        let output = t.output().clone();
-                        transcoder = Some((Box::new(t) as Box<dyn AudioTranscoder>, params.len()));
-                        params.push(Some(output));
+            let p = stream.and_then(|s| stream_params(c.kind, s));
+            if raw {
+                let encoding = stream.map(|s| s.encoding_name()).unwrap_or_default();
+                depacketizers.push(match (&p, encoding) {
+                    (Some(p), _) => Some(Depacketizer::new(p)),
+                    // Parameter sets only in-band: learned from the stream.
+                    (None, "h264") => {
+                        Some(Depacketizer::H26x(rtp::h26x::H26xDepacketizer::h264(None)))
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "G.711 → AAC transcoder unavailable; HLS and RTMP get no audio")
+                    (None, "h265") => {
+                        Some(Depacketizer::H26x(rtp::h26x::H26xDepacketizer::h265(None)))
                     }
+                    _ => None,
+                });
+            }
+            params.push(p);
+            let made: Option<Result<Box<dyn AudioTranscoder>, _>> = match (c.kind, params.last()) {
+                (ChosenKind::G711(law), Some(Some(CodecParams::G711(g)))) => Some(
+                    G711ToAac::new(law, g.sample_rate, g.channels)
+                        .map(|t| Box::new(t) as Box<dyn AudioTranscoder>),
+                ),
+                (ChosenKind::G711(_), _) => return Err(fail("G.711 stream without a clock rate")),
+                (ChosenKind::Opus, Some(Some(CodecParams::Opus(o)))) => {
+                    Some(OpusToAac::new(o).map(|t| Box::new(t) as Box<dyn AudioTranscoder>))
                 }
+                _ => None,
+            };
+            match made {
+                Some(Ok(t)) => {
+                    let output = t.output().clone();
+                    transcoder = Some((t, params.len()));
+                    params.push(Some(output));
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "audio → AAC transcoder unavailable; HLS and RTMP get no audio")
+                }
+                None => {}
             }
         }
         Ok(Ingest {
@@ -343,6 +422,7 @@ impl Ingest {
             track_of,
             params,
             transcoder,
+            depacketizers,
             tracks: Vec::new(),
             pending_raw: Vec::new(),
             decode_order: None,
@@ -365,6 +445,7 @@ impl Ingest {
         self.chosen.iter().position(|c| c.stream == stream_id)
     }
 
+    /// A frame from retina's demuxer.
     fn on_item(
         &mut self,
         item: CodecItem,
@@ -378,100 +459,195 @@ impl Ingest {
                     return Ok(());
                 };
                 let track = self.track_of[ci];
-                if frame.has_new_parameters() || self.params[track].is_none() {
-                    let new = streams
+                let new_params = if frame.has_new_parameters() || self.params[track].is_none() {
+                    streams
                         .get(frame.stream_id())
-                        .and_then(|s| stream_params(ChosenKind::Video, s));
-                    if let Some(p) = new {
-                        if self.started
-                            && self.params[track].as_ref() != Some(&p)
-                            && let Some(t) = publisher.set_params(track, p.clone())
-                        {
-                            self.tracks[track] = t;
-                        }
-                        self.params[track] = Some(p);
-                    }
-                }
-                if frame.loss() > 0 {
-                    tracing::debug!(
-                        lost = frame.loss(),
-                        "video packets lost; waiting for a keyframe"
-                    );
-                    status.add_lost(u64::from(frame.loss()));
-                    self.need_keyframe = true;
-                }
+                        .and_then(|s| stream_params(ChosenKind::Video, s))
+                } else {
+                    None
+                };
                 // retina counts only IDR pictures; CRA pictures (x265 and
-                // many cameras after the first IDR) are random access points too.
-                let keyframe = frame.is_random_access_point()
-                    || (matches!(self.params[track], Some(CodecParams::H265(_)))
-                        && crate::codec::h265::is_irap(frame.data()));
-                if self.need_keyframe && !keyframe {
-                    if self.started {
-                        status.add_discarded();
-                    }
-                    return Ok(());
-                }
-                self.need_keyframe = false;
-                let pts = frame.timestamp().elapsed() + START_SECS * i64::from(VIDEO_TIMESCALE);
+                // many cameras after the first IDR) are random access points
+                // too (checked in `on_video`).
+                let keyframe = frame.is_random_access_point();
+                let loss = frame.loss();
+                let pts = frame.timestamp().elapsed();
                 let data = Bytes::from(frame.into_data());
-                // RTP carries presentation time only: derive decoding time
-                // (B-frames; the depth comes from the SPS when it says).
-                let order = self.decode_order.get_or_insert_with(|| {
-                    let depth = match &self.params[track] {
-                        Some(CodecParams::H264(h)) => {
-                            h.sps.first().and_then(|s| h264::max_reorder_frames(s))
-                        }
-                        _ => None,
-                    };
-                    DecodeOrder::new(depth)
-                });
-                for (dts, pts, (keyframe, data)) in order.push(pts, (keyframe, data)) {
-                    self.emit(track, dts, pts, keyframe, data, publisher, status);
-                }
+                self.on_video(
+                    track, new_params, loss, keyframe, pts, data, publisher, status,
+                );
             }
             CodecItem::AudioFrame(frame) => {
                 let Some(ci) = self.chosen_index(frame.stream_id()) else {
                     return Ok(());
                 };
                 let track = self.track_of[ci];
-                if frame.loss() > 0 {
-                    status.add_lost(u64::from(frame.loss()));
-                }
                 let rate = i64::from(frame.timestamp().clock_rate().get());
-                let shift = (self.sr_sync.audio_shift_secs() * rate as f64).round() as i64;
-                let pts = frame.timestamp().elapsed() + START_SECS * rate + shift;
                 let data = Bytes::copy_from_slice(frame.data());
-                if let Some((tx, aac_track)) = &mut self.transcoder {
-                    match tx.push(pts, &data) {
-                        Ok(out) => {
-                            let aac_track = *aac_track;
-                            for f in out {
-                                self.emit(aac_track, f.pts, f.pts, true, f.data, publisher, status);
-                            }
-                        }
-                        Err(e) => tracing::debug!(error = %e, "transcode failed for one packet"),
-                    }
-                }
-                self.emit(track, pts, pts, true, data, publisher, status);
+                let (loss, elapsed) = (frame.loss(), frame.timestamp().elapsed());
+                self.on_audio(track, loss, elapsed, rate, data, publisher, status);
             }
-            CodecItem::Rtcp(rtcp) => {
-                let Some(ci) = self.chosen_index(rtcp.stream_id()) else {
-                    return Ok(());
-                };
-                let report = rtcp
-                    .pkts()
-                    .find_map(|p| p.as_sender_report().ok().flatten())
-                    .map(|sr| sr.ntp_timestamp().0);
-                if let (Some(ntp), Some(ts)) = (report, rtcp.rtp_timestamp()) {
-                    let kind = self.chosen[ci].kind;
-                    self.sr_sync
-                        .observe(kind == ChosenKind::Video, ntp, ts.elapsed_secs());
-                }
-            }
+            CodecItem::Rtcp(rtcp) => self.on_rtcp(&rtcp),
             CodecItem::MessageFrame(_) => {}
             _ => {}
         }
         Ok(())
+    }
+
+    /// A packet in raw mode: through our depacketizer of its stream.
+    fn on_packet(&mut self, item: PacketItem, publisher: &mut Publisher, status: &SourceStatus) {
+        let pkt = match item {
+            PacketItem::Rtp(pkt) => pkt,
+            PacketItem::Rtcp(rtcp) => return self.on_rtcp(&rtcp),
+            _ => return,
+        };
+        let Some(ci) = self.chosen_index(pkt.stream_id()) else {
+            return;
+        };
+        let track = self.track_of[ci];
+        let is_video = self.chosen[ci].kind == ChosenKind::Video;
+        let Some(Some(depacketizer)) = self.depacketizers.get_mut(ci) else {
+            return;
+        };
+        let rate = i64::from(pkt.timestamp().clock_rate().get());
+        let packet = rtp::Packet {
+            sequence_number: pkt.sequence_number(),
+            timestamp: pkt.timestamp().elapsed(),
+            mark: pkt.mark(),
+            loss: pkt.loss(),
+            payload: pkt.into_payload_bytes(),
+        };
+        if let Err(e) = depacketizer.push(packet) {
+            tracing::debug!(error = %e, "RTP packet not depacketized");
+            if is_video {
+                self.need_keyframe = true;
+            }
+            if self.started {
+                status.add_discarded();
+            }
+        }
+        let mut units = Vec::new();
+        while let Some(u) = depacketizer.pull() {
+            units.push(u);
+        }
+        for u in units {
+            if is_video {
+                self.on_video(
+                    track,
+                    u.new_params,
+                    u.loss,
+                    u.keyframe,
+                    u.timestamp,
+                    u.data,
+                    publisher,
+                    status,
+                );
+            } else {
+                self.on_audio(track, u.loss, u.timestamp, rate, u.data, publisher, status);
+            }
+        }
+    }
+
+    /// One video access unit: `pts` is the RTP time since the stream's
+    /// start (90 kHz); `new_params` when the stream's parameters changed.
+    #[allow(clippy::too_many_arguments)]
+    fn on_video(
+        &mut self,
+        track: usize,
+        new_params: Option<CodecParams>,
+        loss: u16,
+        keyframe: bool,
+        pts: i64,
+        data: Bytes,
+        publisher: &mut Publisher,
+        status: &SourceStatus,
+    ) {
+        if let Some(p) = new_params {
+            if self.started
+                && self.params[track].as_ref() != Some(&p)
+                && let Some(t) = publisher.set_params(track, p.clone())
+            {
+                self.tracks[track] = t;
+            }
+            self.params[track] = Some(p);
+        }
+        if loss > 0 {
+            tracing::debug!(lost = loss, "video packets lost; waiting for a keyframe");
+            status.add_lost(u64::from(loss));
+            self.need_keyframe = true;
+        }
+        let keyframe = keyframe
+            || (matches!(self.params[track], Some(CodecParams::H265(_)))
+                && crate::codec::h265::is_irap(&data));
+        if self.need_keyframe && !keyframe {
+            if self.started {
+                status.add_discarded();
+            }
+            return;
+        }
+        self.need_keyframe = false;
+        let pts = pts + START_SECS * i64::from(VIDEO_TIMESCALE);
+        // RTP carries presentation time only: derive decoding time
+        // (B-frames; the depth comes from the SPS when it says).
+        let order = self.decode_order.get_or_insert_with(|| {
+            let depth = match &self.params[track] {
+                Some(CodecParams::H264(h)) => {
+                    h.sps.first().and_then(|s| h264::max_reorder_frames(s))
+                }
+                _ => None,
+            };
+            DecodeOrder::new(depth)
+        });
+        for (dts, pts, (keyframe, data)) in order.push(pts, (keyframe, data)) {
+            self.emit(track, dts, pts, keyframe, data, publisher, status);
+        }
+    }
+
+    /// One audio frame: `elapsed` is the RTP time since the stream's start
+    /// at `rate`.
+    #[allow(clippy::too_many_arguments)]
+    fn on_audio(
+        &mut self,
+        track: usize,
+        loss: u16,
+        elapsed: i64,
+        rate: i64,
+        data: Bytes,
+        publisher: &mut Publisher,
+        status: &SourceStatus,
+    ) {
+        if loss > 0 {
+            status.add_lost(u64::from(loss));
+        }
+        let shift = (self.sr_sync.audio_shift_secs() * rate as f64).round() as i64;
+        let pts = elapsed + START_SECS * rate + shift;
+        if let Some((tx, aac_track)) = &mut self.transcoder {
+            match tx.push(pts, &data) {
+                Ok(out) => {
+                    let aac_track = *aac_track;
+                    for f in out {
+                        self.emit(aac_track, f.pts, f.pts, true, f.data, publisher, status);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "transcode failed for one packet"),
+            }
+        }
+        self.emit(track, pts, pts, true, data, publisher, status);
+    }
+
+    fn on_rtcp(&mut self, rtcp: &retina::rtcp::ReceivedCompoundPacket) {
+        let Some(ci) = self.chosen_index(rtcp.stream_id()) else {
+            return;
+        };
+        let report = rtcp
+            .pkts()
+            .find_map(|p| p.as_sender_report().ok().flatten())
+            .map(|sr| sr.ntp_timestamp().0);
+        if let (Some(ntp), Some(ts)) = (report, rtcp.rtp_timestamp()) {
+            let kind = self.chosen[ci].kind;
+            self.sr_sync
+                .observe(kind == ChosenKind::Video, ntp, ts.elapsed_secs());
+        }
     }
 
     /// Hands a frame to the hub, or holds it until every track's parameters
@@ -611,6 +787,9 @@ fn stream_params(kind: ChosenKind, stream: &retina::client::Stream) -> Option<Co
                 .ok()
                 .map(CodecParams::Aac)
         }
+        // RFC 7587 §7: the SDP always says 2 channels; a stereo decoder
+        // plays mono packets too.
+        (ChosenKind::Opus, _) => Some(CodecParams::Opus(OpusParams { channels: 2 })),
         (ChosenKind::G711(law), _) => Some(CodecParams::G711(G711Params {
             law,
             sample_rate: stream.clock_rate_hz(),
