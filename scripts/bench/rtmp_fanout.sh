@@ -8,8 +8,9 @@
 #   scripts/bench/rtmp_fanout.sh [VIEWER COUNTS…]     (default: 10 100 500 1000)
 #
 # Needs: nginx + libnginx-mod-rtmp, ffmpeg, taskset (util-linux). Builds
-# mediarelay and mediarelay-load in release mode. Loopback only; every
-# process is bounded by `timeout` and stopped on exit.
+# mediarelay and mediarelay-load in release mode. Loopback only; the load
+# tool is bounded by `timeout`, the servers are stopped after each run and
+# on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 COUNTS=("${@:-10 100 500 1000}")
@@ -62,10 +63,13 @@ PY
 for n in "${COUNTS[@]}"; do
   # mediarelay on core 0.
   rtmp=$(free_port); http=$(free_port); api=$(free_port)
-  taskset -c 0 timeout $((SECONDS_PER_RUN + 90)) "$BIN/mediarelay" --rtmp-listen "127.0.0.1:$rtmp" \
+  # Every player comes from 127.0.0.1: the per-client limits are off.
+  MEDIARELAY_LIMITS_CONNECTION_RATE=0 MEDIARELAY_LIMITS_MAX_CONNECTIONS_PER_IP=0 \
+    MEDIARELAY_LIMITS_MAX_CONNECTIONS=0 \
+    taskset -c 0 "$BIN/mediarelay" --rtmp-listen "127.0.0.1:$rtmp" \
     --http-listen "127.0.0.1:$http" --api-listen "127.0.0.1:$api" --webrtc-listen "" --webrtc-tcp-listen "" \
     --log-level warn >"$TMP/mediarelay.log" 2>&1 &
-  pid=$!; PIDS+=("$pid")
+  pid=$!; PIDS+=("$pid")   # taskset execs the server: this is its pid
   wait_port "$rtmp"
   measure mediarelay "$n" "$rtmp" "$http" "$pid"
   kill "$pid"; wait "$pid" 2>/dev/null || true
@@ -84,7 +88,7 @@ pid $TMP/nginx/nginx.pid;
 events { worker_connections 16384; }
 rtmp { server { listen 127.0.0.1:$port; chunk_size 4096; application live { live on; } } }
 CONF
-  taskset -c 0 timeout $((SECONDS_PER_RUN + 90)) nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx/" -e "$TMP/nginx/error.log" &
+  taskset -c 0 nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx/" -e "$TMP/nginx/error.log" &
   pid=$!; PIDS+=("$pid")
   wait_port "$port"
   measure nginx-rtmp "$n" "$port" "$port" "$pid"
