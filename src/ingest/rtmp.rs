@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::hub::Publisher;
-use crate::media::{Frame, Track};
+use crate::media::Track;
 use crate::protocol::rtmp::{Amf0Value, ServerEvent};
 use crate::server::conn::{ConnError, RtmpConn};
 
@@ -97,42 +97,12 @@ pub async fn run(mut conn: RtmpConn, mut publisher: Publisher) -> Result<(), Con
     }
 }
 
-/// Hands the converter's outputs to the hub.
+/// Hands the converter's outputs to the hub; a publisher that lost its
+/// slot ends.
 fn apply(
     publisher: &mut Publisher,
     tracks: &mut Vec<Arc<Track>>,
     out: &mut Vec<Output>,
 ) -> Result<(), PublishEnd> {
-    for o in out.drain(..) {
-        match o {
-            Output::Start(params) => {
-                let n = params.len();
-                publisher.start(params).map_err(|_| PublishEnd::Kicked)?;
-                *tracks = (0..n).filter_map(|i| publisher.track(i)).collect();
-                tracing::info!(
-                    tracks = ?tracks.iter().map(|t| t.params.codec_string()).collect::<Vec<_>>(),
-                    "stream started"
-                );
-            }
-            Output::Params { index, params } => {
-                if let (Some(t), Some(slot)) =
-                    (publisher.set_params(index, params), tracks.get_mut(index))
-                {
-                    *slot = t;
-                }
-            }
-            Output::Frame {
-                index,
-                dts,
-                pts,
-                keyframe,
-                data,
-            } => {
-                if let Some(track) = tracks.get(index) {
-                    publisher.write(Frame::new(Arc::clone(track), dts, pts, keyframe, data));
-                }
-            }
-        }
-    }
-    Ok(())
+    super::publish_flv_outputs(publisher, tracks, out).map_err(|_| PublishEnd::Kicked)
 }

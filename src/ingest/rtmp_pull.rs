@@ -26,7 +26,7 @@ use super::source::{self, AttemptError, RetryPolicy};
 use crate::config::{PathSettings, Source};
 use crate::hub::Publisher;
 use crate::hub::source::{PullJob, Puller, SourceStatus};
-use crate::media::{Frame, Track};
+use crate::media::Track;
 use crate::protocol::rtmp::{Amf0Value, ClientEvent, ClientSession};
 use crate::server::conn::BoxedStream;
 
@@ -485,37 +485,8 @@ impl Pull {
 
     /// Hands the converter's outputs to the hub.
     fn apply(&mut self, publisher: &mut Publisher) -> Result<(), AttemptError> {
-        for o in self.out.drain(..) {
-            match o {
-                Output::Start(params) => {
-                    let n = params.len();
-                    publisher
-                        .start(params)
-                        .map_err(|e| fail(format!("publishing into the path: {e}")))?;
-                    self.tracks = (0..n).filter_map(|i| publisher.track(i)).collect();
-                }
-                Output::Params { index, params } => {
-                    if let (Some(t), Some(slot)) = (
-                        publisher.set_params(index, params),
-                        self.tracks.get_mut(index),
-                    ) {
-                        *slot = t;
-                    }
-                }
-                Output::Frame {
-                    index,
-                    dts,
-                    pts,
-                    keyframe,
-                    data,
-                } => {
-                    if let Some(track) = self.tracks.get(index) {
-                        publisher.write(Frame::new(Arc::clone(track), dts, pts, keyframe, data));
-                    }
-                }
-            }
-        }
-        Ok(())
+        super::publish_flv_outputs(publisher, &mut self.tracks, &mut self.out)
+            .map_err(|e| fail(format!("publishing into the path: {e}")))
     }
 }
 
