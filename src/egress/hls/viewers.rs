@@ -208,10 +208,23 @@ impl Viewers {
         let id = match known {
             Some(id) => id,
             None => {
-                let id = caller.presented.clone().unwrap_or_else(new_id);
+                // A new viewer. An id presented for another path (a cookie
+                // of a parent path) is not taken over: it gets its own.
+                let id = caller
+                    .presented
+                    .clone()
+                    .filter(|id| !t.by_id.contains_key(id))
+                    .unwrap_or_else(new_id);
                 if t.by_id.len() >= MAX_VIEWERS {
                     evict_oldest(&mut t);
                 }
+                t.by_fingerprint.insert(caller.fingerprint, id.clone());
+                id
+            }
+        };
+        let v = match t.by_id.entry(id.clone()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
                 let session = self.hub.register_session(SessionSpec {
                     protocol: Protocol::Hls,
                     role: Role::Reader,
@@ -221,27 +234,21 @@ impl Viewers {
                     token: None,
                 });
                 tracing::debug!(path = %caller.path, session = session.id, "HLS viewer arrived");
-                t.by_fingerprint.insert(caller.fingerprint, id.clone());
-                t.by_id.insert(
-                    id.clone(),
-                    Viewer {
-                        session,
-                        path: caller.path.clone(),
-                        last: now,
-                        keeps_cookie: false,
-                        fingerprint: caller.fingerprint,
-                    },
-                );
-                id
+                e.insert(Viewer {
+                    session,
+                    path: caller.path.clone(),
+                    last: now,
+                    keeps_cookie: false,
+                    fingerprint: caller.fingerprint,
+                })
             }
-        };
-        let Some(v) = t.by_id.get_mut(&id) else {
-            unreachable!("inserted above or found")
         };
         v.last = now;
         v.keeps_cookie |= caller.from_cookie;
         let session = Arc::clone(v.session.arc());
-        let set_cookie = (!caller.from_cookie).then(|| {
+        // A cookie for a viewer that did not send this one back.
+        let cookie_sent = caller.from_cookie && caller.presented.as_deref() == Some(id.as_str());
+        let set_cookie = (!cookie_sent).then(|| {
             format!(
                 "{COOKIE}={id}; Path=/{}/; Max-Age=86400; HttpOnly; SameSite=Lax",
                 caller.path
@@ -378,6 +385,15 @@ mod tests {
         let cookie = cookie_of(&s);
         let caller = Caller::new("p", &headers(Some(&cookie), "B"), None, None);
         assert!(v.check(&caller).is_ok());
+        // A cookie of another path does not take that viewer over.
+        let other = v.served(&Caller::new(
+            "p/sub",
+            &headers(Some(&cookie), "B"),
+            None,
+            None,
+        ));
+        assert_ne!(other.session.id, s.session.id);
+        assert!(other.set_cookie.is_some(), "its own cookie");
         assert!(hub.kick(s.session.id));
         assert!(v.check(&caller).is_err());
         assert!(v.check(&caller).is_err(), "and stays refused");
