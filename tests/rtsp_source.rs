@@ -648,3 +648,32 @@ async fn camera_opus_reaches_hls_rtmp_as_aac_and_webrtc_as_opus() {
     app.shutdown().await;
     cam.stop().await;
 }
+
+/// An H.265 camera whose parameter sets come only in-band, with Opus
+/// audio: the video is taken (its parameters learned from the stream) and
+/// the Opus audio left out with one log line, since the raw path that Opus
+/// needs learns H.265 parameters only from the SDP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h265_camera_with_in_band_parameters_and_opus_plays_its_video() {
+    let cam = Camera::start().await;
+    let app = start(&format!(
+        "[paths.\"door\"]\nsource = \"{}\"\nrtsp_transport = \"tcp\"\n",
+        cam.url("h265_opus_inband")
+    ))
+    .await;
+    wait_published(&app, "door").await;
+    let api = path_json(&app, "door").await;
+    let tracks: Vec<&str> = api["stream"]["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["codec"].as_str().unwrap())
+        .collect();
+    assert_eq!(tracks, vec!["h265"], "{api}");
+    let streams = probe_streams(&hls_url(&app, "door")).await;
+    assert_eq!(codecs(&streams), vec!["hevc/320x240"]);
+    let errors = decode_errors(&hls_url(&app, "door"), 2).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    app.shutdown().await;
+    cam.stop().await;
+}

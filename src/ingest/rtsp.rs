@@ -341,6 +341,22 @@ fn choose_streams(streams: &[retina::client::Stream]) -> Vec<Chosen> {
             ),
         }
     }
+    // Opus needs the raw path (codec::rtp), which takes H.265 parameters only
+    // from the SDP: with an H.265 camera that sends them in-band only, the
+    // video comes first and the Opus audio is left out.
+    let h265_in_band_only = out.iter().any(|c| {
+        c.kind == ChosenKind::Video
+            && streams
+                .get(c.stream)
+                .is_some_and(|s| s.encoding_name() == "h265" && s.parameters().is_none())
+    });
+    if h265_in_band_only && out.iter().any(|c| c.kind == ChosenKind::Opus) {
+        tracing::info!(
+            "camera's Opus audio not taken: with H.265 whose parameter sets are only in-band \
+             (no sprop-* in the SDP), the stream is read without it"
+        );
+        out.retain(|c| c.kind != ChosenKind::Opus);
+    }
     out
 }
 

@@ -16,6 +16,7 @@ over TCP-interleaved or UDP):
     /h264_aac    H.264 + AAC-LC 48 kHz stereo
     /h264_opus   H.264 + Opus 48 kHz stereo
     /h265_aac    H.265 + AAC-LC 48 kHz stereo (only when x265enc exists)
+    /h265_opus_inband  H.265 with parameter sets only in-band + Opus
     /video_only  H.264
     /secure      H.264 + PCMU behind Digest auth (--user/--password)
     /inband      H.264 whose SDP has no sprop-parameter-sets (SPS/PPS only
@@ -95,6 +96,8 @@ MOUNTS = {
     "/h264_aac": H264 + H264_PAY + AAC,
     "/h264_opus": H264 + H264_PAY + OPUS,
     "/h265_aac": H265 + "! rtph265pay name=pay0 pt=96 config-interval=-1 " + AAC,
+    # H.265 with VPS/SPS/PPS only in-band (InbandMedia) and Opus audio.
+    "/h265_opus_inband": H265 + "! rtph265pay name=pay0 pt=96 config-interval=-1 " + OPUS,
     "/video_only": H264 + H264_PAY,
     "/h264_bframes": H264_BFRAMES + H264_PAY + AAC,
     # Like a camera that only does RTP over TCP (answers UDP SETUP with 461).
@@ -226,8 +229,8 @@ def main():
 
     mounts = server.get_mount_points()
     for path, launch in MOUNTS.items():
-        if path == "/h265_aac" and not has_element("x265enc"):
-            print("camera.py: x265enc missing, no /h265_aac", file=sys.stderr)
+        if path.startswith("/h265") and not has_element("x265enc"):
+            print(f"camera.py: x265enc missing, no {path}", file=sys.stderr)
             continue
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(f"( {launch})")
@@ -237,7 +240,7 @@ def main():
         else:
             factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP | GstRtsp.RTSPLowerTrans.UDP)
         factory.set_permissions(permissions(anonymous_may_construct=path != "/secure"))
-        if path == "/inband":
+        if path in ("/inband", "/h265_opus_inband"):
             factory.set_media_gtype(InbandMedia)
         if path == "/lossy":
             factory.connect("media-configure", drop_some_packets)
