@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::camera::Camera;
 use common::*;
+use mediarelay::app::App;
 use serde_json::Value;
 
 async fn path_json(app: &mediarelay::app::App, name: &str) -> Value {
@@ -21,6 +22,16 @@ async fn source_state(app: &mediarelay::app::App, name: &str) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
+}
+
+/// The relay with one path `name` pulling the camera's `mount` over TCP
+/// from start (not on demand).
+async fn start_pulling(cam: &Camera, name: &str, mount: &str) -> App {
+    start(&format!(
+        "[paths.\"{name}\"]\nsource = \"{}\"\nrtsp_transport = \"tcp\"\n",
+        cam.url(mount)
+    ))
+    .await
 }
 
 fn codecs(streams: &[Value]) -> Vec<String> {
@@ -216,11 +227,7 @@ async fn udp_tcp_and_auto_transports() {
 async fn a_camera_that_restarts_is_picked_up_again_and_hls_readers_continue() {
     let cam = Camera::start().await;
     let port = cam.port;
-    let app = start(&format!(
-        "[paths.\"cam\"]\nsource = \"{}\"\nrtsp_transport = \"tcp\"\n",
-        cam.url("h264_aac")
-    ))
-    .await;
+    let app = start_pulling(&cam, "cam", "h264_aac").await;
     wait_published(&app, "cam").await;
     let stream = app.hub.stream("cam").unwrap();
     let playlist = |app: &mediarelay::app::App| {
@@ -299,11 +306,7 @@ async fn a_camera_that_restarts_is_picked_up_again_and_hls_readers_continue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_camera_with_b_frames_gets_decode_timestamps() {
     let cam = Camera::start().await;
-    let app = start(&format!(
-        "[paths.\"bcam\"]\nsource = \"{}\"\nrtsp_transport = \"tcp\"\n",
-        cam.url("h264_bframes")
-    ))
-    .await;
+    let app = start_pulling(&cam, "bcam", "h264_bframes").await;
     wait_published(&app, "bcam").await;
     for url in [hls_url(&app, "bcam"), rtmp_url(&app, "bcam")] {
         let probe = ffprobe(
@@ -349,11 +352,7 @@ async fn a_camera_with_b_frames_gets_decode_timestamps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn camera_g711_passes_through_to_webrtc_in_chromium() {
     let cam = Camera::start().await;
-    let app = start(&format!(
-        "[paths.\"door\"]\nsource = \"{}\"\nrtsp_transport = \"tcp\"\n",
-        cam.url("h264_pcmu")
-    ))
-    .await;
+    let app = start_pulling(&cam, "door", "h264_pcmu").await;
     wait_published(&app, "door").await;
     let script = common::repo_dir().join("tests/browser/play_whep.mjs");
     let url = format!("http://{}/door/whep", app.http_addr);
@@ -385,11 +384,7 @@ async fn camera_h265_reaches_a_webrtc_viewer_that_offers_h265() {
     use common::whep::{Offer, Options, WhepClient, decode_annexb};
     use str0m::format::Codec;
     let cam = Camera::start().await;
-    let app = start(&format!(
-        "[paths.\"door\"]\nsource = \"{}\"\nrtsp_transport = \"tcp\"\n",
-        cam.url("h265_aac")
-    ))
-    .await;
+    let app = start_pulling(&cam, "door", "h265_aac").await;
     wait_published(&app, "door").await;
     let options = Options {
         offer: Offer::H265Opus,
@@ -492,11 +487,7 @@ async fn sizes_seen(url: &str, secs: u32) -> (Vec<String>, Vec<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_camera_resolution_change_reaches_players_that_stay_connected() {
     let cam = Camera::start().await;
-    let app = start(&format!(
-        "[paths.\"cam\"]\nsource = \"{}\"\nrtsp_transport = \"tcp\"\n",
-        cam.url("resize")
-    ))
-    .await;
+    let app = start_pulling(&cam, "cam", "resize").await;
     wait_published(&app, "cam").await;
     let generation = |j: &Value| {
         j["tracks"]
@@ -554,11 +545,7 @@ async fn a_camera_resolution_change_reaches_players_that_stay_connected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lossy_camera_drops_to_the_next_keyframe_and_readers_keep_playing() {
     let cam = Camera::start().await;
-    let app = start(&format!(
-        "[paths.\"cam\"]\nsource = \"{}\"\nrtsp_transport = \"tcp\"\n",
-        cam.url("lossy")
-    ))
-    .await;
+    let app = start_pulling(&cam, "cam", "lossy").await;
     wait_published(&app, "cam").await;
     let source = eventually(Duration::from_secs(20), "packets lost", || async {
         let j = path_json(&app, "cam").await;
@@ -656,11 +643,7 @@ async fn camera_opus_reaches_hls_rtmp_as_aac_and_webrtc_as_opus() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h265_camera_with_in_band_parameters_and_opus_plays_its_video() {
     let cam = Camera::start().await;
-    let app = start(&format!(
-        "[paths.\"door\"]\nsource = \"{}\"\nrtsp_transport = \"tcp\"\n",
-        cam.url("h265_opus_inband")
-    ))
-    .await;
+    let app = start_pulling(&cam, "door", "h265_opus_inband").await;
     wait_published(&app, "door").await;
     let api = path_json(&app, "door").await;
     let tracks: Vec<&str> = api["stream"]["tracks"]
