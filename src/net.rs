@@ -134,7 +134,6 @@ where
 {
     use bytes::Buf;
     use std::io::IoSlice;
-    use tokio::io::AsyncWriteExt;
 
     let mut total = 0u64;
     loop {
@@ -144,13 +143,18 @@ where
         if chunks.is_empty() {
             break;
         }
-        let mut slices = [IoSlice::new(&[]); 64];
-        let mut count = 0;
-        for (slot, chunk) in slices.iter_mut().zip(chunks.iter()) {
-            *slot = IoSlice::new(chunk);
-            count += 1;
-        }
-        let mut n = w.write_vectored(&slices[..count]).await?;
+        // The slices live only while polling: kept across the await they
+        // would make every writer's future a kilobyte larger.
+        let mut n = std::future::poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); 64];
+            let mut count = 0;
+            for (slot, chunk) in slices.iter_mut().zip(chunks.iter()) {
+                *slot = IoSlice::new(chunk);
+                count += 1;
+            }
+            std::pin::Pin::new(&mut *w).poll_write_vectored(cx, &slices[..count])
+        })
+        .await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }

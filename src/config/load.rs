@@ -227,6 +227,9 @@ pub(crate) fn validate(c: &Config) -> Result<(), (String, String)> {
             "must be between 16 and 1000000".into(),
         );
     }
+    if c.rtmp_merge_writes > Duration::from_secs(2) {
+        return err("rtmp_merge_writes", "must be at most 2s".into());
+    }
     if c.gop_cache_max_bytes < 1 << 20 {
         return err(
             "gop_cache_max_bytes",

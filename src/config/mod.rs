@@ -69,6 +69,12 @@ pub struct Config {
     pub reader_queue_frames: usize,
     /// Upper bound for the bytes each stream's GOP cache holds.
     pub gop_cache_max_bytes: usize,
+    /// RTMP players get their frames in batches spanning this much media
+    /// time (one wake and one socket write per batch: more players per core,
+    /// this much more latency, like SRS's `mw_latency`). Zero: each video
+    /// frame goes out as it arrives, the audio before it riding along.
+    #[serde(with = "humantime_serde")]
+    pub rtmp_merge_writes: Duration,
     pub hls: HlsConfig,
     /// Certificate and key for `https_listen`, `rtmps_listen` and `api_tls`.
     pub tls: TlsConfig,
@@ -113,6 +119,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(10),
             reader_queue_frames: 512,
             gop_cache_max_bytes: 32 << 20,
+            rtmp_merge_writes: Duration::ZERO,
             hls: HlsConfig::default(),
             tls: TlsConfig::default(),
             limits: LimitsConfig::default(),

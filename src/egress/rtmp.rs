@@ -4,11 +4,12 @@
 //! headers) is built per player.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::container::flv;
-use crate::hub::Reading;
+use crate::hub::{Reading, WakePolicy};
 use crate::media::{CodecParams, Frame, MemoKey, Track, TrackKind, timestamp};
 use crate::protocol::rtmp::{Amf0Value, MediaKind, ServerEvent, encode_media_message};
 use crate::server::conn::{ConnError, RtmpConn};
@@ -18,7 +19,18 @@ const BATCH: usize = 64;
 
 /// Runs a playing connection until the player leaves, the stream ends or the
 /// session is kicked.
-pub async fn run(mut conn: RtmpConn, mut reading: Reading) -> Result<(), ConnError> {
+/// `merge`: the media time one write may span (`rtmp_merge_writes`).
+pub async fn run(
+    mut conn: RtmpConn,
+    mut reading: Reading,
+    merge: Duration,
+) -> Result<(), ConnError> {
+    // Audio rides with the next video frame: one wake and one write per
+    // video frame instead of one per message (see hub::reader::WakePolicy).
+    reading.reader.set_wake_policy(WakePolicy {
+        hold_audio: true,
+        merge,
+    });
     conn.session.accept_play();
     conn.session.resume()?;
     let tracks = reading.reader.stream().tracks();
@@ -31,7 +43,6 @@ pub async fn run(mut conn: RtmpConn, mut reading: Reading) -> Result<(), ConnErr
     let result = loop {
         tokio::select! {
             biased;
-            _ = reading.session.cancelled() => break Ok("kicked"),
             read = conn.read_input_untimed() => {
                 if let Err(e) = read {
                     break Err(e);
@@ -48,6 +59,9 @@ pub async fn run(mut conn: RtmpConn, mut reading: Reading) -> Result<(), ConnErr
             }
             first = reading.reader.recv() => {
                 let Some(first) = first else {
+                    if reading.reader.kicked() {
+                        break Ok("kicked");
+                    }
                     conn.session.notify_unpublished();
                     let _ = conn.flush().await;
                     break Ok("stream ended");

@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 pub use gop::StartAt;
-pub use reader::{Reader, Recv};
+pub use reader::{AUDIO_HOLD_FRAMES, AUDIO_HOLD_MAX, Reader, Recv, WakePolicy};
 pub use session::{Counters, Protocol, Role, Session, SessionSpec};
 pub use stream::Stream;
 
@@ -250,15 +250,11 @@ impl Hub {
     fn register(&self, spec: SessionSpec, counters: Arc<Counters>) -> SessionHandle {
         let session = self.inner.sessions.insert(spec, counters);
         self.inner.events.emit(Event::session_start(&session));
-        // A hub shutdown cancels every session.
-        let token = self.inner.shutdown.clone();
-        let s = Arc::clone(&session);
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = token.cancelled() => s.cancel(),
-                _ = s.cancelled() => {}
-            }
-        });
+        // A hub shutdown cancels every session: those registered before it
+        // in `shutdown`, this one here if it came after.
+        if self.inner.shutdown.is_cancelled() {
+            session.cancel();
+        }
         SessionHandle {
             session,
             hub: self.clone(),
@@ -536,6 +532,9 @@ impl Hub {
     /// Cancels every session (server shutdown).
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();
+        for s in self.inner.sessions.all() {
+            s.cancel();
+        }
     }
 
     /// Whether the server is shutting down (sessions end because of it).

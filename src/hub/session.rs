@@ -79,7 +79,10 @@ impl Session {
     }
 
     pub(crate) fn cancel(&self) {
-        self.cancel.cancel()
+        self.cancel.cancel();
+        if let Some(queue) = self.reader.get() {
+            queue.kick();
+        }
     }
 
     pub(crate) fn cancel_token(&self) -> CancellationToken {
@@ -87,6 +90,9 @@ impl Session {
     }
 
     pub(crate) fn set_reader(&self, queue: Arc<ReaderQueue>) {
+        if self.is_cancelled() {
+            queue.kick();
+        }
         let _ = self.reader.set(queue);
     }
 

@@ -274,10 +274,11 @@ impl Stream {
         inner.gop.push(&frame, gop_start);
         // A lagging reader may resume at a video keyframe, or anywhere in a
         // stream without video.
-        let resume_point =
-            !inner.has_video || (frame.keyframe && frame.track.kind() == TrackKind::Video);
+        let is_video = frame.track.kind() == TrackKind::Video;
+        let resume_point = !inner.has_video || (frame.keyframe && is_video);
+        let urgent = !inner.has_video || is_video;
         for reader in &inner.readers {
-            reader.push(&frame, resume_point);
+            reader.push(&frame, resume_point, urgent);
         }
     }
 
@@ -314,7 +315,7 @@ impl Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::reader::Recv;
+    use crate::hub::reader::{AUDIO_HOLD_FRAMES, Recv, WakePolicy};
 
     use bytes::Bytes;
 
@@ -330,6 +331,175 @@ mod tests {
             key,
             Bytes::from(vec![i as u8; 100]),
         )
+    }
+
+    /// An AAC frame at `ms` milliseconds.
+    fn audio(s: &Stream, ms: i64) -> Frame {
+        let track = s.track(1).unwrap();
+        let ticks = ms * i64::from(track.timescale()) / 1000;
+        Frame::new(track, ticks, ticks, true, Bytes::from_static(&[1; 20]))
+    }
+
+    /// A video frame at `ms` milliseconds (90 kHz).
+    fn video_at(s: &Stream, ms: i64, key: bool) -> Frame {
+        Frame::new(s.track(0).unwrap(), ms * 90, ms * 90, key, Bytes::new())
+    }
+
+    /// Counts the wake-ups of a reader's task.
+    struct Probe(std::sync::atomic::AtomicUsize);
+
+    impl futures_util::task::ArcWake for Probe {
+        fn wake_by_ref(p: &Arc<Self>) {
+            p.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether the reader's task was woken since the last call (the first
+    /// call only arms the probe).
+    fn woken(r: &Reader) -> bool {
+        thread_local! {
+            static PROBE: Arc<Probe> = Arc::new(Probe(Default::default()));
+        }
+        PROBE.with(|p| {
+            let n = p.0.swap(0, Ordering::SeqCst);
+            r.queue
+                .waker
+                .register(&futures_util::task::waker(Arc::clone(p)));
+            n > 0
+        })
+    }
+
+    #[test]
+    fn by_default_every_frame_wakes_the_reader() {
+        let s = Arc::new(Stream::new(1, "p".into(), params(), 1 << 20));
+        let r = s.attach(1, StartAt::Live, 64);
+        woken(&r);
+        s.write(video_at(&s, 0, true));
+        assert!(woken(&r));
+        s.write(audio(&s, 10));
+        assert!(woken(&r));
+    }
+
+    #[test]
+    fn a_reader_holding_audio_is_woken_by_the_next_video_frame() {
+        let s = Arc::new(Stream::new(1, "p".into(), params(), 1 << 20));
+        let mut r = s.attach(1, StartAt::Live, 64);
+        r.set_wake_policy(WakePolicy {
+            hold_audio: true,
+            ..WakePolicy::EVERY_FRAME
+        });
+        woken(&r);
+        s.write(video_at(&s, 0, true));
+        assert!(woken(&r));
+        s.write(audio(&s, 10));
+        s.write(audio(&s, 31));
+        assert!(!woken(&r), "audio waits for the next video frame");
+        s.write(video_at(&s, 33, false));
+        assert!(woken(&r));
+        let mut got = 0;
+        while let Recv::Frame(_) = r.try_recv() {
+            got += 1;
+        }
+        assert_eq!(got, 4, "nothing is lost by waiting");
+        // Video stops: audio is held at most AUDIO_HOLD_MAX of media time.
+        let mut woke_at = None;
+        for i in 0..20 {
+            let ms = 40 + i * 21;
+            s.write(audio(&s, ms));
+            if woken(&r) {
+                woke_at = Some(ms);
+                break;
+            }
+        }
+        assert_eq!(
+            woke_at,
+            Some(40 + 5 * 21),
+            "first audio at 40 ms, 105 ms later"
+        );
+    }
+
+    #[test]
+    fn held_audio_wakes_after_a_bounded_count_whatever_its_timestamps() {
+        let s = Arc::new(Stream::new(1, "p".into(), params(), 1 << 20));
+        let mut r = s.attach(1, StartAt::Live, 64);
+        r.set_wake_policy(WakePolicy {
+            hold_audio: true,
+            ..WakePolicy::EVERY_FRAME
+        });
+        woken(&r);
+        // Timestamps that never advance (or go back) must not hold forever.
+        for i in 1..=AUDIO_HOLD_FRAMES {
+            s.write(audio(&s, 1000 - i as i64));
+            assert_eq!(woken(&r), i == AUDIO_HOLD_FRAMES, "frame {i}");
+        }
+    }
+
+    #[test]
+    fn a_stream_without_video_wakes_a_reader_holding_audio_for_every_frame() {
+        let s = Arc::new(Stream::new(
+            1,
+            "p".into(),
+            vec![crate::media::testing::aac()],
+            1 << 20,
+        ));
+        let mut r = s.attach(1, StartAt::Live, 64);
+        r.set_wake_policy(WakePolicy {
+            hold_audio: true,
+            ..WakePolicy::EVERY_FRAME
+        });
+        woken(&r);
+        let track = s.track(0).unwrap();
+        for i in 0..3 {
+            s.write(Frame::new(
+                Arc::clone(&track),
+                i * 1024,
+                i * 1024,
+                true,
+                Bytes::new(),
+            ));
+            assert!(woken(&r));
+        }
+    }
+
+    #[test]
+    fn merged_writes_wake_once_the_held_frames_span_the_window() {
+        let s = Arc::new(Stream::new(1, "p".into(), params(), 1 << 20));
+        let mut r = s.attach(1, StartAt::Live, 512);
+        r.set_wake_policy(WakePolicy {
+            hold_audio: false,
+            merge: Duration::from_millis(100),
+        });
+        woken(&r);
+        let mut wakes = vec![];
+        for i in 0..10 {
+            s.write(video_at(&s, i * 33, i == 0));
+            if woken(&r) {
+                wakes.push(i * 33);
+            }
+        }
+        // Held from 0: 132 ms is the first frame 100 ms after it; the next
+        // batch starts at 165 and spans 100 ms at 297.
+        assert_eq!(wakes, vec![132, 297]);
+    }
+
+    #[test]
+    fn merged_writes_never_hold_more_than_half_the_queue() {
+        let s = Arc::new(Stream::new(1, "p".into(), params(), 1 << 20));
+        let mut r = s.attach(1, StartAt::Live, 16);
+        r.set_wake_policy(WakePolicy {
+            hold_audio: false,
+            merge: Duration::from_secs(10),
+        });
+        woken(&r);
+        let mut wakes = vec![];
+        for i in 0..16 {
+            s.write(video_at(&s, i, i == 0));
+            if woken(&r) {
+                wakes.push(i);
+            }
+        }
+        assert_eq!(wakes, vec![7, 15]);
+        assert_eq!(r.dropped(), 0);
     }
 
     #[test]
@@ -392,6 +562,33 @@ mod tests {
         assert!(r.recv().await.is_some());
         assert!(r.recv().await.is_none());
         assert_eq!(s.reader_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_kicked_reader_stops_at_once() {
+        let s = Arc::new(Stream::new(1, "p".into(), params(), 1 << 20));
+        // Waiting on an empty queue: the kick wakes it.
+        let mut idle = s.attach(1, StartAt::Live, 16);
+        let queue = Arc::clone(&idle.queue);
+        let waiting = tokio::spawn(async move { (idle.recv().await.is_none(), idle.kicked()) });
+        tokio::task::yield_now().await;
+        queue.kick();
+        assert_eq!(waiting.await.unwrap(), (true, true));
+        // With frames queued: they are not drained first.
+        let mut busy = s.attach(2, StartAt::Live, 16);
+        s.write(video(&s, 0, true));
+        busy.queue.kick();
+        assert!(busy.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_reader_is_woken_by_the_next_frame() {
+        let s = Arc::new(Stream::new(1, "p".into(), params(), 1 << 20));
+        let mut r = s.attach(1, StartAt::Live, 16);
+        let waiting = tokio::spawn(async move { r.recv().await.map(|f| f.dts) });
+        tokio::task::yield_now().await;
+        s.write(video(&s, 3, true));
+        assert_eq!(waiting.await.unwrap(), Some(9000));
     }
 
     #[test]

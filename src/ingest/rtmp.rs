@@ -26,6 +26,7 @@ pub enum PublishEnd {
 /// Runs a publishing connection until the publisher stops, fails or is kicked.
 pub async fn run(mut conn: RtmpConn, mut publisher: Publisher) -> Result<(), ConnError> {
     tracing::info!("publishing started");
+    conn.grow_read_buffer(crate::server::conn::PUBLISH_READ_BUFFER);
     let mut ingest = FlvIngest::new();
     let mut tracks: Vec<Arc<Track>> = Vec::new();
     let mut out = Vec::new();

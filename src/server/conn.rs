@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::rtmp::{RtmpError, ServerSession};
@@ -59,7 +60,22 @@ pub struct RtmpConn {
     write_timeout: Duration,
 }
 
+/// The read buffer of a connection that mostly writes (a player sends only
+/// commands and acknowledgements): enough for a handshake packet.
+const SMALL_READ_BUFFER: usize = 4 * 1024;
+/// The read buffer of a publisher, whose media comes in large reads.
+pub const PUBLISH_READ_BUFFER: usize = 64 * 1024;
+
 impl RtmpConn {
+    /// Grows the read buffer to `size` bytes (a publisher's media needs large
+    /// reads; players keep the small one, which is most of the memory of an
+    /// idle connection).
+    pub fn grow_read_buffer(&mut self, size: usize) {
+        if self.buf.len() < size {
+            self.buf = vec![0; size].into_boxed_slice();
+        }
+    }
+
     pub fn new(
         socket: BoxedStream,
         peer: SocketAddr,
@@ -71,7 +87,7 @@ impl RtmpConn {
             session,
             peer,
             socket,
-            buf: vec![0; 64 * 1024].into_boxed_slice(),
+            buf: vec![0; SMALL_READ_BUFFER].into_boxed_slice(),
             out: VecDeque::new(),
             read_timeout,
             write_timeout,
@@ -118,18 +134,40 @@ impl RtmpConn {
         if self.out.is_empty() {
             return Ok(0);
         }
-        let socket = &mut self.socket;
-        let out = &mut self.out;
-        tokio::time::timeout(self.write_timeout, async move {
-            let n = crate::net::write_all_chunks(socket, out).await?;
-            // A TLS stream may hold the last record until flushed (a no-op
-            // for TCP).
-            socket.flush().await?;
-            Ok::<u64, std::io::Error>(n)
-        })
+        let total: u64 = self.out.iter().map(|b| b.len() as u64).sum();
+        // Usually the socket takes everything at once: try that without
+        // arming a timer (a player does this for every frame). What was
+        // written stays written; the rest goes out under the timeout.
+        if let Some(done) = Self::write_out(&mut self.socket, &mut self.out).now_or_never() {
+            done.map_err(ConnError::from)?;
+            self.shrink_queue();
+            return Ok(total);
+        }
+        tokio::time::timeout(
+            self.write_timeout,
+            Self::write_out(&mut self.socket, &mut self.out),
+        )
         .await
         .map_err(|_| ConnError::WriteTimeout(self.write_timeout))?
-        .map_err(ConnError::from)
+        .map_err(ConnError::from)?;
+        self.shrink_queue();
+        Ok(total)
+    }
+
+    /// A player's first write (the cached GOP) queues a hundred messages or
+    /// more; later ones a few. Give the room back once.
+    fn shrink_queue(&mut self) {
+        if self.out.capacity() > 64 {
+            self.out.shrink_to(16);
+        }
+    }
+
+    /// Writes the queued chunks and flushes: a TLS stream may hold the last
+    /// record until flushed (a no-op for TCP). Cancel-safe: what was written
+    /// has left `out`.
+    async fn write_out(socket: &mut BoxedStream, out: &mut VecDeque<Bytes>) -> std::io::Result<()> {
+        crate::net::write_all_chunks(socket, out).await?;
+        socket.flush().await
     }
 }
 

@@ -221,7 +221,8 @@ async fn handle(
                     ServerEvent::PublishRequested { stream_key, .. } => {
                         let (path, query) = path_from(&app, &stream_key);
                         if let Err(e) =
-                            authorize(&gate, &hub, Action::Publish, &path, &query, peer).await
+                            Box::pin(authorize(&gate, &hub, Action::Publish, &path, &query, peer))
+                                .await
                         {
                             tracing::info!(path = %path, "publish refused: {e}");
                             conn.session
@@ -229,7 +230,8 @@ async fn handle(
                             conn.flush().await?;
                             return Ok(());
                         }
-                        if let Err(e) = gate.allow_publish(&path, Protocol::Rtmp, Some(peer)).await
+                        if let Err(e) =
+                            Box::pin(gate.allow_publish(&path, Protocol::Rtmp, Some(peer))).await
                         {
                             tracing::info!(path = %path, "publish refused by on_publish: {e}");
                             conn.session
@@ -250,8 +252,7 @@ async fn handle(
                                 conn.session.accept_publish();
                                 conn.flush().await?;
                                 let span = tracing::info_span!("publish", path = %path, session = publisher.session().id);
-                                crate::ingest::rtmp::run(conn, publisher)
-                                    .instrument(span)
+                                Box::pin(crate::ingest::rtmp::run(conn, publisher).instrument(span))
                                     .await
                             }
                             Err(e) => {
@@ -266,7 +267,8 @@ async fn handle(
                     ServerEvent::PlayRequested { stream_key } => {
                         let (path, query) = path_from(&app, &stream_key);
                         if let Err(e) =
-                            authorize(&gate, &hub, Action::Read, &path, &query, peer).await
+                            Box::pin(authorize(&gate, &hub, Action::Read, &path, &query, peer))
+                                .await
                         {
                             tracing::info!(path = %path, "play refused: {e}");
                             conn.session
@@ -282,12 +284,15 @@ async fn handle(
                             query,
                             token: None,
                         };
-                        return match hub.read(spec, crate::hub::StartAt::LatestKeyframe).await {
+                        let read = hub.read(spec, crate::hub::StartAt::LatestKeyframe);
+                        return match Box::pin(read).await {
                             Ok(reading) => {
                                 let span = tracing::info_span!("play", path = %path, session = reading.session.id);
-                                crate::egress::rtmp::run(conn, reading)
-                                    .instrument(span)
-                                    .await
+                                let merge = hub.config().rtmp_merge_writes;
+                                Box::pin(
+                                    crate::egress::rtmp::run(conn, reading, merge).instrument(span),
+                                )
+                                .await
                             }
                             Err(e) => {
                                 tracing::info!(path = %path, error = %e, "play refused");

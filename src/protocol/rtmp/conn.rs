@@ -172,7 +172,13 @@ impl Connection {
     /// The next pending piece of output, never copied.
     pub(crate) fn poll_output(&mut self) -> Option<Bytes> {
         self.flush();
-        self.queue.pop_front()
+        let next = self.queue.pop_front();
+        if next.is_none() && self.queue.capacity() > 64 {
+            // A player's first batch (the cached GOP) is a hundred messages
+            // or more, later ones a few: give the room back once.
+            self.queue.shrink_to(16);
+        }
+        next
     }
 
     /// Handles a protocol control or user control message (types 1 to 6):
