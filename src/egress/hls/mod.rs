@@ -296,7 +296,7 @@ impl HlsServer {
             None => None,
         };
         match found {
-            Some(p) => reply(MP4_TYPE, IMMUTABLE, Body::new(ChunksBody::new(vec![p]))),
+            Some(p) => reply(MP4_TYPE, IMMUTABLE, Body::from(p.data.clone())),
             None => error(
                 StatusCode::NOT_FOUND,
                 format!("no part {part} of segment {msn}"),
