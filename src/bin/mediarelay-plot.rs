@@ -140,6 +140,18 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(0x8c, 0x56, 0x4b),
 ];
 
+/// A label for 1, 2 and 5 times a power of ten only: a log axis's other
+/// ticks would print their labels over each other.
+fn log_label(x: &f64) -> String {
+    let magnitude = 10f64.powf(x.log10().floor());
+    let lead = (x / magnitude).round();
+    if [1.0, 2.0, 5.0].contains(&lead) && ((x / magnitude) - lead).abs() < 1e-6 {
+        format!("{x:.0}")
+    } else {
+        String::new()
+    }
+}
+
 /// Draws one panel: lines with points, a log x axis (the counts span
 /// decades), a linear y axis from 0, a legend.
 fn panel(
@@ -170,7 +182,14 @@ fn panel(
         .y_desc(y_label)
         .label_style(("sans-serif", 16))
         .axis_desc_style(("sans-serif", 18))
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_label_formatter(&log_label)
+        .y_label_formatter(&|y| {
+            if y_top >= 100.0 {
+                format!("{y:.0}")
+            } else {
+                format!("{y}")
+            }
+        })
         .light_line_style(BLACK.mix(0.04))
         .draw()
         .map_err(|e| anyhow::anyhow!("{title}: {e}"))?;
