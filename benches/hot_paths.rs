@@ -103,12 +103,12 @@ fn fmp4_fragment(c: &mut Criterion) {
 /// A full window: 7 complete segments of 5 parts, and one in progress.
 fn window() -> Window {
     let part = |i: usize| {
-        Arc::new(Part {
-            duration_nanos: 200_000_000,
-            independent: i == 0,
-            header: Bytes::from_static(&[0; 200]),
-            payloads: vec![Bytes::from_static(&[0; 6000])],
-        })
+        Arc::new(Part::new(
+            200_000_000,
+            i == 0,
+            &[0; 200],
+            &[Bytes::from_static(&[0; 6000])],
+        ))
     };
     let segments: VecDeque<Segment> = (0..8u64)
         .map(|msn| Segment {

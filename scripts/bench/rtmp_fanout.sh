@@ -110,3 +110,8 @@ for n, s in by.items():
     if s.get("mediarelay") and s.get("nginx-rtmp"):
         print(f'{n} viewers: nginx-rtmp / mediarelay CPU per viewer = {s["nginx-rtmp"] / s["mediarelay"]:.2f}x')
 PY
+
+# The PNG plot (CPU and RSS against viewers), with the `bench` feature's
+# mediarelay-plot; a failure to plot does not fail the benchmark.
+cargo run --quiet --features bench --bin mediarelay-plot -- --rtmp "$OUT/rtmp_fanout.csv" --out "$OUT" ||
+  echo "no plot: mediarelay-plot failed (see above)" >&2

@@ -1,7 +1,7 @@
-//! An HTTP body made of parts' shared `Bytes`, with an exact length: a part
-//! or a segment is sent from the muxer's buffers without copying them, and
+//! An HTTP body made of parts' shared `Bytes`, with an exact length: a
+//! segment is sent from the muxer's buffers without copying them, and
 //! without even a list of its chunks per request — the body walks the
-//! parts it holds by reference count.
+//! parts it holds by reference count, one chunk per part.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -15,43 +15,28 @@ use super::window::Part;
 
 pub struct ChunksBody {
     parts: Vec<Arc<Part>>,
-    /// The part being sent, and its next chunk: 0 is the header, `i + 1`
-    /// the `i`-th payload.
-    part: usize,
-    chunk: usize,
+    /// The next part to send.
+    next: usize,
     remaining: u64,
 }
 
 impl ChunksBody {
-    /// A body of `parts` in order (one part, or a segment's parts).
+    /// A body of `parts` in order (a segment's parts).
     pub fn new(parts: Vec<Arc<Part>>) -> Self {
         let remaining = parts.iter().map(|p| p.len() as u64).sum();
         ChunksBody {
             parts,
-            part: 0,
-            chunk: 0,
+            next: 0,
             remaining,
         }
     }
 
-    /// The next non-empty chunk, advancing past it.
+    /// The next non-empty part's bytes, advancing past it.
     fn next_chunk(&mut self) -> Option<Bytes> {
-        while let Some(part) = self.parts.get(self.part) {
-            let chunk = match self.chunk {
-                0 => Some(&part.header),
-                i => part.payloads.get(i - 1),
-            };
-            match chunk {
-                Some(c) => {
-                    self.chunk += 1;
-                    if !c.is_empty() {
-                        return Some(c.clone());
-                    }
-                }
-                None => {
-                    self.part += 1;
-                    self.chunk = 0;
-                }
+        while let Some(part) = self.parts.get(self.next) {
+            self.next += 1;
+            if !part.data.is_empty() {
+                return Some(part.data.clone());
             }
         }
         None
@@ -89,16 +74,12 @@ mod tests {
     use super::*;
 
     fn part(header: &'static [u8], payloads: &[&'static [u8]]) -> Arc<Part> {
-        Arc::new(Part {
-            duration_nanos: 0,
-            independent: false,
-            header: Bytes::from_static(header),
-            payloads: payloads.iter().map(|p| Bytes::from_static(p)).collect(),
-        })
+        let payloads: Vec<Bytes> = payloads.iter().map(|p| Bytes::from_static(p)).collect();
+        Arc::new(Part::new(0, false, header, &payloads))
     }
 
     #[test]
-    fn sends_every_chunk_in_order_and_skips_empty_ones() {
+    fn sends_every_part_in_order_and_skips_empty_ones() {
         let mut body = ChunksBody::new(vec![
             part(b"h1", &[b"a", b"", b"bc"]),
             part(b"", &[]),
@@ -109,7 +90,7 @@ mod tests {
         while let Some(c) = body.next_chunk() {
             out.push(c);
         }
-        let want: [&[u8]; 5] = [b"h1", b"a", b"bc", b"h3", b"d"];
+        let want: [&[u8]; 2] = [b"h1abc", b"h3d"];
         assert_eq!(out, want.map(Bytes::from_static));
         assert!(ChunksBody::new(Vec::new()).next_chunk().is_none());
     }

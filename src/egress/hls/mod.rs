@@ -132,7 +132,9 @@ impl HlsServer {
     /// The path's running muxer, started on the first request.
     async fn muxer(&self, path: &str) -> Result<Arc<Muxer>, ReadError> {
         let live = self.hub.stream(path);
-        let pulled = self.hub.config().path_settings(path).source.is_pulled();
+        // Only asked when the stream is gone: resolving a path's settings
+        // clones its rule, too much for every part request.
+        let pulled = live.is_none() && self.hub.config().path_settings(path).source.is_pulled();
         {
             let mut muxers = self.muxers.lock().unwrap_or_else(|e| e.into_inner());
             muxers.retain(|_, m| m.is_alive());
@@ -296,7 +298,7 @@ impl HlsServer {
             None => None,
         };
         match found {
-            Some(p) => reply(MP4_TYPE, IMMUTABLE, Body::new(ChunksBody::new(vec![p]))),
+            Some(p) => reply(MP4_TYPE, IMMUTABLE, Body::from(p.data.clone())),
             None => error(
                 StatusCode::NOT_FOUND,
                 format!("no part {part} of segment {msn}"),

@@ -159,12 +159,7 @@ mod tests {
     use bytes::Bytes;
 
     fn part(ms: i64, independent: bool) -> Part {
-        Part {
-            duration_nanos: ms * 1_000_000,
-            independent,
-            header: Bytes::new(),
-            payloads: vec![],
-        }
+        Part::new(ms * 1_000_000, independent, &[], &[] as &[Bytes])
     }
 
     fn window(segments: u64) -> Window {

@@ -314,7 +314,7 @@ impl Segmenter {
                 return;
             }
         };
-        let payloads = runs
+        let payloads: Vec<Bytes> = runs
             .iter()
             .flat_map(|(_, frames)| frames.iter())
             .flat_map(|(f, _)| {
@@ -323,12 +323,12 @@ impl Segmenter {
                     .chain([f.data.clone()])
             })
             .collect();
-        self.window.push_part(Part {
-            duration_nanos: end - self.part_start,
+        self.window.push_part(Part::new(
+            end - self.part_start,
             independent,
-            header,
-            payloads,
-        });
+            &header,
+            &payloads,
+        ));
         self.part_start = end;
     }
 }

@@ -1,8 +1,10 @@
 //! The in-memory window of an LL-HLS stream: init segments, complete segments
 //! and the segment in progress, each made of parts.
 //!
-//! A part is its fMP4 header plus the frames' own `Bytes`: serving a part or a
-//! whole segment hands out those `Bytes` by reference count, never a copy.
+//! A part is one buffer, its fMP4 header followed by its samples, written
+//! once when the part is cut: serving a part or a whole segment hands out
+//! those `Bytes` by reference count (one chunk per part, whatever the number
+//! of frames), never a copy per request.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,14 +17,51 @@ pub struct Part {
     pub duration_nanos: i64,
     /// Starts with a keyframe (`INDEPENDENT=YES`).
     pub independent: bool,
-    /// `moof` + `mdat` header, then `payloads` in order.
-    pub header: Bytes,
-    pub payloads: Vec<Bytes>,
+    /// The `moof` + `mdat` header, then the samples in order: the part's
+    /// bytes as served.
+    pub data: Bytes,
+    /// Length of the header at the start of `data`.
+    pub header_len: usize,
 }
 
 impl Part {
+    /// A part of `header` followed by `payloads`, copied once into one
+    /// buffer. Sending a part as one chunk instead of one per frame (a 2 s
+    /// segment has ~150 frames) makes every response a few large writes
+    /// instead of many small ones; the copy is made once per part, not per
+    /// viewer.
+    pub fn new<'a>(
+        duration_nanos: i64,
+        independent: bool,
+        header: &[u8],
+        payloads: impl IntoIterator<Item = &'a Bytes> + Clone,
+    ) -> Part {
+        let len = header.len() + payloads.clone().into_iter().map(Bytes::len).sum::<usize>();
+        let mut data = Vec::with_capacity(len);
+        data.extend_from_slice(header);
+        for p in payloads {
+            data.extend_from_slice(p);
+        }
+        Part {
+            duration_nanos,
+            independent,
+            data: Bytes::from(data),
+            header_len: header.len(),
+        }
+    }
+
+    /// The `moof` + `mdat` header.
+    pub fn header(&self) -> &[u8] {
+        self.data.get(..self.header_len).unwrap_or_default()
+    }
+
+    /// The samples after the header.
+    pub fn payload(&self) -> &[u8] {
+        self.data.get(self.header_len..).unwrap_or_default()
+    }
+
     pub fn len(&self) -> usize {
-        self.header.len() + self.payloads.iter().map(Bytes::len).sum::<usize>()
+        self.data.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# HLS serving, mediarelay (parts and segments from memory, while the stream
+# runs) vs nginx (the same bytes saved to files, sendfile), same machine,
+# same request mix, same HTTP load generator (wrk), one after the other.
+# The server runs on core 0, wrk on core 1 (taskset). Prints a markdown
+# table and writes target/bench/hls_serve.csv:
+#   server,connections,seconds,requests,requests_per_second,bytes_per_second,cpu_seconds,cpu_ms_per_1000_requests,errors
+#
+#   scripts/bench/hls_serve.sh [CONNECTION COUNTS…]     (default: 1000 5000 10000)
+#
+# SECONDS_PER_RUN (default 15): length of each wrk run. SEGMENTS (default 4):
+# how many of the most recent complete segments, with all their parts, make
+# the request mix (plus the playlist and the init segment).
+#
+# Every request carries a `mediarelay_hls` cookie, one of as many ids as
+# there are connections, so mediarelay tracks as many HLS viewer sessions as
+# wrk has connections (nginx ignores the cookie; the bytes on the wire are
+# the same for both servers).
+#
+# Needs: nginx, wrk, ffmpeg, curl, taskset (util-linux). Builds mediarelay
+# and mediarelay-load in release mode. Loopback only; every client is
+# bounded by `timeout`, the servers are stopped after their runs and on exit.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+COUNTS=("${@:-1000 5000 10000}")
+read -r -a COUNTS <<<"${COUNTS[*]}"
+SECONDS_PER_RUN="${SECONDS_PER_RUN:-15}"
+SEGMENTS="${SEGMENTS:-4}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mediarelay-target}"
+BIN="$CARGO_TARGET_DIR/release"
+OUT=target/bench
+mkdir -p "$OUT"
+TMP="$(mktemp -d /tmp/mediarelay-hls-bench.XXXXXX)"
+chmod 755 "$TMP"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+cargo build --release --quiet --bin mediarelay --bin mediarelay-load
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+# ~2 Mbit/s H.264 + AAC, 1280x720 30 fps, keyframe every 2 s (so 2 s
+# segments of ten 200 ms parts), 20 s, looped by the load tool.
+SRC="$TMP/src_2mbit.flv"
+ffmpeg -v error -f lavfi -i "testsrc2=size=1280x720:rate=30" -f lavfi -i "sine=frequency=440:sample_rate=48000" \
+  -t 20 -c:v libx264 -preset veryfast -tune zerolatency -b:v 1900k -maxrate 2000k -bufsize 2000k \
+  -g 60 -keyint_min 60 -pix_fmt yuv420p -c:a aac -b:a 96k -ar 48000 -ac 2 -f flv "$SRC"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+# User + system CPU seconds of a process (proc(5): fields 14 and 15).
+cpu_of() { python3 -c 'import os,sys; f=open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")",1)[1].split(); print((int(f[11])+int(f[12]))/os.sysconf("SC_CLK_TCK"))' "$1"; }
+
+# mediarelay on core 0, publishing for the whole benchmark. The window holds
+# 100 complete segments (~200 s), so the segments chosen below stay served
+# while every run happens.
+rtmp=$(free_port); http=$(free_port); api=$(free_port)
+MEDIARELAY_LIMITS_CONNECTION_RATE=0 MEDIARELAY_LIMITS_MAX_CONNECTIONS_PER_IP=0 \
+  MEDIARELAY_LIMITS_MAX_CONNECTIONS=0 MEDIARELAY_HLS_SEGMENT_COUNT=100 \
+  taskset -c 0 "$BIN/mediarelay" --rtmp-listen "127.0.0.1:$rtmp" \
+  --http-listen "127.0.0.1:$http" --api-listen "127.0.0.1:$api" --webrtc-listen "" --webrtc-tcp-listen "" \
+  --log-level warn >"$TMP/mediarelay.log" 2>&1 &
+mr_pid=$!; PIDS+=("$mr_pid")   # taskset execs the server: this is its pid
+wait_port "$rtmp"
+n_runs=${#COUNTS[@]}
+PUBLISH_SECONDS=$((n_runs * 2 * (SECONDS_PER_RUN + 10) + 60))
+timeout $((PUBLISH_SECONDS + 30)) taskset -c 1 "$BIN/mediarelay-load" --rtmp "127.0.0.1:$rtmp" \
+  --http "127.0.0.1:$http" --path live/bench --publish "$SRC" --seconds "$PUBLISH_SECONDS" \
+  >"$TMP/publisher.log" 2>&1 &
+PIDS+=("$!")
+
+# The playlist request starts the muxer; wait until SEGMENTS + 1 segments are complete.
+BASE="http://127.0.0.1:$http/live/bench"
+for _ in $(seq 60); do
+  n=$(curl -s --max-time 15 "$BASE/index.m3u8" | grep -c '^seg_' || true)
+  [ "$n" -gt "$SEGMENTS" ] && break
+  sleep 1
+done
+[ "$n" -gt "$SEGMENTS" ] || { echo "no $SEGMENTS complete segments after 60 s" >&2; exit 1; }
+
+# The request mix: the playlist, the init segment, the last SEGMENTS complete
+# segments and all their parts, saved byte for byte for nginx.
+WWW="$TMP/www"
+mkdir -p "$WWW/live/bench"
+curl -s --max-time 15 -o "$WWW/live/bench/index.m3u8" "$BASE/index.m3u8"
+python3 - "$WWW/live/bench/index.m3u8" "$SEGMENTS" >"$TMP/files" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+segs = re.findall(r"^seg_(\d+)\.m4s$", text, re.M)[-int(sys.argv[2]):]
+init = re.search(r'#EXT-X-MAP:URI="([^"]+)"', text).group(1)
+print("index.m3u8")
+print(init)
+for msn in segs:
+    print(f"seg_{msn}.m4s")
+    # Parts of a complete segment are served whether or not the playlist
+    # still lists them: ask for them until the first 404.
+    print(f"PARTS {msn}")
+PY
+: >"$TMP/paths"
+while read -r f; do
+  if [[ $f == PARTS* ]]; then
+    msn=${f#PARTS }
+    for k in $(seq 0 99); do
+      name="part_${msn}_$k.m4s"
+      code=$(curl -s --max-time 15 -o "$WWW/live/bench/$name" -w '%{http_code}' "$BASE/$name")
+      if [ "$code" != 200 ]; then rm -f "$WWW/live/bench/$name"; break; fi
+      echo "/live/bench/$name" >>"$TMP/paths"
+    done
+  else
+    [ "$f" = index.m3u8 ] || curl -sf --max-time 15 -o "$WWW/live/bench/$f" "$BASE/$f"
+    echo "/live/bench/$f" >>"$TMP/paths"
+  fi
+done <"$TMP/files"
+echo "request mix: $(wc -l <"$TMP/paths") URLs, $(du -sb "$WWW" | cut -f1) bytes in all" >&2
+
+# wrk: rotates over the paths; connection i's requests carry viewer id i
+# (rotated with the paths, so every id is used).
+cat >"$TMP/mix.lua" <<'LUA'
+local paths, ids, reqs = {}, {}, {}
+for line in io.lines(os.getenv("HLS_PATHS")) do paths[#paths + 1] = line end
+local n = tonumber(os.getenv("HLS_VIEWERS"))
+local i = 0
+request = function()
+  i = i + 1
+  local p = paths[(i - 1) % #paths + 1]
+  local id = string.format("%032x", (i - 1) % n)
+  return wrk.format("GET", p, { Cookie = "mediarelay_hls=" .. id })
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d\n", summary.duration, summary.requests, summary.bytes,
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+LUA
+
+echo "server,connections,seconds,requests,requests_per_second,bytes_per_second,cpu_seconds,cpu_ms_per_1000_requests,errors" >"$OUT/hls_serve.csv"
+
+# measure SERVER CONNECTIONS PORT PID
+measure() {
+  local server=$1 n=$2 port=$3 pid=$4
+  local before after line
+  before=$(cpu_of "$pid")
+  line=$(HLS_PATHS="$TMP/paths" HLS_VIEWERS="$n" timeout $((SECONDS_PER_RUN + 60)) \
+    taskset -c 1 wrk -t1 -c "$n" -d "${SECONDS_PER_RUN}s" --timeout 10s -s "$TMP/mix.lua" \
+    "http://127.0.0.1:$port" | grep '^RESULT' || true)
+  after=$(cpu_of "$pid")
+  [ -n "$line" ] || { echo "wrk gave no result for $server at $n connections" >&2; return 1; }
+  python3 - "$server" "$n" "$before" "$after" $line >>"$OUT/hls_serve.csv" <<'PY'
+import sys
+server, n, before, after = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+micros, reqs, nbytes, sock_errors, status_errors = map(int, sys.argv[6:11])
+secs = micros / 1e6
+cpu = after - before
+print(f"{server},{n},{secs:.2f},{reqs},{reqs / secs:.0f},{nbytes / secs:.0f},{cpu:.2f},"
+      f"{1000 * 1000 * cpu / max(reqs, 1):.3f},{sock_errors + status_errors}")
+PY
+}
+
+# The stream alone (ingest and muxing, no viewers) costs mediarelay this
+# much CPU per second; reported so the serving cost can be told apart.
+c0=$(cpu_of "$mr_pid"); sleep 5; c1=$(cpu_of "$mr_pid")
+STREAM_CPU=$(python3 -c "print(f'{($c1 - $c0) / 5:.4f}')")
+
+# nginx on core 0, one worker, at its best for static files.
+nport=$(free_port)
+mkdir -p "$TMP/nginx"
+cat >"$TMP/nginx/nginx.conf" <<CONF
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+error_log $TMP/nginx/error.log warn;
+pid $TMP/nginx/nginx.pid;
+events { worker_connections 16384; use epoll; }
+http {
+  types { application/vnd.apple.mpegurl m3u8; video/mp4 mp4 m4s; }
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_timeout 65;
+  keepalive_requests 100000000;
+  open_file_cache max=1000 inactive=60s;
+  server { listen 127.0.0.1:$nport backlog=16384; root $WWW; }
+}
+CONF
+
+for n in "${COUNTS[@]}"; do
+  measure mediarelay "$n" "$http" "$mr_pid"
+  taskset -c 0 nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx/" -e "$TMP/nginx/error.log" &
+  ng_pid=$!; PIDS+=("$ng_pid")
+  wait_port "$nport"
+  measure nginx "$n" "$nport" "$ng_pid"
+  kill "$ng_pid"; wait "$ng_pid" 2>/dev/null || true
+done
+
+python3 - "$OUT/hls_serve.csv" "$STREAM_CPU" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+stream_cpu = float(sys.argv[2])
+print(f"mediarelay CPU for the stream alone (ingest + muxing): {stream_cpu:.3f} s per second")
+print()
+print("| connections | server | requests/s | MB/s | CPU s | CPU ms per 1000 requests | errors |")
+print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+for r in rows:
+    print(f'| {r["connections"]} | {r["server"]} | {float(r["requests_per_second"]):.0f} | '
+          f'{float(r["bytes_per_second"]) / 1e6:.1f} | {float(r["cpu_seconds"]):.2f} | '
+          f'{float(r["cpu_ms_per_1000_requests"]):.1f} | {r["errors"]} |')
+by = {}
+for r in rows:
+    by.setdefault(r["connections"], {})[r["server"]] = r
+print()
+for n, s in by.items():
+    m, g = s.get("mediarelay"), s.get("nginx")
+    if not (m and g):
+        continue
+    def per_cpu(r, minus=0.0):
+        cpu = float(r["cpu_seconds"]) - minus * float(r["seconds"])
+        return int(r["requests"]) / cpu if cpu > 0 else float("nan")
+    raw = per_cpu(m) / per_cpu(g)
+    net = per_cpu(m, stream_cpu) / per_cpu(g)
+    print(f"{n} connections: mediarelay / nginx requests per CPU-second = {raw:.2f}x "
+          f"({net:.2f}x without the stream's own CPU)")
+PY
+
+
+# The PNG plot (requests/s and CPU per request against connections), with
+# the `bench` feature's mediarelay-plot; a failure to plot does not fail the
+# benchmark.
+cargo run --quiet --features bench --bin mediarelay-plot -- --hls "$OUT/hls_serve.csv" --out "$OUT" ||
+  echo "no plot: mediarelay-plot failed (see above)" >&2
