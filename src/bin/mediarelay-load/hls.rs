@@ -33,6 +33,7 @@ pub async fn hls_viewer(
     start: Instant,
     until: Instant,
 ) -> Result<(), Error> {
+    let joined_us = latency::unix_us_now();
     let mut playlist = client
         .get(format!("{base}/index.m3u8"))
         .send()
@@ -47,7 +48,7 @@ pub async fn hls_viewer(
         let answer = client.get(format!("{base}/{hint}")).send().await?;
         if answer.status().is_success() {
             let body = answer.bytes().await?;
-            latencies.record(&body, latency::unix_us_now());
+            latencies.record(&body, latency::unix_us_now(), joined_us);
             s.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
             s.units.fetch_add(1, Ordering::Relaxed);
             s.first(start);

@@ -141,9 +141,11 @@ pub struct Latencies {
 const MAX_SAMPLES: usize = 2 << 20;
 
 impl Latencies {
-    /// Records `now_us − stamp_us` for every stamp in `data`.
-    pub fn record(&self, data: &[u8], now_us: u64) {
-        let mut stamps = find_stamps(data).peekable();
+    /// Records `now_us − stamp_us` for every stamp in `data` sent at or
+    /// after `since_us` (the viewer's arrival): frames sent before it are
+    /// the server's cached GOP replayed to a new viewer, not live latency.
+    pub fn record(&self, data: &[u8], now_us: u64, since_us: u64) {
+        let mut stamps = find_stamps(data).filter(|us| *us >= since_us).peekable();
         if stamps.peek().is_none() {
             return;
         }
@@ -250,11 +252,13 @@ mod tests {
         assert_eq!(find_stamps(&cut).count(), 0);
         assert_eq!(find_stamps(&UUID[..15]).count(), 0);
         let l = Latencies::default();
-        l.record(&annexb, 3000);
-        l.record(b"no stamp here", 3000);
+        l.record(&annexb, 3000, 0);
+        l.record(b"no stamp here", 3000, 0);
+        // Stamps from before the viewer came (the cached GOP) are left out.
+        l.record(&annexb, 3000, 1500);
         let s = l.summary();
-        assert_eq!(s["samples"], 2);
+        assert_eq!(s["samples"], 3);
         assert_eq!(s["max"], 2.0);
-        assert_eq!(s["p50"], 2.0); // round((2-1)*0.5) = 1: the larger one
+        assert_eq!(s["p50"], 1.0);
     }
 }

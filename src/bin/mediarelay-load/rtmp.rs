@@ -147,6 +147,7 @@ pub async fn rtmp_player(
     start: Instant,
     until: Instant,
 ) -> Result<(), Error> {
+    let joined_us = latency::unix_us_now();
     let (app, key) = split(path);
     let mut c = Rtmp::connect(addr, app).await?;
     c.session.play(key);
@@ -163,7 +164,7 @@ pub async fn rtmp_player(
         while let Some(e) = c.session.poll_event() {
             match e {
                 ClientEvent::Video { timestamp, payload } => {
-                    latencies.record(&payload, latency::unix_us_now());
+                    latencies.record(&payload, latency::unix_us_now(), joined_us);
                     s.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
                     s.units.fetch_add(1, Ordering::Relaxed);
                     s.first(start);

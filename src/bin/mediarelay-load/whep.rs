@@ -81,6 +81,7 @@ pub async fn whep_viewer(
     let (offer, pending) = api.apply().ok_or("str0m made no offer")?;
 
     let started = Instant::now();
+    let joined_us = latency::unix_us_now();
     let answer = client
         .post(format!("http://{http}/{path}/whep"))
         .header("Content-Type", "application/sdp")
@@ -101,7 +102,7 @@ pub async fn whep_viewer(
     rtc.sdp_api().accept_answer(pending, answer)?;
 
     let result = receive(
-        &mut rtc, &socket, local, decode, s, latencies, started, until,
+        &mut rtc, &socket, local, decode, s, latencies, started, joined_us, until,
     )
     .await;
     if let Some(location) = location {
@@ -165,6 +166,7 @@ fn drive(
     s: &ViewerStats,
     latencies: &Latencies,
     started: Instant,
+    joined_us: u64,
 ) -> Result<Instant, Error> {
     loop {
         match rtc.poll_output()? {
@@ -180,7 +182,7 @@ fn drive(
                 if !m.contiguous {
                     s.lost.fetch_add(1, Ordering::Relaxed);
                 }
-                latencies.record(&m.data, latency::unix_us_now());
+                latencies.record(&m.data, latency::unix_us_now(), joined_us);
             }
             Output::Event(_) => {}
         }
@@ -196,12 +198,21 @@ async fn receive(
     s: &ViewerStats,
     latencies: &Latencies,
     started: Instant,
+    joined_us: u64,
     until: Instant,
 ) -> Result<(), Error> {
     let mut buf = vec![0u8; 2048];
     let mut connected = false;
     let mut seqs = SeqTracker::default();
-    let mut timeout = drive(rtc, socket, &mut connected, s, latencies, started)?;
+    let mut timeout = drive(
+        rtc,
+        socket,
+        &mut connected,
+        s,
+        latencies,
+        started,
+        joined_us,
+    )?;
     while Instant::now() < until {
         if !rtc.is_alive() {
             return Err("the WebRTC session ended".into());
@@ -244,12 +255,28 @@ async fn receive(
                     contents,
                 },
             ))?;
-            timeout = drive(rtc, socket, &mut connected, s, latencies, started)?;
+            timeout = drive(
+                rtc,
+                socket,
+                &mut connected,
+                s,
+                latencies,
+                started,
+                joined_us,
+            )?;
         }
         let now = Instant::now();
         if now >= timeout {
             rtc.handle_input(Input::Timeout(now))?;
-            timeout = drive(rtc, socket, &mut connected, s, latencies, started)?;
+            timeout = drive(
+                rtc,
+                socket,
+                &mut connected,
+                s,
+                latencies,
+                started,
+                joined_us,
+            )?;
         }
     }
     Ok(())
