@@ -65,6 +65,11 @@ struct Args {
     /// latency); the others only count packets. Default: min(N, 5).
     #[arg(long)]
     whep_decode: Option<usize>,
+    /// Seconds between the publisher's start and the viewers' (with
+    /// --publish); the server's RSS just before viewers come is reported as
+    /// `server_rss_base_bytes`.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
     /// How long viewers watch.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
@@ -120,7 +125,7 @@ struct Probes {
 }
 
 async fn run(args: Args) -> ExitCode {
-    let deadline = Instant::now() + Duration::from_secs(args.seconds + 5);
+    let deadline = Instant::now() + Duration::from_secs(args.warmup + args.seconds + 5);
     if let Some(file) = args.publish.clone() {
         let (addr, path) = (args.rtmp, args.path.clone());
         tokio::spawn(async move {
@@ -128,9 +133,24 @@ async fn run(args: Args) -> ExitCode {
                 eprintln!("publisher: {e}");
             }
         });
+        // With HLS viewers, start the path's muxer (it starts with the first
+        // request) 1 s in, so its segments exist before viewers come.
+        if args.hls_viewers > 0 {
+            let base = format!("http://{}/{}", args.http, args.path);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build();
+                if let Ok(client) = client {
+                    hls::prime(&client, &base).await;
+                }
+            });
+        }
         // Let the stream start before viewers come.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     }
+    let rss_base = args.server_pid.and_then(proc_rss_bytes);
     let start = Instant::now();
     let watch_until = start + Duration::from_secs(args.seconds);
     let probes = Arc::new(Probes::default());
@@ -264,6 +284,7 @@ async fn run(args: Args) -> ExitCode {
             "whep": probes.whep.summary(),
         },
         "server_rss_max_bytes": rss_max,
+        "server_rss_base_bytes": rss_base,
         "server_rss_end_bytes": rss_last,
     });
     println!("{summary}");
