@@ -105,7 +105,8 @@ for p in ("rtmp", "hls", "whep"):
         continue
     for k in ("with_media", "failed", "bytes", "lost", "kbit_s_per_viewer",
               "first_media_ms_p50", "first_media_ms_p99", "first_media_ms_max",
-              "frames", "packets", "decode_viewers"):
+              "frames", "packets", "decode_viewers", "kbit_s_per_viewer_second_half",
+              "video_fps_mean", "video_fps_min"):
         if k in v:
             row(p, n, k, v[k])
     lat = s["latency_ms"][p]
@@ -123,8 +124,10 @@ load memory_rtmp --warmup "$MEMORY_WARMUP" --rtmp-players "$MEMORY_VIEWERS"
 load memory_hls --warmup "$MEMORY_WARMUP" --hls-viewers "$MEMORY_VIEWERS"
 load memory_whep --warmup "$MEMORY_WARMUP" --whep-viewers "$MEMORY_VIEWERS" --whep-decode 5
 
-# (d) WHEP viewers until the server saturates (its core busy ≥ 95 %, or
-# viewers getting under 90 % of the source's bitrate, or refused).
+# (d) WHEP viewers until the server saturates: its core busy ≥ 95 %, or
+# viewers getting under 90 % of the source's bitrate in the second half of
+# the window (after every viewer's start), or under 95 % of its 30 fps, or
+# refused.
 for n in "${WHEP_COUNTS[@]}"; do
   load "whep_$n" --whep-viewers "$n" --whep-decode 5
   if python3 - "$TMP/whep_$n.json" <<'PY'
@@ -132,7 +135,9 @@ import json, sys
 s = json.load(open(sys.argv[1]))
 w = s["whep"]
 busy = (s["server_cpu_seconds"] or 0) / s["seconds"]
-sys.exit(0 if busy >= 0.95 or w["kbit_s_per_viewer"] < 0.9 * 2000 or w["failed"] > 0 else 1)
+saturated = (busy >= 0.95 or w["kbit_s_per_viewer_second_half"] < 0.9 * 2000
+             or (w["video_fps_mean"] or 0) < 0.95 * 30 or w["failed"] > 0)
+sys.exit(0 if saturated else 1)
 PY
   then break; fi
 done
@@ -163,8 +168,8 @@ for p in ("rtmp", "hls", "whep"):
 print()
 print("### Memory per viewer (server RSS after the viewing window − before viewers came)")
 print()
-print("| protocol | viewers | RSS before MiB | RSS after MiB | RSS max MiB | KiB per viewer | viewers with media |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("| protocol | viewers | RSS before MiB | RSS after MiB | RSS max MiB | KiB per viewer | viewers with media | kbit/s per viewer |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for p in ("rtmp", "hls", "whep"):
     run = "memory_" + p
     if (run, p) not in v:
@@ -172,12 +177,12 @@ for p in ("rtmp", "hls", "whep"):
     n = int(v[(run, p)]["viewers"])
     base, end, mx = g(run, "server", "rss_base_bytes"), g(run, "server", "rss_end_bytes"), g(run, "server", "rss_max_bytes")
     print(f'| {p} | {n} | {base / 2**20:.1f} | {end / 2**20:.1f} | {mx / 2**20:.1f} | '
-          f'{(end - base) / n / 1024:.1f} | {g(run, p, "with_media"):.0f}/{n} |')
+          f'{(end - base) / n / 1024:.1f} | {g(run, p, "with_media"):.0f}/{n} | {g(run, p, "kbit_s_per_viewer"):.0f} |')
 print()
 print("### WHEP egress until the server's core saturates")
 print()
-print("| viewers | server CPU s/s | load tool CPU s/s | kbit/s per viewer | SRTP egress Mbit/s | Gbit/s per server core | viewers with media | RTP packets lost | first frame p50 / p99 ms |")
-print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("| viewers | server CPU s/s | load tool CPU s/s | kbit/s per viewer (2nd half) | video fps mean / min | SRTP egress Mbit/s (2nd half) | Gbit/s per server CPU-second | viewers with media | losses | first frame p50 / p99 ms | RSS MiB |")
+print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 runs = sorted({r for (r, p) in v if r.startswith("whep_")}, key=lambda r: int(r[5:]))
 for run in runs:
     secs = v[(run, "whep")]["seconds"]
@@ -185,8 +190,13 @@ for run in runs:
     cpu = g(run, "server", "server_cpu_seconds") / secs
     load_cpu = g(run, "load", "load_cpu_seconds") / secs
     kbit = g(run, "whep", "kbit_s_per_viewer")
+    kbit2 = g(run, "whep", "kbit_s_per_viewer_second_half") or kbit
     mbit = kbit * n / 1000
-    print(f'| {n} | {cpu:.2f} | {load_cpu:.2f} | {kbit:.0f} | {mbit:.0f} | {mbit / 1000 / max(cpu, 1e-9):.2f} | '
+    mbit2 = kbit2 * n / 1000
+    print(f'| {n} | {cpu:.2f} | {load_cpu:.2f} | {kbit:.0f} ({kbit2:.0f}) | '
+          f'{f(g(run, "whep", "video_fps_mean"))} / {f(g(run, "whep", "video_fps_min"))} | {mbit:.0f} ({mbit2:.0f}) | '
+          f'{mbit / 1000 / max(cpu, 1e-9):.2f} | '
           f'{g(run, "whep", "with_media"):.0f}/{n} | {g(run, "whep", "lost"):.0f} | '
-          f'{f(g(run, "whep", "first_media_ms_p50"), "{:.0f}")} / {f(g(run, "whep", "first_media_ms_p99"), "{:.0f}")} |')
+          f'{f(g(run, "whep", "first_media_ms_p50"), "{:.0f}")} / {f(g(run, "whep", "first_media_ms_p99"), "{:.0f}")} | '
+          f'{g(run, "server", "rss_end_bytes") / 2**20:.0f} |')
 PY

@@ -233,6 +233,10 @@ async fn run(args: Args) -> ExitCode {
     let mut rss_last = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
+    // Bytes at half time: the rate of the second half is the steady one
+    // (after every viewer's start).
+    let half = start + Duration::from_secs(args.seconds / 2);
+    let mut at_half = None;
     while Instant::now() < watch_until {
         tick.tick().await;
         let (r, h, w) = (total(&rtmp), total(&hls), total(&whep));
@@ -258,12 +262,22 @@ async fn run(args: Args) -> ExitCode {
             );
         }
         (rtmp_before, hls_before, whep_before, cpu_before) = (r, h, w, cpu_now);
+        if at_half.is_none() && Instant::now() >= half {
+            at_half = Some((Instant::now(), [r, h, w]));
+        }
     }
     // The server's CPU over the watching window (not the tail below).
     let server_cpu_seconds = match (cpu_at_start, args.server_pid.and_then(proc_cpu_seconds)) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
+    let second_half = at_half.map(|(at, bytes)| {
+        let secs = at.elapsed().as_secs_f64().max(0.001);
+        let now = [total(&rtmp), total(&hls), total(&whep)];
+        let n = [rtmp.len(), hls.len(), whep.len()];
+        let rate = |i: usize| (now[i] - bytes[i]) as f64 * 8.0 / 1000.0 / secs / n[i].max(1) as f64;
+        [rate(0), rate(1), rate(2)]
+    });
     let load_cpu_seconds = match (load_cpu_at_start, proc_cpu_seconds(std::process::id())) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
@@ -271,13 +285,24 @@ async fn run(args: Args) -> ExitCode {
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
+    let mut summaries = [
+        summarize(&rtmp, args.seconds),
+        summarize(&hls, args.seconds),
+        summarize_whep(&whep, whep_decode, args.seconds),
+    ];
+    for (i, s) in summaries.iter_mut().enumerate() {
+        if let (Some(o), Some(rates)) = (s.as_object_mut(), second_half) {
+            o.insert("kbit_s_per_viewer_second_half".into(), rates[i].into());
+        }
+    }
+    let [rtmp_summary, hls_summary, whep_summary] = summaries;
     let summary = serde_json::json!({
         "seconds": args.seconds,
         "server_cpu_seconds": server_cpu_seconds,
         "load_cpu_seconds": load_cpu_seconds,
-        "rtmp": summarize(&rtmp, args.seconds),
-        "hls": summarize(&hls, args.seconds),
-        "whep": summarize_whep(&whep, whep_decode, args.seconds),
+        "rtmp": rtmp_summary,
+        "hls": hls_summary,
+        "whep": whep_summary,
         "latency_ms": {
             "rtmp": probes.rtmp.summary(),
             "hls": probes.hls.summary(),

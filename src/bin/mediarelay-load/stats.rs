@@ -85,6 +85,24 @@ pub fn summarize_whep(
         o.insert("decode_viewers".into(), decode.min(viewers.len()).into());
         o.insert("packets".into(), sum(viewers, |s| &s.packets).into());
         o.insert("frames".into(), sum(viewers, |s| &s.frames).into());
+        // Video frames per second per viewer from its first media to the
+        // end of the window (the source's rate when nothing is lost).
+        let mut fps: Vec<f64> = viewers
+            .iter()
+            .filter_map(|v| {
+                let first = v.first_us.load(Ordering::Relaxed) as f64 / 1e6;
+                let watched = seconds as f64 - first;
+                (first > 0.0 && watched > 1.0)
+                    .then(|| v.frames.load(Ordering::Relaxed) as f64 / watched)
+            })
+            .collect();
+        fps.sort_by(f64::total_cmp);
+        let mean = fps.iter().sum::<f64>() / fps.len().max(1) as f64;
+        o.insert(
+            "video_fps_mean".into(),
+            (!fps.is_empty()).then_some(mean).into(),
+        );
+        o.insert("video_fps_min".into(), fps.first().copied().into());
     }
     s
 }

@@ -112,32 +112,58 @@ pub async fn whep_viewer(
     result
 }
 
-/// Sequence numbers of the RTP streams a counting viewer sees.
-#[derive(Default)]
-struct SeqTracker {
-    last: Vec<(u32, u16)>,
+/// One RTP stream a counting viewer follows.
+struct Stream {
+    ssrc: u32,
+    seq: u16,
+    timestamp: u32,
+    /// RTP timestamps seen change: frames for video (RFC 6184 §5.1: the
+    /// packets of one access unit share a timestamp), packets for audio.
+    frames: u64,
+    bytes: u64,
 }
 
-impl SeqTracker {
-    /// The packets skipped before this one (0 for in-order, duplicates and
-    /// late packets).
-    fn lost_before(&mut self, ssrc: u32, seq: u16) -> u64 {
-        match self.last.iter_mut().find(|(s, _)| *s == ssrc) {
-            Some((_, last)) => {
-                let step = seq.wrapping_sub(*last);
-                if step == 0 || step >= 0x8000 {
-                    return 0;
-                }
-                *last = seq;
-                u64::from(step - 1)
+/// The RTP streams a counting viewer sees, from clear-text RTP headers.
+#[derive(Default)]
+struct Streams {
+    streams: Vec<Stream>,
+}
+
+impl Streams {
+    /// Takes one packet in; returns the packets skipped before it (0 for
+    /// in-order packets, duplicates and late ones).
+    fn packet(&mut self, ssrc: u32, seq: u16, timestamp: u32, len: usize) -> u64 {
+        let Some(s) = self.streams.iter_mut().find(|s| s.ssrc == ssrc) else {
+            if self.streams.len() < MAX_SSRCS {
+                self.streams.push(Stream {
+                    ssrc,
+                    seq,
+                    timestamp,
+                    frames: 1,
+                    bytes: len as u64,
+                });
             }
-            None => {
-                if self.last.len() < MAX_SSRCS {
-                    self.last.push((ssrc, seq));
-                }
-                0
-            }
+            return 0;
+        };
+        s.bytes += len as u64;
+        let step = seq.wrapping_sub(s.seq);
+        if step == 0 || step >= 0x8000 {
+            return 0;
         }
+        s.seq = seq;
+        if timestamp != s.timestamp {
+            s.timestamp = timestamp;
+            s.frames += 1;
+        }
+        u64::from(step - 1)
+    }
+
+    /// Frames of the video stream: the stream with the most bytes.
+    fn video_frames(&self) -> u64 {
+        self.streams
+            .iter()
+            .max_by_key(|s| s.bytes)
+            .map_or(0, |s| s.frames)
     }
 }
 
@@ -146,16 +172,18 @@ fn is_rtp_or_rtcp(datagram: &[u8]) -> bool {
     datagram.first().is_some_and(|b| (128..=191).contains(b))
 }
 
-/// `(ssrc, seq)` of an RTP packet, `None` for RTCP (payload types 200–206
-/// are 72–78 with the marker bit off, RFC 5761 §4) or a short datagram.
-fn rtp_ssrc_seq(datagram: &[u8]) -> Option<(u32, u16)> {
+/// `(ssrc, seq, timestamp)` of an RTP packet (RFC 3550 §5.1), `None` for
+/// RTCP (payload types 200–206 are 72–78 with the marker bit off, RFC 5761
+/// §4) or a short datagram.
+fn rtp_header(datagram: &[u8]) -> Option<(u32, u16, u32)> {
     let pt = datagram.get(1)? & 0x7f;
     if (72..=78).contains(&pt) {
         return None;
     }
     let seq = u16::from_be_bytes(datagram.get(2..4)?.try_into().ok()?);
+    let timestamp = u32::from_be_bytes(datagram.get(4..8)?.try_into().ok()?);
     let ssrc = u32::from_be_bytes(datagram.get(8..12)?.try_into().ok()?);
-    Some((ssrc, seq))
+    Some((ssrc, seq, timestamp))
 }
 
 /// Lets str0m send what it has; returns its next timeout.
@@ -203,7 +231,7 @@ async fn receive(
 ) -> Result<(), Error> {
     let mut buf = vec![0u8; 2048];
     let mut connected = false;
-    let mut seqs = SeqTracker::default();
+    let mut streams = Streams::default();
     let mut timeout = drive(
         rtc,
         socket,
@@ -234,10 +262,10 @@ async fn receive(
             if connected && is_rtp_or_rtcp(datagram) {
                 s.packets.fetch_add(1, Ordering::Relaxed);
                 if !decode {
-                    if let Some((ssrc, seq)) = rtp_ssrc_seq(datagram) {
+                    if let Some((ssrc, seq, timestamp)) = rtp_header(datagram) {
                         s.units.fetch_add(1, Ordering::Relaxed);
                         s.first(started);
-                        let lost = seqs.lost_before(ssrc, seq);
+                        let lost = streams.packet(ssrc, seq, timestamp, n);
                         s.lost.fetch_add(lost, Ordering::Relaxed);
                     }
                     continue;
@@ -279,6 +307,10 @@ async fn receive(
             )?;
         }
     }
+    if !decode {
+        s.frames
+            .fetch_add(streams.video_frames(), Ordering::Relaxed);
+    }
     Ok(())
 }
 
@@ -288,15 +320,33 @@ mod tests {
 
     #[test]
     fn sequence_gaps_are_counted_per_stream_and_wrap() {
-        let mut t = SeqTracker::default();
-        assert_eq!(t.lost_before(1, 65_534), 0);
-        assert_eq!(t.lost_before(1, 65_535), 0);
-        assert_eq!(t.lost_before(1, 2), 2); // 0 and 1 missing, across the wrap
-        assert_eq!(t.lost_before(2, 10), 0);
-        assert_eq!(t.lost_before(2, 11), 0);
-        assert_eq!(t.lost_before(1, 1), 0); // late: not a gap
-        assert_eq!(t.lost_before(1, 2), 0); // duplicate
-        assert_eq!(t.lost_before(1, 6), 3);
+        let mut t = Streams::default();
+        assert_eq!(t.packet(1, 65_534, 0, 100), 0);
+        assert_eq!(t.packet(1, 65_535, 0, 100), 0);
+        assert_eq!(t.packet(1, 2, 3000, 100), 2); // 0 and 1 missing, across the wrap
+        assert_eq!(t.packet(2, 10, 0, 10), 0);
+        assert_eq!(t.packet(2, 11, 960, 10), 0);
+        assert_eq!(t.packet(1, 1, 3000, 100), 0); // late: not a gap
+        assert_eq!(t.packet(1, 2, 3000, 100), 0); // duplicate
+        assert_eq!(t.packet(1, 6, 6000, 100), 3);
+    }
+
+    #[test]
+    fn video_frames_are_timestamp_changes_of_the_biggest_stream() {
+        let mut t = Streams::default();
+        // Video: 3 frames of 3 packets each; audio: 5 small packets.
+        let mut seq = 0;
+        for frame in 0..3u32 {
+            for _ in 0..3 {
+                seq += 1;
+                t.packet(7, seq, frame * 3000, 1200);
+            }
+        }
+        for p in 0..5u16 {
+            t.packet(9, p, u32::from(p) * 960, 80);
+        }
+        assert_eq!(t.video_frames(), 3);
+        assert_eq!(Streams::default().video_frames(), 0);
     }
 
     #[test]
@@ -307,13 +357,14 @@ mod tests {
         rtp[2..4].copy_from_slice(&300u16.to_be_bytes());
         rtp[8..12].copy_from_slice(&0xdead_beefu32.to_be_bytes());
         assert!(is_rtp_or_rtcp(&rtp));
-        assert_eq!(rtp_ssrc_seq(&rtp), Some((0xdead_beef, 300)));
+        rtp[4..8].copy_from_slice(&90_000u32.to_be_bytes());
+        assert_eq!(rtp_header(&rtp), Some((0xdead_beef, 300, 90_000)));
         let rtcp_sr = [0x80, 200, 0, 6, 0, 0, 0, 1, 0, 0, 0, 0];
         assert!(is_rtp_or_rtcp(&rtcp_sr));
-        assert_eq!(rtp_ssrc_seq(&rtcp_sr), None);
+        assert_eq!(rtp_header(&rtcp_sr), None);
         // STUN (0..=3) and DTLS (20..=63) are not RTP.
         assert!(!is_rtp_or_rtcp(&[0x00, 0x01]));
         assert!(!is_rtp_or_rtcp(&[22, 0xfe, 0xfd]));
-        assert_eq!(rtp_ssrc_seq(&rtp[..8]), None);
+        assert_eq!(rtp_header(&rtp[..8]), None);
     }
 }
