@@ -112,6 +112,7 @@ for p in ("rtmp", "hls", "whep"):
     lat = s["latency_ms"][p]
     for k in ("samples", "p50", "p99", "max"):
         row(p, n, "latency_ms_" + k, lat[k])
+        row(p, n, "steady_latency_ms_" + k, lat["steady"][k])
 PY
 }
 
@@ -157,13 +158,15 @@ def f(x, fmt="{:.1f}"):
 
 print("### Latency, publisher send -> viewer receive (ms), and WHEP first frame")
 print()
-print("| protocol | viewers | samples | p50 | p99 | max | first media p50 | first media p99 |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("| protocol | viewers | samples | p50 | p99 | max | 2nd half p50 | 2nd half p99 | 2nd half max | first media p50 | first media p99 |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for p in ("rtmp", "hls", "whep"):
     if (("latency", p)) in v:
         print(f'| {p} | {v[("latency", p)]["viewers"]} | {f(g("latency", p, "latency_ms_samples"), "{:.0f}")} | '
               f'{f(g("latency", p, "latency_ms_p50"), "{:.2f}")} | {f(g("latency", p, "latency_ms_p99"), "{:.2f}")} | '
-              f'{f(g("latency", p, "latency_ms_max"), "{:.2f}")} | {f(g("latency", p, "first_media_ms_p50"))} | '
+              f'{f(g("latency", p, "latency_ms_max"), "{:.2f}")} | '
+              f'{f(g("latency", p, "steady_latency_ms_p50"), "{:.2f}")} | {f(g("latency", p, "steady_latency_ms_p99"), "{:.2f}")} | '
+              f'{f(g("latency", p, "steady_latency_ms_max"), "{:.2f}")} | {f(g("latency", p, "first_media_ms_p50"))} | '
               f'{f(g("latency", p, "first_media_ms_p99"))} |')
 print()
 print("### Memory per viewer (server RSS after the viewing window − before viewers came)")

@@ -130,14 +130,14 @@ fn find(hay: &[u8], needle: &[u8; 16]) -> Option<usize> {
     None
 }
 
-/// Latency samples of one protocol, in microseconds (bounded: past
-/// `MAX_SAMPLES` further samples are counted but not kept).
+/// Latency samples of one protocol: (arrival, unix µs; latency, µs),
+/// bounded: past `MAX_SAMPLES` further samples are not kept.
 #[derive(Default)]
 pub struct Latencies {
-    samples: Mutex<Vec<u32>>,
+    samples: Mutex<Vec<(u64, u32)>>,
 }
 
-/// At most this many samples per protocol (8 MiB).
+/// At most this many samples per protocol (24 MiB).
 const MAX_SAMPLES: usize = 2 << 20;
 
 impl Latencies {
@@ -154,26 +154,43 @@ impl Latencies {
         };
         for stamp in stamps {
             if s.len() < MAX_SAMPLES {
-                s.push(now_us.saturating_sub(stamp).min(u64::from(u32::MAX)) as u32);
+                let latency = now_us.saturating_sub(stamp).min(u64::from(u32::MAX)) as u32;
+                s.push((now_us, latency));
             }
         }
     }
 
-    /// `{"samples", "p50", "p99", "max"}` in milliseconds.
-    pub fn summary(&self) -> serde_json::Value {
-        let mut s = self.samples.lock().map(|s| s.clone()).unwrap_or_default();
-        s.sort_unstable();
-        let pct = |p: f64| {
-            s.get(((s.len() as f64 - 1.0) * p).round() as usize)
-                .map(|us| f64::from(*us) / 1000.0)
-        };
-        serde_json::json!({
-            "samples": s.len(),
-            "p50": pct(0.5),
-            "p99": pct(0.99),
-            "max": s.last().map(|us| f64::from(*us) / 1000.0),
-        })
+    /// `{"samples", "p50", "p99", "max"}` in milliseconds, and the same of
+    /// the samples that arrived from `steady_from_us` on (unix µs: e.g. the
+    /// second half of the window, once viewers' starts are over) as
+    /// `"steady"`.
+    pub fn summary(&self, steady_from_us: u64) -> serde_json::Value {
+        let all = self.samples.lock().map(|s| s.clone()).unwrap_or_default();
+        let steady: Vec<u32> = all
+            .iter()
+            .filter(|(at, _)| *at >= steady_from_us)
+            .map(|(_, l)| *l)
+            .collect();
+        let mut json = percentiles(all.into_iter().map(|(_, l)| l).collect());
+        if let Some(o) = json.as_object_mut() {
+            o.insert("steady".into(), percentiles(steady));
+        }
+        json
     }
+}
+
+fn percentiles(mut s: Vec<u32>) -> serde_json::Value {
+    s.sort_unstable();
+    let pct = |p: f64| {
+        s.get(((s.len() as f64 - 1.0) * p).round() as usize)
+            .map(|us| f64::from(*us) / 1000.0)
+    };
+    serde_json::json!({
+        "samples": s.len(),
+        "p50": pct(0.5),
+        "p99": pct(0.99),
+        "max": s.last().map(|us| f64::from(*us) / 1000.0),
+    })
 }
 
 #[cfg(test)]
@@ -256,9 +273,13 @@ mod tests {
         l.record(b"no stamp here", 3000, 0);
         // Stamps from before the viewer came (the cached GOP) are left out.
         l.record(&annexb, 3000, 1500);
-        let s = l.summary();
-        assert_eq!(s["samples"], 3);
+        l.record(&annexb, 4000, 1500);
+        let s = l.summary(4000);
+        assert_eq!(s["samples"], 4);
         assert_eq!(s["max"], 2.0);
-        assert_eq!(s["p50"], 1.0);
+        assert_eq!(s["p50"], 2.0);
+        // Only the sample that arrived at 4000 µs is steady.
+        assert_eq!(s["steady"]["samples"], 1);
+        assert_eq!(s["steady"]["max"], 2.0);
     }
 }

@@ -236,6 +236,7 @@ async fn run(args: Args) -> ExitCode {
     // Bytes at half time: the rate of the second half is the steady one
     // (after every viewer's start).
     let half = start + Duration::from_secs(args.seconds / 2);
+    let half_unix_us = latency::unix_us_now() + args.seconds * 1_000_000 / 2;
     let mut at_half = None;
     while Instant::now() < watch_until {
         tick.tick().await;
@@ -304,9 +305,9 @@ async fn run(args: Args) -> ExitCode {
         "hls": hls_summary,
         "whep": whep_summary,
         "latency_ms": {
-            "rtmp": probes.rtmp.summary(),
-            "hls": probes.hls.summary(),
-            "whep": probes.whep.summary(),
+            "rtmp": probes.rtmp.summary(half_unix_us),
+            "hls": probes.hls.summary(half_unix_us),
+            "whep": probes.whep.summary(half_unix_us),
         },
         "server_rss_max_bytes": rss_max,
         "server_rss_base_bytes": rss_base,
