@@ -119,6 +119,9 @@ PY
 # (a) + (b): latency and WHEP first frame, LATENCY_VIEWERS of each protocol.
 n=$LATENCY_VIEWERS
 load latency --rtmp-players "$n" --hls-viewers "$n" --whep-viewers "$n" --whep-decode "$n"
+# The same RTMP players with nothing else on the server: what the other
+# egresses' work on the server's one core adds to RTMP's latency.
+load latency_rtmp_only --rtmp-players "$n"
 
 # (c) memory per viewer, one protocol per run.
 load memory_rtmp --warmup "$MEMORY_WARMUP" --rtmp-players "$MEMORY_VIEWERS"
@@ -160,14 +163,14 @@ print("### Latency, publisher send -> viewer receive (ms), and WHEP first frame"
 print()
 print("| protocol | viewers | samples | p50 | p99 | max | 2nd half p50 | 2nd half p99 | 2nd half max | first media p50 | first media p99 |")
 print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-for p in ("rtmp", "hls", "whep"):
-    if (("latency", p)) in v:
-        print(f'| {p} | {v[("latency", p)]["viewers"]} | {f(g("latency", p, "latency_ms_samples"), "{:.0f}")} | '
-              f'{f(g("latency", p, "latency_ms_p50"), "{:.2f}")} | {f(g("latency", p, "latency_ms_p99"), "{:.2f}")} | '
-              f'{f(g("latency", p, "latency_ms_max"), "{:.2f}")} | '
-              f'{f(g("latency", p, "steady_latency_ms_p50"), "{:.2f}")} | {f(g("latency", p, "steady_latency_ms_p99"), "{:.2f}")} | '
-              f'{f(g("latency", p, "steady_latency_ms_max"), "{:.2f}")} | {f(g("latency", p, "first_media_ms_p50"))} | '
-              f'{f(g("latency", p, "first_media_ms_p99"))} |')
+for run, p in [("latency", "rtmp"), ("latency", "hls"), ("latency", "whep"), ("latency_rtmp_only", "rtmp")]:
+    if (run, p) in v:
+        print(f'| {p}{" (alone)" if run != "latency" else ""} | {v[(run, p)]["viewers"]} | {f(g(run, p, "latency_ms_samples"), "{:.0f}")} | '
+              f'{f(g(run, p, "latency_ms_p50"), "{:.2f}")} | {f(g(run, p, "latency_ms_p99"), "{:.2f}")} | '
+              f'{f(g(run, p, "latency_ms_max"), "{:.2f}")} | '
+              f'{f(g(run, p, "steady_latency_ms_p50"), "{:.2f}")} | {f(g(run, p, "steady_latency_ms_p99"), "{:.2f}")} | '
+              f'{f(g(run, p, "steady_latency_ms_max"), "{:.2f}")} | {f(g(run, p, "first_media_ms_p50"))} | '
+              f'{f(g(run, p, "first_media_ms_p99"))} |')
 print()
 print("### Memory per viewer (server RSS after the viewing window − before viewers came)")
 print()
