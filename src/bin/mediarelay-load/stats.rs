@@ -1,0 +1,133 @@
+//! What viewers got (shared counters, summaries) and what the server
+//! process costs (CPU and RSS from /proc, proc(5)).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// What one viewer got.
+#[derive(Default)]
+pub struct ViewerStats {
+    pub bytes: AtomicU64,
+    /// Video frames (RTMP, WHEP decode viewers), parts (HLS) or RTP packets
+    /// (WHEP counting viewers).
+    pub units: AtomicU64,
+    /// Gaps: RTMP video timestamps jumping by more than a second, HLS
+    /// parts that failed, WHEP frames not contiguous (decode viewers) or
+    /// RTP sequence numbers skipped (counting viewers).
+    pub lost: AtomicU64,
+    /// Time from start (WHEP: from the POST) to the first video frame /
+    /// part / RTP packet, in microseconds (0: none yet).
+    pub first_us: AtomicU64,
+    pub failed: AtomicU64,
+    /// WHEP: RTP and RTCP packets received once connected.
+    pub packets: AtomicU64,
+    /// WHEP decode viewers: whole video frames (str0m `MediaData`).
+    pub frames: AtomicU64,
+}
+
+impl ViewerStats {
+    pub fn first(&self, since: Instant) {
+        let us = since.elapsed().as_micros().max(1) as u64;
+        let _ = self
+            .first_us
+            .compare_exchange(0, us, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+pub fn total(viewers: &[Arc<ViewerStats>]) -> u64 {
+    viewers
+        .iter()
+        .map(|s| s.bytes.load(Ordering::Relaxed))
+        .sum()
+}
+
+fn sum(viewers: &[Arc<ViewerStats>], f: impl Fn(&ViewerStats) -> &AtomicU64) -> u64 {
+    viewers.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()
+}
+
+/// The JSON summary of one protocol's viewers over `seconds`.
+pub fn summarize(viewers: &[Arc<ViewerStats>], seconds: u64) -> serde_json::Value {
+    let mut first: Vec<u64> = viewers
+        .iter()
+        .map(|s| s.first_us.load(Ordering::Relaxed))
+        .filter(|us| *us > 0)
+        .collect();
+    first.sort_unstable();
+    let pct = |p: f64| {
+        first
+            .get(((first.len() as f64 - 1.0) * p).round() as usize)
+            .map(|us| *us as f64 / 1000.0)
+    };
+    let bytes = total(viewers);
+    serde_json::json!({
+        "viewers": viewers.len(),
+        "with_media": viewers.iter().filter(|s| s.units.load(Ordering::Relaxed) > 0).count(),
+        "failed": sum(viewers, |s| &s.failed),
+        "bytes": bytes,
+        "units": sum(viewers, |s| &s.units),
+        "lost": sum(viewers, |s| &s.lost),
+        "first_media_ms_p50": pct(0.5),
+        "first_media_ms_p99": pct(0.99),
+        "first_media_ms_max": first.last().map(|us| *us as f64 / 1000.0),
+        "kbit_s_per_viewer": bytes as f64 * 8.0 / 1000.0 / seconds.max(1) as f64 / viewers.len().max(1) as f64,
+    })
+}
+
+/// The WHEP summary: [`summarize`] plus packets and decoded frames.
+pub fn summarize_whep(
+    viewers: &[Arc<ViewerStats>],
+    decode: usize,
+    seconds: u64,
+) -> serde_json::Value {
+    let mut s = summarize(viewers, seconds);
+    if let Some(o) = s.as_object_mut() {
+        o.insert("decode_viewers".into(), decode.min(viewers.len()).into());
+        o.insert("packets".into(), sum(viewers, |s| &s.packets).into());
+        o.insert("frames".into(), sum(viewers, |s| &s.frames).into());
+        // Video frames per second per viewer from its first media to the
+        // end of the window (the source's rate when nothing is lost).
+        let mut fps: Vec<f64> = viewers
+            .iter()
+            .filter_map(|v| {
+                let first = v.first_us.load(Ordering::Relaxed) as f64 / 1e6;
+                let watched = seconds as f64 - first;
+                (first > 0.0 && watched > 1.0)
+                    .then(|| v.frames.load(Ordering::Relaxed) as f64 / watched)
+            })
+            .collect();
+        fps.sort_by(f64::total_cmp);
+        let mean = fps.iter().sum::<f64>() / fps.len().max(1) as f64;
+        o.insert(
+            "video_fps_mean".into(),
+            (!fps.is_empty()).then_some(mean).into(),
+        );
+        o.insert("video_fps_min".into(), fps.first().copied().into());
+    }
+    s
+}
+
+/// User + system CPU seconds of a process (proc(5): fields 14 and 15 of
+/// /proc/PID/stat, in clock ticks of 1/100 s).
+pub fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Resident set size of a process (`VmRSS` of /proc/PID/status).
+pub fn proc_rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
