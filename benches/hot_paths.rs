@@ -1,6 +1,8 @@
 //! Micro-benchmarks of the per-frame and per-request hot paths:
 //! FLV tag parsing (RTMP ingest), fMP4 fragment headers (HLS), LL-HLS
-//! playlist rendering, AVCC → Annex B (WebRTC), and hub fan-out to
+//! playlist rendering, AVCC → Annex B (WebRTC), RTP depacketization of an
+//! H.264 frame (RFC 6184 FU-A, RTSP ingest), RTMP chunking of a frame
+//! (RTMP egress, once per frame for all players), and hub fan-out to
 //! 1 / 100 / 1000 readers.
 //!
 //! `cargo bench --features bench --bench hot_paths` (not built by the test
@@ -16,6 +18,7 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use mediarelay::codec::h264;
+use mediarelay::codec::rtp::{Depacketizer, Packet};
 use mediarelay::config::Config;
 use mediarelay::container::flv_file::{FlvFile, TAG_AUDIO, TAG_VIDEO};
 use mediarelay::container::fmp4::{SampleInfo, TrackRun, fragment_header};
@@ -159,6 +162,70 @@ fn annexb(c: &mut Criterion) {
     g.finish();
 }
 
+/// A 30 KB IDR slice in FU-A fragments of 1200 bytes (RFC 6184 §5.8),
+/// through the RTSP ingest's depacketizer.
+fn rtp_depacketize(c: &mut Criterion) {
+    const MTU: usize = 1200;
+    let nal: Vec<u8> = std::iter::once(0x65)
+        .chain(std::iter::repeat_n(0x11, 30_000))
+        .collect();
+    let body = &nal[1..];
+    let chunks: Vec<&[u8]> = body.chunks(MTU).collect();
+    let packets: Vec<Packet> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let first = i == 0;
+            let last = i + 1 == chunks.len();
+            let header = (u8::from(first) << 7) | (u8::from(last) << 6) | 5;
+            let mut payload = vec![0x7c, header];
+            payload.extend_from_slice(chunk);
+            Packet {
+                sequence_number: i as u16,
+                timestamp: 0,
+                mark: last,
+                loss: 0,
+                payload: Bytes::from(payload),
+            }
+        })
+        .collect();
+    let params = mediarelay::media::testing::h264(640);
+    let mut g = c.benchmark_group("rtp_depacketize");
+    g.throughput(Throughput::Bytes(nal.len() as u64));
+    g.bench_function("h264_fu_a_30k", |b| {
+        let mut d = Depacketizer::new(&params);
+        let mut ts = 0;
+        b.iter(|| {
+            ts += 3000;
+            for p in &packets {
+                let mut p = p.clone();
+                p.timestamp = ts;
+                d.push(p).expect("a valid packet");
+            }
+            // The unit completes with the next frame's first packet or the
+            // marker bit, whichever the depacketizer uses.
+            while let Some(unit) = d.pull() {
+                black_box(unit);
+            }
+        })
+    });
+    g.finish();
+}
+
+/// One video frame as RTMP chunks (4096-byte chunks, type-3 continuation
+/// headers): built once per frame and shared by every player.
+fn rtmp_chunking(c: &mut Criterion) {
+    use mediarelay::protocol::rtmp::{MediaKind, encode_media_message};
+    let header = [0x17u8, 1, 0, 0, 0];
+    let frame = vec![0x22u8; 30_000];
+    let mut g = c.benchmark_group("rtmp_chunking");
+    g.throughput(Throughput::Bytes(frame.len() as u64));
+    g.bench_function("video_30k", |b| {
+        b.iter(|| black_box(encode_media_message(MediaKind::Video, 1000, &[&header, &frame])))
+    });
+    g.finish();
+}
+
 fn spec(role: Role) -> SessionSpec {
     SessionSpec {
         protocol: Protocol::Rtmp,
@@ -222,6 +289,8 @@ criterion_group!(
     fmp4_fragment,
     playlist,
     annexb,
+    rtp_depacketize,
+    rtmp_chunking,
     fan_out
 );
 criterion_main!(benches);

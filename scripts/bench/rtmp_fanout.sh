@@ -3,9 +3,13 @@
 # load tool, one after the other: 1 publisher at ~2 Mbit/s, N RTMP players.
 # The server runs on core 0, the load tool on core 1 (taskset). Prints a
 # markdown table and writes target/bench/rtmp_fanout.csv:
-#   server,viewers,seconds,cpu_seconds,cpu_per_viewer_second,rss_max_bytes,viewers_with_media,bytes
+#   server,viewers,seconds,cpu_seconds,cpu_per_viewer_second,rss_max_bytes,viewers_with_media,bytes,rss_base_bytes
 #
 #   scripts/bench/rtmp_fanout.sh [VIEWER COUNTS…]     (default: 10 100 500 1000)
+#
+# mediarelay runs twice per count: with its defaults (each video frame is
+# written as it arrives), and with merged writes (MERGE_WRITES, default
+# 100ms, the `rtmp_merge_writes` setting; MERGE_WRITES= skips that run).
 #
 # Needs: nginx + libnginx-mod-rtmp, ffmpeg, taskset (util-linux). Builds
 # mediarelay and mediarelay-load in release mode. Loopback only; the load
@@ -16,6 +20,7 @@ cd "$(dirname "$0")/../.."
 COUNTS=("${@:-10 100 500 1000}")
 read -r -a COUNTS <<<"${COUNTS[*]}"
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-20}"
+MERGE_WRITES="${MERGE_WRITES-100ms}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mediarelay-target}"
 BIN="$CARGO_TARGET_DIR/release"
 OUT=target/bench
@@ -43,7 +48,7 @@ ffmpeg -v error -f lavfi -i "testsrc2=size=1280x720:rate=30" -f lavfi -i "sine=f
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
-echo "server,viewers,seconds,cpu_seconds,cpu_per_viewer_second,rss_max_bytes,viewers_with_media,bytes" >"$OUT/rtmp_fanout.csv"
+echo "server,viewers,seconds,cpu_seconds,cpu_per_viewer_second,rss_max_bytes,viewers_with_media,bytes,rss_base_bytes" >"$OUT/rtmp_fanout.csv"
 
 # run SERVER VIEWERS RTMP_PORT HTTP_PORT PID
 measure() {
@@ -56,23 +61,31 @@ measure() {
 import json, sys
 server, n, s = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 cpu = s["server_cpu_seconds"] or 0.0
-print(f'{server},{n},{s["seconds"]},{cpu:.3f},{cpu / (n * s["seconds"]):.6f},{s["server_rss_max_bytes"]},{s["rtmp"]["with_media"]},{s["rtmp"]["bytes"]}')
+print(f'{server},{n},{s["seconds"]},{cpu:.3f},{cpu / (n * s["seconds"]):.6f},{s["server_rss_max_bytes"]},{s["rtmp"]["with_media"]},{s["rtmp"]["bytes"]},{s["server_rss_base_bytes"] or 0}')
 PY
 }
 
-for n in "${COUNTS[@]}"; do
-  # mediarelay on core 0.
+# mediarelay NAME VIEWERS MERGE: one run on core 0.
+mediarelay() {
+  local name=$1 n=$2 merge=$3 rtmp http api pid
   rtmp=$(free_port); http=$(free_port); api=$(free_port)
   # Every player comes from 127.0.0.1: the per-client limits are off.
   MEDIARELAY_LIMITS_CONNECTION_RATE=0 MEDIARELAY_LIMITS_MAX_CONNECTIONS_PER_IP=0 \
-    MEDIARELAY_LIMITS_MAX_CONNECTIONS=0 \
+    MEDIARELAY_LIMITS_MAX_CONNECTIONS=0 MEDIARELAY_RTMP_MERGE_WRITES="$merge" \
     taskset -c 0 "$BIN/mediarelay" --rtmp-listen "127.0.0.1:$rtmp" \
     --http-listen "127.0.0.1:$http" --api-listen "127.0.0.1:$api" --webrtc-listen "" --webrtc-tcp-listen "" \
     --log-level warn >"$TMP/mediarelay.log" 2>&1 &
   pid=$!; PIDS+=("$pid")   # taskset execs the server: this is its pid
   wait_port "$rtmp"
-  measure mediarelay "$n" "$rtmp" "$http" "$pid"
+  measure "$name" "$n" "$rtmp" "$http" "$pid"
   kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+for n in "${COUNTS[@]}"; do
+  mediarelay mediarelay "$n" 0s
+  if [ -n "$MERGE_WRITES" ]; then
+    mediarelay "mediarelay-merge-$MERGE_WRITES" "$n" "$MERGE_WRITES"
+  fi
 
   # nginx-rtmp on core 0, one worker.
   port=$(free_port)
@@ -98,17 +111,19 @@ done
 python3 - "$OUT/rtmp_fanout.csv" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
-print("| viewers | server | CPU s per viewer-second | RSS MiB | viewers with media |")
-print("| ---: | --- | ---: | ---: | ---: |")
+print("| viewers | server | CPU s per viewer-second | RSS MiB | KiB per viewer | viewers with media |")
+print("| ---: | --- | ---: | ---: | ---: | ---: |")
 for r in rows:
-    print(f'| {r["viewers"]} | {r["server"]} | {float(r["cpu_per_viewer_second"]):.6f} | {int(r["rss_max_bytes"]) / 2**20:.1f} | {r["viewers_with_media"]}/{r["viewers"]} |')
+    per = (int(r["rss_max_bytes"]) - int(r["rss_base_bytes"] or 0)) / int(r["viewers"]) / 1024
+    print(f'| {r["viewers"]} | {r["server"]} | {float(r["cpu_per_viewer_second"]):.6f} | {int(r["rss_max_bytes"]) / 2**20:.1f} | {per:.1f} | {r["viewers_with_media"]}/{r["viewers"]} |')
 by = {}
 for r in rows:
     by.setdefault(r["viewers"], {})[r["server"]] = float(r["cpu_per_viewer_second"])
 print()
 for n, s in by.items():
-    if s.get("mediarelay") and s.get("nginx-rtmp"):
-        print(f'{n} viewers: nginx-rtmp / mediarelay CPU per viewer = {s["nginx-rtmp"] / s["mediarelay"]:.2f}x')
+    for name, cpu in s.items():
+        if name.startswith("mediarelay") and cpu and s.get("nginx-rtmp"):
+            print(f'{n} viewers: nginx-rtmp / {name} CPU per viewer = {s["nginx-rtmp"] / cpu:.2f}x')
 PY
 
 # The PNG plot (CPU and RSS against viewers), with the `bench` feature's

@@ -61,8 +61,8 @@ pub struct RtmpConn {
 }
 
 /// The read buffer of a connection that mostly writes (a player sends only
-/// commands and acknowledgements): enough for a handshake packet.
-const SMALL_READ_BUFFER: usize = 4 * 1024;
+/// commands and acknowledgements); a handshake packet (1537 bytes) fits.
+const SMALL_READ_BUFFER: usize = 2 * 1024;
 /// The read buffer of a publisher, whose media comes in large reads.
 pub const PUBLISH_READ_BUFFER: usize = 64 * 1024;
 
