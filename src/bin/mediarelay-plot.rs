@@ -187,7 +187,10 @@ fn panel(
             if y_top >= 100.0 {
                 format!("{y:.0}")
             } else {
-                format!("{y}")
+                // Tick values come from float steps (0.15000000000000002):
+                // six significant digits, trailing zeros trimmed.
+                let s = format!("{y:.6}");
+                s.trim_end_matches('0').trim_end_matches('.').to_string()
             }
         })
         .light_line_style(BLACK.mix(0.04))
