@@ -21,32 +21,7 @@ COUNTS=("${@:-10 100 500 1000}")
 read -r -a COUNTS <<<"${COUNTS[*]}"
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-20}"
 MERGE_WRITES="${MERGE_WRITES-100ms}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mediarelay-target}"
-BIN="$CARGO_TARGET_DIR/release"
-OUT=target/bench
-mkdir -p "$OUT"
-TMP="$(mktemp -d /tmp/mediarelay-bench.XXXXXX)"
-chmod 755 "$TMP"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-cargo build --release --quiet --bin mediarelay --bin mediarelay-load
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-# ~2 Mbit/s H.264 + AAC, 1280x720 30 fps, keyframe every 2 s, 20 s, looped
-# by the load tool.
-SRC="$TMP/src_2mbit.flv"
-ffmpeg -v error -f lavfi -i "testsrc2=size=1280x720:rate=30" -f lavfi -i "sine=frequency=440:sample_rate=48000" \
-  -t 20 -c:v libx264 -preset veryfast -tune zerolatency -b:v 1900k -maxrate 2000k -bufsize 2000k \
-  -g 60 -keyint_min 60 -pix_fmt yuv420p -c:a aac -b:a 96k -ar 48000 -ac 2 -f flv "$SRC"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+. scripts/bench/common.sh
 
 echo "server,viewers,seconds,cpu_seconds,cpu_per_viewer_second,rss_max_bytes,viewers_with_media,bytes,rss_base_bytes" >"$OUT/rtmp_fanout.csv"
 
