@@ -221,7 +221,13 @@ fn rtmp_chunking(c: &mut Criterion) {
     let mut g = c.benchmark_group("rtmp_chunking");
     g.throughput(Throughput::Bytes(frame.len() as u64));
     g.bench_function("video_30k", |b| {
-        b.iter(|| black_box(encode_media_message(MediaKind::Video, 1000, &[&header, &frame])))
+        b.iter(|| {
+            black_box(encode_media_message(
+                MediaKind::Video,
+                1000,
+                &[&header, &frame],
+            ))
+        })
     });
     g.finish();
 }

@@ -345,6 +345,15 @@ mod tests {
         Frame::new(s.track(0).unwrap(), ms * 90, ms * 90, key, Bytes::new())
     }
 
+    /// Sets the RTMP player's wake policy and arms the wake probe.
+    fn hold_audio(r: &mut Reader) {
+        r.set_wake_policy(WakePolicy {
+            hold_audio: true,
+            ..WakePolicy::EVERY_FRAME
+        });
+        woken(r);
+    }
+
     /// Counts the wake-ups of a reader's task.
     struct Probe(std::sync::atomic::AtomicUsize);
 
@@ -384,11 +393,7 @@ mod tests {
     fn a_reader_holding_audio_is_woken_by_the_next_video_frame() {
         let s = Arc::new(Stream::new(1, "p".into(), params(), 1 << 20));
         let mut r = s.attach(1, StartAt::Live, 64);
-        r.set_wake_policy(WakePolicy {
-            hold_audio: true,
-            ..WakePolicy::EVERY_FRAME
-        });
-        woken(&r);
+        hold_audio(&mut r);
         s.write(video_at(&s, 0, true));
         assert!(woken(&r));
         s.write(audio(&s, 10));
@@ -422,11 +427,7 @@ mod tests {
     fn held_audio_wakes_after_a_bounded_count_whatever_its_timestamps() {
         let s = Arc::new(Stream::new(1, "p".into(), params(), 1 << 20));
         let mut r = s.attach(1, StartAt::Live, 64);
-        r.set_wake_policy(WakePolicy {
-            hold_audio: true,
-            ..WakePolicy::EVERY_FRAME
-        });
-        woken(&r);
+        hold_audio(&mut r);
         // Timestamps that never advance (or go back) must not hold forever.
         for i in 1..=AUDIO_HOLD_FRAMES {
             s.write(audio(&s, 1000 - i as i64));
@@ -443,11 +444,7 @@ mod tests {
             1 << 20,
         ));
         let mut r = s.attach(1, StartAt::Live, 64);
-        r.set_wake_policy(WakePolicy {
-            hold_audio: true,
-            ..WakePolicy::EVERY_FRAME
-        });
-        woken(&r);
+        hold_audio(&mut r);
         let track = s.track(0).unwrap();
         for i in 0..3 {
             s.write(Frame::new(
