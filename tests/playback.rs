@@ -147,6 +147,41 @@ async fn rtmp_playback_keeps_b_frames_and_starts_on_a_keyframe() {
     app.shutdown().await;
 }
 
+/// With `rtmp_merge_writes` a player gets its frames in batches (one write
+/// per 300 ms of media): ffprobe still reads both tracks, gap-free and in
+/// decoding order. (Audio between video frames waiting for the next video
+/// frame, the default, is what every other RTMP playback test exercises.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmp_players_with_merged_writes_get_every_track_in_order() {
+    let app = start("rtmp_merge_writes = \"300ms\"\n").await;
+    let _push = push(
+        "high_bframes_aac48.mp4",
+        &rtmp_url(&app, "live/merged"),
+        true,
+    );
+    wait_published(&app, "live/merged").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let probe = ffprobe(
+        &rtmp_url(&app, "live/merged"),
+        &["-show_packets", "-read_intervals", "%+3"],
+    )
+    .await;
+    let (video, audio) = (packets(&probe, "video"), packets(&probe, "audio"));
+    assert!(video.len() >= 60, "{} video packets in 3 s", video.len());
+    assert!(audio.len() >= 100, "{} audio packets in 3 s", audio.len());
+    assert!(video[0].2, "the first video packet is a keyframe");
+    for (kind, p) in [("video", &video), ("audio", &audio)] {
+        assert!(
+            p.windows(2).all(|w| w[1].1 > w[0].1),
+            "{kind} dts increases"
+        );
+        // 30 fps video, 48 kHz AAC (21 ms): no step near a second.
+        let gap = p.windows(2).map(|w| w[1].1 - w[0].1).fold(0.0, f64::max);
+        assert!(gap < 0.1, "{kind}: a {gap:.3} s gap");
+    }
+    app.shutdown().await;
+}
+
 /// VLC (3.0, the adaptive demuxer) reads the LL-HLS stream: what it reads is
 /// remuxed to a file and counted with ffprobe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
