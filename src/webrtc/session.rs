@@ -10,6 +10,10 @@ use tokio::sync::mpsc;
 
 use super::engine::{Datagram, Engine};
 
+/// Due timeouts handled in one [`Session::drive`] before it leaves the rest
+/// to the timer (bounds the work of one call).
+const MAX_DUE_ROUNDS: u32 = 64;
+
 /// What a session reports to its owner.
 #[derive(Debug)]
 pub enum SessionEvent {
@@ -56,11 +60,23 @@ impl Session {
 
     /// Lets str0m do everything it can now: sends its datagrams and collects
     /// its events. Call after every input and every write.
+    ///
+    /// A timeout that is already due is handled here, not after a trip
+    /// through the timer: str0m packetizes a written frame only on a
+    /// timeout (one frame per media per timeout), so a write followed by
+    /// `drive` sends its packets at once, with no timer wake per frame.
     pub fn drive(&mut self, events: &mut Vec<SessionEvent>) -> Result<(), RtcError> {
+        let mut due_rounds = 0;
         loop {
             match self.rtc.poll_output()? {
                 Output::Transmit(t) => self.engine.transmit(t.proto, t.destination, &t.contents),
                 Output::Timeout(at) => {
+                    let now = Instant::now();
+                    if at <= now && due_rounds < MAX_DUE_ROUNDS {
+                        due_rounds += 1;
+                        self.rtc.handle_input(Input::Timeout(now))?;
+                        continue;
+                    }
                     self.next_timeout = at;
                     return Ok(());
                 }
