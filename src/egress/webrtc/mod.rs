@@ -28,9 +28,22 @@ use crate::webrtc::{Engine, Session, SessionEvent};
 
 /// Largest SDP offer accepted.
 pub const MAX_OFFER: usize = 64 * 1024;
-/// Packets kept for retransmission per stream (~0.5 s of 2–4 Mbit/s video).
-const SEND_BUFFER_VIDEO: usize = 200;
-const SEND_BUFFER_AUDIO: usize = 32;
+/// Video packets str0m keeps per viewer to resend on a NACK (RFC 4585
+/// §6.2.1, as RTX, RFC 4588). A NACK comes about one round trip after the
+/// lost packet left (the receiver sees the gap when the next one arrives,
+/// within a frame interval), so the buffer must hold RTT × packet rate: a
+/// 2 Mbit/s stream is ~200 packets/s of ~1.2 KB, and 64 packets are ~300 ms
+/// of P-frames, or a whole keyframe (30–60 packets sent at once) plus
+/// ~100 ms. A packet that is already gone is not resent; the viewer then
+/// sends a PLI and gets the cached GOP again ([`VideoTiming::on_pli`]), so
+/// a short buffer costs a replay on long or lossy paths, not a frozen
+/// picture. Memory is the other side: each cached packet costs ~1.55 KB
+/// (its payload and str0m's ~360-byte slot), 64 ≈ 100 KiB per viewer
+/// (200, before, were ~310 KiB, most of a viewer's memory).
+const SEND_BUFFER_VIDEO: usize = 64;
+/// Audio packets kept for NACK: 16 Opus packets are 320 ms (browsers rarely
+/// NACK audio at all).
+const SEND_BUFFER_AUDIO: usize = 16;
 
 /// Why a WHEP request failed, with its HTTP status.
 #[derive(Debug, thiserror::Error)]
