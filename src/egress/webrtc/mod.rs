@@ -508,6 +508,13 @@ async fn play(
                     let _ = session.drive(&mut events);
                     return Ok(());
                 };
+                // A keyframe is the heavy part of a viewer's work (tens of
+                // packets to packetize, encrypt and send, right here): let
+                // the other readers the frame woke (RTMP players, one write
+                // each) go first.
+                if f.keyframe {
+                    tokio::task::yield_now().await;
+                }
                 batch.push(f);
                 reading.reader.drain_into(&mut batch, 31);
                 let bridged = routes.audio.as_ref().is_some_and(|a| a.transcode);
