@@ -9,12 +9,14 @@ use std::time::Instant;
 use str0m::config::DtlsCert;
 use str0m::net::{Protocol, TcpType};
 use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::session::Session;
 use super::stun;
+use super::udp_batch;
 use crate::net::{ListenAddr, canonical_peer};
 
 /// Datagrams queued per session before new ones are dropped.
@@ -242,9 +244,37 @@ impl Engine {
         }
     }
 
-    /// Sends a datagram; a full socket buffer drops it (UDP).
-    pub(crate) fn send(&self, destination: SocketAddr, contents: &[u8]) {
-        let to = if self.dual_stack {
+    /// Sends datagrams to one peer over UDP, as many per system call as the
+    /// kernel takes ([`udp_batch::send_batch`]); a full socket buffer drops
+    /// the rest (UDP). If batching fails otherwise, the remaining datagrams
+    /// go one by one, so one bad datagram costs only itself.
+    pub(crate) fn send_many(&self, destination: SocketAddr, datagrams: &[Vec<u8>]) {
+        let Some(socket) = &self.socket else {
+            return;
+        };
+        let to = self.socket_addr(destination);
+        let mut rest = datagrams;
+        while !rest.is_empty() {
+            match socket.try_io(Interest::WRITABLE, || {
+                udp_batch::send_batch(&**socket, to, rest)
+            }) {
+                Ok(n) => rest = rest.get(n.max(1)..).unwrap_or_default(),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::trace!(error = %e, %destination, "WebRTC batch send failed; sending one by one");
+                    for d in rest {
+                        self.send(destination, d);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The address to send to on this socket: IPv4 peers as IPv4-mapped
+    /// IPv6 addresses on a dual-stack socket.
+    fn socket_addr(&self, destination: SocketAddr) -> SocketAddr {
+        if self.dual_stack {
             match destination {
                 SocketAddr::V4(v4) => {
                     SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
@@ -253,7 +283,12 @@ impl Engine {
             }
         } else {
             destination
-        };
+        }
+    }
+
+    /// Sends a datagram; a full socket buffer drops it (UDP).
+    pub(crate) fn send(&self, destination: SocketAddr, contents: &[u8]) {
+        let to = self.socket_addr(destination);
         let Some(socket) = &self.socket else {
             return;
         };

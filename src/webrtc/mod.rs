@@ -8,6 +8,7 @@ mod engine;
 pub mod sdp;
 mod session;
 pub mod stun;
+mod udp_batch;
 
 pub use engine::{Engine, EngineConfig};
 pub use session::{Session, SessionEvent};

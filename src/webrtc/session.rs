@@ -4,11 +4,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::net::Receive;
+use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc, RtcError};
 use tokio::sync::mpsc;
 
 use super::engine::{Datagram, Engine};
+use super::udp_batch::Outbox;
+
+/// Due timeouts handled in one [`Session::drive`] before it leaves the rest
+/// to the timer (bounds the work of one call).
+const MAX_DUE_ROUNDS: u32 = 64;
 
 /// What a session reports to its owner.
 #[derive(Debug)]
@@ -27,6 +32,8 @@ pub struct Session {
     engine: Arc<Engine>,
     next_timeout: Instant,
     closed: bool,
+    /// UDP datagrams of the current [`Session::drive`], sent at its end.
+    outbox: Outbox,
 }
 
 impl Session {
@@ -43,6 +50,7 @@ impl Session {
             engine,
             next_timeout: Instant::now(),
             closed: false,
+            outbox: Outbox::default(),
         }
     }
 
@@ -56,11 +64,40 @@ impl Session {
 
     /// Lets str0m do everything it can now: sends its datagrams and collects
     /// its events. Call after every input and every write.
+    ///
+    /// A timeout that is already due is handled here, not after a trip
+    /// through the timer: str0m packetizes a written frame only on a
+    /// timeout (one frame per media per timeout), so a write followed by
+    /// `drive` sends its packets at once, with no timer wake per frame.
+    ///
+    /// The UDP datagrams of one call leave together, several per system
+    /// call (see [`udp_batch`](super::udp_batch)).
     pub fn drive(&mut self, events: &mut Vec<SessionEvent>) -> Result<(), RtcError> {
+        let result = self.poll(events);
+        let engine = &self.engine;
+        self.outbox.flush(&mut |to, d| engine.send_many(to, d));
+        result
+    }
+
+    fn poll(&mut self, events: &mut Vec<SessionEvent>) -> Result<(), RtcError> {
+        let mut due_rounds = 0;
         loop {
             match self.rtc.poll_output()? {
+                Output::Transmit(t) if t.proto == Protocol::Udp => {
+                    let engine = &self.engine;
+                    self.outbox
+                        .push(t.destination, t.contents.into(), &mut |to, d| {
+                            engine.send_many(to, d)
+                        });
+                }
                 Output::Transmit(t) => self.engine.transmit(t.proto, t.destination, &t.contents),
                 Output::Timeout(at) => {
+                    let now = Instant::now();
+                    if at <= now && due_rounds < MAX_DUE_ROUNDS {
+                        due_rounds += 1;
+                        self.rtc.handle_input(Input::Timeout(now))?;
+                        continue;
+                    }
                     self.next_timeout = at;
                     return Ok(());
                 }

@@ -28,9 +28,22 @@ use crate::webrtc::{Engine, Session, SessionEvent};
 
 /// Largest SDP offer accepted.
 pub const MAX_OFFER: usize = 64 * 1024;
-/// Packets kept for retransmission per stream (~0.5 s of 2–4 Mbit/s video).
-const SEND_BUFFER_VIDEO: usize = 200;
-const SEND_BUFFER_AUDIO: usize = 32;
+/// Video packets str0m keeps per viewer to resend on a NACK (RFC 4585
+/// §6.2.1, as RTX, RFC 4588). A NACK comes about one round trip after the
+/// lost packet left (the receiver sees the gap when the next one arrives,
+/// within a frame interval), so the buffer must hold RTT × packet rate: a
+/// 2 Mbit/s stream is ~200 packets/s of ~1.2 KB, and 64 packets are ~300 ms
+/// of P-frames, or a whole keyframe (30–60 packets sent at once) plus
+/// ~100 ms. A packet that is already gone is not resent; the viewer then
+/// sends a PLI and gets the cached GOP again ([`VideoTiming::on_pli`]), so
+/// a short buffer costs a replay on long or lossy paths, not a frozen
+/// picture. Memory is the other side: each cached packet costs ~1.55 KB
+/// (its payload and str0m's ~360-byte slot), 64 ≈ 100 KiB per viewer
+/// (200, before, were ~310 KiB, most of a viewer's memory).
+const SEND_BUFFER_VIDEO: usize = 64;
+/// Audio packets kept for NACK: 16 Opus packets are 320 ms (browsers rarely
+/// NACK audio at all).
+const SEND_BUFFER_AUDIO: usize = 16;
 
 /// Why a WHEP request failed, with its HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +149,8 @@ impl WhepServer {
             .engine
             .rtc_config()
             .set_send_buffer_video(SEND_BUFFER_VIDEO)
-            .set_send_buffer_audio(SEND_BUFFER_AUDIO);
+            .set_send_buffer_audio(SEND_BUFFER_AUDIO)
+            .set_extension_map(sdp::header_extensions());
         config = plan.enable_codecs(config);
         let mut session = self.engine.open(config);
         let answer = session
@@ -265,6 +279,13 @@ pub(crate) struct Routes {
 /// not replayed and the viewer resumes at the next keyframe.
 const REPLAY_MAX_FRAMES: usize = 900;
 const REPLAY_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Pause between the video frames of a backlog (a new viewer's cached GOP,
+/// a replay, frames that queued up while the session was busy): each frame
+/// goes out as soon as it is written, so without it a GOP (hundreds of
+/// packets) would leave in one burst and overflow the receiver's socket
+/// buffer or a router's queue. One frame per millisecond is still 30× real
+/// time for 30 fps video. Live frames, one per wake, never wait.
+const CATCH_UP_GAP: Duration = Duration::from_millis(1);
 /// A request this soon after a replay is taken as a repeat of the one the
 /// replay answered (a viewer asks again while the answer is in flight) and
 /// is ignored.
@@ -414,45 +435,56 @@ async fn play(
     let mut batch: Vec<Arc<Frame>> = Vec::with_capacity(32);
     let connect_deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let audio_track = |routes: &Routes| routes.audio.as_ref().map(|a| a.source);
+    // Events that came while the previous ones were handled (every write
+    // drives the session) are handled before waiting again.
+    let mut handling = Vec::new();
     loop {
         session.drive(&mut events)?;
-        for e in events.drain(..) {
-            match e {
-                SessionEvent::Closed => {
-                    tracing::info!(dropped = reading.reader.dropped(), "WHEP viewer gone");
-                    return Ok(());
-                }
-                SessionEvent::Rtc(e) => match *e {
-                    Event::Connected => {
-                        connected = true;
-                        tracing::debug!("WHEP connected");
+        while !events.is_empty() {
+            std::mem::swap(&mut events, &mut handling);
+            for e in handling.drain(..) {
+                match e {
+                    SessionEvent::Closed => {
+                        tracing::info!(dropped = reading.reader.dropped(), "WHEP viewer gone");
+                        return Ok(());
                     }
-                    Event::KeyframeRequest(_) => {
-                        // Ask the publisher for a keyframe when it can (WHIP
-                        // passes it to its encoder); meanwhile replay the
-                        // cached one, or resume at the next.
-                        let stream = reading.reader.stream();
-                        stream.request_keyframe();
-                        if let Some(v) = routes.video.as_ref() {
-                            let gop = stream.cached_gop(v.source);
-                            match timing.on_pli(&gop, stream.has_b_frames(), Instant::now()) {
-                                PliAnswer::Replay(times) => {
-                                    tracing::debug!(
-                                        frames = gop.len(),
-                                        "PLI: replaying the cached GOP"
-                                    );
-                                    need_keyframe = false;
-                                    for (f, (rtp, wallclock)) in gop.iter().zip(times) {
-                                        write(&mut session, v, f, rtp, wallclock)?;
+                    SessionEvent::Rtc(e) => match *e {
+                        Event::Connected => {
+                            connected = true;
+                            tracing::debug!("WHEP connected");
+                        }
+                        Event::KeyframeRequest(_) => {
+                            // Ask the publisher for a keyframe when it can (WHIP
+                            // passes it to its encoder); meanwhile replay the
+                            // cached one, or resume at the next.
+                            let stream = reading.reader.stream();
+                            stream.request_keyframe();
+                            if let Some(v) = routes.video.as_ref() {
+                                let gop = stream.cached_gop(v.source);
+                                match timing.on_pli(&gop, stream.has_b_frames(), Instant::now()) {
+                                    PliAnswer::Replay(times) => {
+                                        tracing::debug!(
+                                            frames = gop.len(),
+                                            "PLI: replaying the cached GOP"
+                                        );
+                                        need_keyframe = false;
+                                        for (i, (f, (rtp, wallclock))) in
+                                            gop.iter().zip(times).enumerate()
+                                        {
+                                            if i > 0 {
+                                                tokio::time::sleep(CATCH_UP_GAP).await;
+                                            }
+                                            write(&mut session, &mut events, v, f, rtp, wallclock)?;
+                                        }
                                     }
+                                    PliAnswer::InFlight => {}
+                                    PliAnswer::NextKeyframe => need_keyframe = true,
                                 }
-                                PliAnswer::InFlight => {}
-                                PliAnswer::NextKeyframe => need_keyframe = true,
                             }
                         }
-                    }
-                    _ => {}
-                },
+                        _ => {}
+                    },
+                }
             }
         }
         tokio::select! {
@@ -476,9 +508,17 @@ async fn play(
                     let _ = session.drive(&mut events);
                     return Ok(());
                 };
+                // A keyframe is the heavy part of a viewer's work (tens of
+                // packets to packetize, encrypt and send, right here): let
+                // the other readers the frame woke (RTMP players, one write
+                // each) go first.
+                if f.keyframe {
+                    tokio::task::yield_now().await;
+                }
                 batch.push(f);
                 reading.reader.drain_into(&mut batch, 31);
                 let bridged = routes.audio.as_ref().is_some_and(|a| a.transcode);
+                let mut video_sent = false;
                 for f in batch.drain(..) {
                     let index = f.track.index;
                     if let Some(v) = routes.video.as_ref().filter(|v| v.source == index) {
@@ -487,7 +527,11 @@ async fn play(
                         }
                         need_keyframe = false;
                         if let Some((rtp, wallclock)) = timing.live(&f, &clock) {
-                            write(&mut session, v, &f, rtp, wallclock)?;
+                            if video_sent {
+                                tokio::time::sleep(CATCH_UP_GAP).await;
+                            }
+                            write(&mut session, &mut events, v, &f, rtp, wallclock)?;
+                            video_sent = true;
                         }
                     } else if let Some(a) = routes.audio.as_ref() {
                         let wanted = if bridged {
@@ -498,7 +542,7 @@ async fn play(
                         if wanted {
                             let rtp = f.pts.max(0) as u64;
                             let wallclock = clock.at(timestamp::ticks_to_nanos(f.pts, f.track.timescale()));
-                            write(&mut session, a, &f, rtp, wallclock)?;
+                            write(&mut session, &mut events, a, &f, rtp, wallclock)?;
                         }
                     }
                 }
@@ -509,9 +553,13 @@ async fn play(
 
 /// Writes one frame at RTP time `rtp` (in the track's clock): video as an
 /// Annex B access unit (SPS/PPS with every keyframe), built once per frame
-/// for all viewers; audio as is.
+/// for all viewers; audio as is. Its packets go out at once (the session is
+/// driven, new events land in `events`): str0m then holds one frame's
+/// packets in its send queue, not a whole burst of them (a new viewer's
+/// cached GOP), and never sees more than its limit of writes between polls.
 fn write(
     session: &mut Session,
+    events: &mut Vec<SessionEvent>,
     route: &Route,
     frame: &Frame,
     rtp: u64,
@@ -539,7 +587,8 @@ fn write(
     let Some(writer) = session.rtc.writer(route.mid) else {
         return Ok(());
     };
-    writer.write(route.pt, wallclock, rtp_time, payload)
+    writer.write(route.pt, wallclock, rtp_time, payload)?;
+    session.drive(events)
 }
 
 /// Annex B from 4-byte length-prefixed H.265 NAL units, with VPS/SPS/PPS

@@ -4,11 +4,27 @@
 use str0m::RtcConfig;
 use str0m::format::Codec;
 use str0m::media::MediaKind;
+use str0m::rtp::{Extension, ExtensionMap};
 
 use super::{Route, Routes};
 use crate::media::{CodecParams, G711Law, Track};
 use crate::webrtc::Session;
 use crate::webrtc::sdp::media_sections;
+
+/// The RTP header extensions (RFC 8285) a WHEP answer may accept: the MID
+/// (RFC 8843 §15, which BUNDLE needs to route the first packets) and
+/// abs-send-time (the receiver's delay-based estimate). Transport-wide
+/// congestion control (draft-holmer-rmcat-transport-wide-cc-extensions-01)
+/// is left out on purpose: a relay cannot change the publisher's bitrate, so
+/// its feedback would be of no use, and str0m keeps a record of the last
+/// 1000 packets sent for it in every session (~80 KiB per viewer). Audio
+/// level, stream ids (simulcast) and video orientation are never sent.
+pub(crate) fn header_extensions() -> ExtensionMap {
+    let mut exts = ExtensionMap::empty();
+    exts.set(2, Extension::AbsoluteSendTime);
+    exts.set(4, Extension::RtpMid);
+    exts
+}
 
 /// What the stream can send: (track index, codec, via the AAC→Opus bridge).
 #[derive(Debug)]
@@ -127,5 +143,47 @@ impl Plan {
             self.video.map(|v| v.1),
             self.audio.map(|a| a.1)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+    use str0m::Rtc;
+    use str0m::media::Direction;
+
+    /// A browser-like offer: str0m's standard extensions (Chrome's), which
+    /// include transport-wide-cc.
+    fn offer() -> str0m::change::SdpOffer {
+        let mut client = Rtc::builder().build(Instant::now());
+        let mut api = client.sdp_api();
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let (offer, _pending) = api.apply().unwrap();
+        offer
+    }
+
+    #[test]
+    fn answers_accept_the_mid_but_not_transport_wide_cc() {
+        let offer = offer();
+        assert!(offer.to_sdp_string().contains("transport-wide-cc"));
+        let mut server = RtcConfig::new()
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_h264(true)
+            .enable_opus(true, false)
+            .set_extension_map(header_extensions())
+            .build(Instant::now());
+        let answer = server
+            .sdp_api()
+            .accept_offer(offer)
+            .unwrap()
+            .to_sdp_string();
+        assert!(
+            answer.contains("urn:ietf:params:rtp-hdrext:sdes:mid"),
+            "{answer}"
+        );
+        assert!(!answer.contains("transport-wide-cc"), "{answer}");
     }
 }
