@@ -138,28 +138,22 @@ impl RtmpConn {
         // Usually the socket takes everything at once: try that without
         // arming a timer (a player does this for every frame). What was
         // written stays written; the rest goes out under the timeout.
-        if let Some(done) = Self::write_out(&mut self.socket, &mut self.out).now_or_never() {
-            done.map_err(ConnError::from)?;
-            self.shrink_queue();
-            return Ok(total);
+        let at_once = Self::write_out(&mut self.socket, &mut self.out).now_or_never();
+        match at_once {
+            Some(done) => done?,
+            None => tokio::time::timeout(
+                self.write_timeout,
+                Self::write_out(&mut self.socket, &mut self.out),
+            )
+            .await
+            .map_err(|_| ConnError::WriteTimeout(self.write_timeout))??,
         }
-        tokio::time::timeout(
-            self.write_timeout,
-            Self::write_out(&mut self.socket, &mut self.out),
-        )
-        .await
-        .map_err(|_| ConnError::WriteTimeout(self.write_timeout))?
-        .map_err(ConnError::from)?;
-        self.shrink_queue();
-        Ok(total)
-    }
-
-    /// A player's first write (the cached GOP) queues a hundred messages or
-    /// more; later ones a few. Give the room back once.
-    fn shrink_queue(&mut self) {
+        // A player's first write (the cached GOP) queues a hundred messages
+        // or more, later ones a few: give the room back once.
         if self.out.capacity() > 64 {
             self.out.shrink_to(16);
         }
+        Ok(total)
     }
 
     /// Writes the queued chunks and flushes: a TLS stream may hold the last

@@ -232,15 +232,11 @@ async fn receive(
     let mut buf = vec![0u8; 2048];
     let mut connected = false;
     let mut streams = Streams::default();
-    let mut timeout = drive(
-        rtc,
-        socket,
-        &mut connected,
-        s,
-        latencies,
-        started,
-        joined_us,
-    )?;
+    // Everything str0m can do now, and when to ask it again.
+    let drive_now = |rtc: &mut Rtc, connected: &mut bool| {
+        drive(rtc, socket, connected, s, latencies, started, joined_us)
+    };
+    let mut timeout = drive_now(rtc, &mut connected)?;
     while Instant::now() < until {
         if !rtc.is_alive() {
             return Err("the WebRTC session ended".into());
@@ -283,28 +279,12 @@ async fn receive(
                     contents,
                 },
             ))?;
-            timeout = drive(
-                rtc,
-                socket,
-                &mut connected,
-                s,
-                latencies,
-                started,
-                joined_us,
-            )?;
+            timeout = drive_now(rtc, &mut connected)?;
         }
         let now = Instant::now();
         if now >= timeout {
             rtc.handle_input(Input::Timeout(now))?;
-            timeout = drive(
-                rtc,
-                socket,
-                &mut connected,
-                s,
-                latencies,
-                started,
-                joined_us,
-            )?;
+            timeout = drive_now(rtc, &mut connected)?;
         }
     }
     if !decode {
