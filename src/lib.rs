@@ -10,6 +10,7 @@ pub mod config;
 pub mod container;
 pub mod egress;
 pub mod events;
+pub mod fuzzing;
 pub mod gate;
 pub mod hub;
 pub mod ingest;

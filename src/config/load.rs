@@ -39,23 +39,36 @@ pub fn load(
     env: impl IntoIterator<Item = (String, String)>,
     overrides: &Overrides,
 ) -> Result<Config, ConfigError> {
-    let file_origin = file
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "embedded defaults".to_string());
-    let mut table = match file {
-        None => Table::new(),
+    match file {
+        None => load_text("embedded defaults", None, env, overrides),
         Some(path) => {
+            let origin = path.display().to_string();
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-                origin: file_origin.clone(),
+                origin: origin.clone(),
                 key: String::new(),
                 reason: format!("cannot read: {e}"),
             })?;
-            text.parse::<Table>().map_err(|e| ConfigError {
-                origin: file_origin.clone(),
-                key: String::new(),
-                reason: e.to_string().trim_end().to_string(),
-            })?
+            load_text(&origin, Some(&text), env, overrides)
         }
+    }
+}
+
+/// [`load`] with the file's text given (`None`: embedded defaults);
+/// `file_origin` names it in errors.
+pub fn load_text(
+    file_origin: &str,
+    text: Option<&str>,
+    env: impl IntoIterator<Item = (String, String)>,
+    overrides: &Overrides,
+) -> Result<Config, ConfigError> {
+    let file_origin = file_origin.to_string();
+    let mut table = match text {
+        None => Table::new(),
+        Some(text) => text.parse::<Table>().map_err(|e| ConfigError {
+            origin: file_origin.clone(),
+            key: String::new(),
+            reason: e.to_string().trim_end().to_string(),
+        })?,
     };
     let mut origins: BTreeMap<String, String> = BTreeMap::new();
 

@@ -16,7 +16,7 @@ pub use auth::{
     ANY_USER, Action, AuthConfig, HookConfig, JwtConfig, PASS_FORM_ERROR, PassKind, Permission,
     REDACTED, Secret, UserConfig,
 };
-pub use load::{ConfigError, ENV_PREFIX, Overrides, load};
+pub use load::{ConfigError, ENV_PREFIX, Overrides, load, load_text};
 pub use path_name::{PathNameError, glob_match, validate_path_name, validate_rule_name};
 pub use webhook::{OnPublishConfig, OnPublishDefault, WebhookConfig, WebhookSettings};
 

@@ -1,0 +1,3 @@
+#![no_main]
+//! See `mediarelay::fuzzing::codec_config`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mediarelay::fuzzing::codec_config(data));

@@ -1,0 +1,3 @@
+#![no_main]
+//! See `mediarelay::fuzzing::config_toml`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mediarelay::fuzzing::config_toml(data));

@@ -1,0 +1,3 @@
+#![no_main]
+//! See `mediarelay::fuzzing::flv_tags`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mediarelay::fuzzing::flv_tags(data));

@@ -1,0 +1,3 @@
+#![no_main]
+//! See `mediarelay::fuzzing::hls_request`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mediarelay::fuzzing::hls_request(data));

@@ -1,0 +1,3 @@
+#![no_main]
+//! See `mediarelay::fuzzing::rtmp_client`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mediarelay::fuzzing::rtmp_client(data));

@@ -1,0 +1,3 @@
+#![no_main]
+//! See `mediarelay::fuzzing::rtp_depacketize`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mediarelay::fuzzing::rtp_depacketize(data));

@@ -1,0 +1,3 @@
+#![no_main]
+//! See `mediarelay::fuzzing::sdp_offer`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mediarelay::fuzzing::sdp_offer(data));

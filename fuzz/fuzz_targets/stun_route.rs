@@ -1,0 +1,3 @@
+#![no_main]
+//! See `mediarelay::fuzzing::stun_route`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mediarelay::fuzzing::stun_route(data));
