@@ -885,10 +885,13 @@ fn set_chunk_size(value: u32) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lying_chunk_headers_and_chunk_size_zero() {
-    let b = bench("read_timeout = \"2s\"\n").await;
+    // Messages up to 1 MiB + 1 KiB (the tag header's room).
+    let b = bench("read_timeout = \"2s\"\n[limits]\nmax_frame_bytes = 1048576\n").await;
     let video_300 = message(6, 0, msg_type::VIDEO, 1, &[0x27; 300], 128);
     let mut huge_header = vec![0x06, 0, 0, 0, 0xFF, 0xFF, 0xFF, msg_type::VIDEO, 1, 0, 0, 0];
     huge_header.extend([0u8; 128]);
+    let mut mib_header = vec![0x06, 0, 0, 0, 0x10, 0, 0, msg_type::VIDEO, 1, 0, 0, 0];
+    mib_header.extend([0u8; 128]);
     // Expected: (what, bytes, log text; "" = stays harmless until the read timeout).
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
@@ -938,20 +941,20 @@ async fn lying_chunk_headers_and_chunk_size_zero() {
             "no previous header",
         ),
         (
-            "two 16 MiB messages in progress",
-            {
-                let mut v = huge_header.clone();
-                let mut second = huge_header.clone();
-                second[0] = 0x04;
-                second[7] = msg_type::AUDIO;
-                v.extend(second);
-                v.extend({
-                    let mut third = huge_header.clone();
-                    third[0] = 0x05;
-                    third
-                });
-                v
-            },
+            "a 16 MiB message, over limits.max_frame_bytes",
+            huge_header.clone(),
+            "is over the limit of 1049600 (limits.max_frame_bytes)",
+        ),
+        (
+            // Each within the limit, together over four of them.
+            "five 1 MiB messages in progress",
+            (3u8..8)
+                .flat_map(|csid| {
+                    let mut h = mib_header.clone();
+                    h[0] = csid;
+                    h
+                })
+                .collect(),
             "would raise incomplete messages",
         ),
         (
@@ -961,9 +964,9 @@ async fn lying_chunk_headers_and_chunk_size_zero() {
                 .collect(),
             "chunk streams in use",
         ),
-        // A declared 16 MiB message that never completes: harmless until the
+        // A declared 1 MiB message that never completes: harmless until the
         // read timeout.
-        ("one 16 MiB message, then silence", huge_header.clone(), ""),
+        ("one 1 MiB message, then silence", mib_header.clone(), ""),
         (
             // Chunk size changed while a message is in progress: valid, the
             // rest arrives in smaller chunks.

@@ -453,3 +453,46 @@ async fn rtmp_timestamps_crossing_two_to_the_32_keep_playing() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_over_max_paths_is_refused_and_allowed_once_a_path_closes() {
+    let app = start("[limits]\nmax_paths = 1\n[path_defaults]\npublisher_grace = \"0s\"\n").await;
+    let first = push("baseline_aac44_mono.mp4", &rtmp_url(&app, "live/one"), true);
+    wait_published(&app, "live/one").await;
+    let stream = app.hub.stream("live/one").unwrap();
+    match RtmpClient::publish(app.rtmp_addr, "live", "two").await {
+        Err(ClientEvent::Status {
+            level, description, ..
+        }) => {
+            assert_eq!(level, "error");
+            assert!(description.contains("limits.max_paths"), "{description}");
+        }
+        other => panic!("a second path was opened: {:?}", other.map(|_| ())),
+    }
+    // A WHIP publisher is refused the same way, with 503.
+    let r = http_with(
+        "POST",
+        app.http_addr,
+        "/live/three/whip",
+        &[("Content-Type", "application/sdp")],
+        include_bytes!("../fuzz/seeds/sdp_offer/whip_offer"),
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("limits.max_paths"), "{}", r.text());
+    let before = stream.frames_in();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(stream.frames_in() > before, "the first path is undisturbed");
+    // Once the first path closes, another may open.
+    drop(first);
+    eventually(Duration::from_secs(5), "live/one to close", || async {
+        app.hub.stream("live/one").is_none().then_some(())
+    })
+    .await;
+    let mut c = RtmpClient::publish(app.rtmp_addr, "live", "two")
+        .await
+        .unwrap_or_else(|e| panic!("live/two refused after live/one closed: {e:?}"));
+    c.send_flv("res_a_320x240.flv", 0, false).await;
+    wait_published(&app, "live/two").await;
+    app.shutdown().await;
+}

@@ -559,6 +559,12 @@ fn validate_limits(l: &super::LimitsConfig) -> Result<(), (String, String)> {
             "must be at least 4096 (an SDP offer is a few KiB)".into(),
         ));
     }
+    if !(65_536..=256 << 20).contains(&l.max_frame_bytes) {
+        return Err((
+            "limits.max_frame_bytes".into(),
+            "must be from 65536 to 268435456 (a 4K keyframe is a few MiB)".into(),
+        ));
+    }
     Ok(())
 }
 

@@ -269,6 +269,13 @@ pub struct LimitsConfig {
     pub max_readers_per_path: u32,
     /// Largest request body the API and WHEP/WHIP accept.
     pub max_body_bytes: usize,
+    /// Paths with a publisher or a stream at once; a publish that would
+    /// open one more is refused. `0`: unlimited.
+    pub max_paths: u32,
+    /// Largest media frame (one access unit) an ingest accepts: an RTMP
+    /// message longer than this (plus its tag header) or an RTP access unit
+    /// that grows past it ends the publisher's session.
+    pub max_frame_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -281,6 +288,8 @@ impl Default for LimitsConfig {
             max_connections: 4096,
             max_readers_per_path: 0,
             max_body_bytes: 1 << 20,
+            max_paths: 1000,
+            max_frame_bytes: 8 << 20,
         }
     }
 }

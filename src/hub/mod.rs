@@ -40,6 +40,8 @@ pub enum PublishError {
     Busy { path: String, session_id: u64 },
     #[error("path {path:?} pulls its media from {source_url}, it takes no publisher")]
     NotPublishable { path: String, source_url: String },
+    #[error("path {path:?} would be one more than the {limit} paths allowed (limits.max_paths)")]
+    TooManyPaths { path: String, limit: usize },
 }
 
 /// Why a read was refused.
@@ -104,6 +106,22 @@ struct PathState {
 }
 
 impl Path {
+    fn new(name: &str) -> Path {
+        Path {
+            name: name.to_string(),
+            created: SystemTime::now(),
+            counters: Arc::new(Counters::default()),
+            state: Mutex::new(PathState {
+                stream: None,
+                publisher: None,
+                source: None,
+                epoch: 0,
+            }),
+            started: tokio::sync::watch::Sender::new(0),
+            waiters: AtomicUsize::new(0),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, PathState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -179,23 +197,28 @@ impl Hub {
         self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// The path `name`, created if it does not exist and fewer than `limit`
+    /// paths do (`0`: no limit); `None` when it would be one too many.
+    fn get_or_create_path_within(&self, name: &str, limit: usize) -> Option<Arc<Path>> {
+        let mut paths = self.paths();
+        if let Some(path) = paths.get(name) {
+            return Some(Arc::clone(path));
+        }
+        if limit != 0 && paths.len() >= limit {
+            return None;
+        }
+        let path = Arc::new(Path::new(name));
+        paths.insert(name.to_string(), Arc::clone(&path));
+        Some(path)
+    }
+
     fn get_or_create_path(&self, name: &str) -> Arc<Path> {
         let mut paths = self.paths();
-        Arc::clone(paths.entry(name.to_string()).or_insert_with(|| {
-            Arc::new(Path {
-                name: name.to_string(),
-                created: SystemTime::now(),
-                counters: Arc::new(Counters::default()),
-                state: Mutex::new(PathState {
-                    stream: None,
-                    publisher: None,
-                    source: None,
-                    epoch: 0,
-                }),
-                started: tokio::sync::watch::Sender::new(0),
-                waiters: AtomicUsize::new(0),
-            })
-        }))
+        Arc::clone(
+            paths
+                .entry(name.to_string())
+                .or_insert_with(|| Arc::new(Path::new(name))),
+        )
     }
 
     /// Removes a path that has neither publisher nor stream.
@@ -278,7 +301,13 @@ impl Hub {
                 source_url: source::redact(url),
             });
         }
-        let path = self.get_or_create_path(&spec.path);
+        let limit = self.config().limits.max_paths as usize;
+        let Some(path) = self.get_or_create_path_within(&spec.path, limit) else {
+            return Err(PublishError::TooManyPaths {
+                path: spec.path,
+                limit,
+            });
+        };
         let mut st = path.lock();
         if let Some(current) = &st.publisher {
             if !settings.takeover {

@@ -154,3 +154,33 @@ async fn kick_cancels_a_session_and_sessions_are_listed() {
     drop(p);
     assert!(hub.sessions().is_empty());
 }
+
+#[tokio::test]
+async fn a_publish_that_would_open_one_path_too_many_is_refused_until_one_closes() {
+    let mut c = Config {
+        path_defaults: PathRule {
+            publisher_grace: Some(Duration::ZERO),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    c.limits.max_paths = 2;
+    let hub = Hub::new(Arc::new(c));
+    let mut a = hub.publish(spec("live/a")).unwrap();
+    a.start(params()).unwrap();
+    let b = hub.publish(spec("live/b")).unwrap();
+    let err = hub.publish(spec("live/c")).err().unwrap();
+    assert!(
+        matches!(err, PublishError::TooManyPaths { limit: 2, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("limits.max_paths"), "{err}");
+    // An existing path is not one more: its own limits apply (busy here).
+    let err = hub.publish(spec("live/a")).err().unwrap();
+    assert!(matches!(err, PublishError::Busy { .. }), "{err}");
+    // A path that closes makes room.
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(hub.publish(spec("live/c")).is_ok());
+    assert!(!a.session().is_cancelled());
+}

@@ -241,7 +241,8 @@ async fn attempt(
     };
     tracing::info!(transport = %transport, streams = chosen.len(), raw, "camera playing");
 
-    let mut ingest = Ingest::new(chosen, media.streams(), raw)?;
+    let max_frame_bytes = state.publisher.hub().config().limits.max_frame_bytes;
+    let mut ingest = Ingest::new(chosen, media.streams(), raw, max_frame_bytes)?;
     let mut first = true;
     loop {
         let wait = if first && udp && settings.rtsp_transport == RtspTransport::Auto {
@@ -386,6 +387,7 @@ impl Ingest {
         chosen: Vec<Chosen>,
         streams: &[retina::client::Stream],
         raw: bool,
+        max_frame_bytes: usize,
     ) -> Result<Self, AttemptError> {
         let mut params = Vec::new();
         let mut track_of = Vec::new();
@@ -408,6 +410,9 @@ impl Ingest {
                     }
                     _ => None,
                 });
+                if let Some(Some(d)) = depacketizers.last_mut() {
+                    d.set_max_access_unit(max_frame_bytes);
+                }
             }
             params.push(p);
             let made: Option<Result<Box<dyn AudioTranscoder>, _>> = match (c.kind, params.last()) {

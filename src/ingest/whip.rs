@@ -51,6 +51,7 @@ impl WhipError {
             WhipError::NoCodec => 406,
             WhipError::Publish(PublishError::Busy { .. }) => 409,
             WhipError::Publish(PublishError::NotPublishable { .. }) => 403,
+            WhipError::Publish(PublishError::TooManyPaths { .. }) => 503,
             WhipError::Publish(_) => 400,
             WhipError::NoSession(_) => 404,
         }

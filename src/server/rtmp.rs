@@ -15,6 +15,7 @@ use super::conn::{BoxedStream, ConnError, RtmpConn};
 use crate::auth::{Action, AuthError, Credentials};
 use crate::gate::{Gate, Listener};
 use crate::hub::{Hub, Protocol, Role, SessionSpec};
+use crate::protocol::rtmp::chunk::ChunkLimits;
 use crate::protocol::rtmp::{ServerConfig, ServerEvent, ServerSession};
 use crate::tls::TlsAcceptor;
 
@@ -199,7 +200,12 @@ async fn handle(
     gate: Arc<Gate>,
 ) -> Result<(), ConnError> {
     let config = hub.config();
-    let session = ServerSession::new(ServerConfig::default());
+    // Room for the FLV tag header (5 bytes for AVC, 2 for AAC, more for
+    // Enhanced RTMP) above the largest frame.
+    let session = ServerSession::new(ServerConfig {
+        limits: ChunkLimits::for_message_size(config.limits.max_frame_bytes + 1024),
+        ..ServerConfig::default()
+    });
     let mut conn = RtmpConn::new(
         socket,
         peer,

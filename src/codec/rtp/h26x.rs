@@ -20,7 +20,7 @@ use crate::codec::{h264, h265};
 use crate::media::CodecParams;
 
 /// Largest access unit assembled (bytes); beyond it the unit is dropped.
-const MAX_ACCESS_UNIT: usize = 4 << 20;
+const MAX_ACCESS_UNIT: usize = 8 << 20;
 /// Most NAL units in one access unit.
 const MAX_NALS: usize = 1024;
 
@@ -84,6 +84,8 @@ pub struct H26xDepacketizer {
     skipping: Option<i64>,
     loss: u16,
     ready: VecDeque<Unit>,
+    /// Bytes one access unit may reach (`limits.max_frame_bytes`).
+    max_access_unit: usize,
 }
 
 impl H26xDepacketizer {
@@ -108,7 +110,14 @@ impl H26xDepacketizer {
             skipping: None,
             loss: 0,
             ready: VecDeque::new(),
+            max_access_unit: MAX_ACCESS_UNIT,
         }
+    }
+
+    /// Sets the bytes one access unit may reach; a bigger one is dropped
+    /// with an error (the stream goes on at the next access unit).
+    pub fn set_max_access_unit(&mut self, bytes: usize) {
+        self.max_access_unit = bytes;
     }
 
     /// The current parameters (the SDP's, or the last in-band ones).
@@ -290,8 +299,11 @@ impl H26xDepacketizer {
                     if f.nal.first() != header.first() {
                         return Err("fragmentation unit of another NAL unit type".into());
                     }
-                    if self.size + f.nal.len() + body.len() > MAX_ACCESS_UNIT {
-                        return Err(format!("access unit over {MAX_ACCESS_UNIT} bytes"));
+                    if self.size + f.nal.len() + body.len() > self.max_access_unit {
+                        return Err(format!(
+                            "access unit over {} bytes (limits.max_frame_bytes)",
+                            self.max_access_unit
+                        ));
                     }
                     f.nal.extend_from_slice(body);
                 }
@@ -318,8 +330,11 @@ impl H26xDepacketizer {
             return Err(format!("more than {MAX_NALS} NAL units in an access unit"));
         }
         self.size += 4 + nal.len();
-        if self.size > MAX_ACCESS_UNIT {
-            return Err(format!("access unit over {MAX_ACCESS_UNIT} bytes"));
+        if self.size > self.max_access_unit {
+            return Err(format!(
+                "access unit over {} bytes (limits.max_frame_bytes)",
+                self.max_access_unit
+            ));
         }
         self.nals.push(nal);
         Ok(())

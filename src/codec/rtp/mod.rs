@@ -128,6 +128,14 @@ impl Depacketizer {
         }
     }
 
+    /// Sets the bytes one access unit may reach (`limits.max_frame_bytes`;
+    /// audio frames are far below any allowed value).
+    pub fn set_max_access_unit(&mut self, bytes: usize) {
+        if let Depacketizer::H26x(d) = self {
+            d.set_max_access_unit(bytes);
+        }
+    }
+
     /// Takes one packet of the stream, in sequence order.
     pub fn push(&mut self, pkt: Packet) -> Result<(), DepacketizeError> {
         match self {

@@ -184,6 +184,30 @@ fn h264_access_units_from_a_camera_capture() {
 }
 
 #[test]
+fn access_units_over_the_frame_limit_are_dropped_and_the_rest_pass() {
+    let packets = capture("h264_opus", 0);
+    let mut whole = Depacketizer::new(&h264_sdp_params());
+    let (units, _) = run(&mut whole, packets.clone());
+    let sizes: Vec<usize> = units.iter().map(|u| u.data.len()).collect();
+    let limit = *sizes.iter().max().unwrap() - 1;
+    let over = sizes.iter().filter(|&&n| n > limit).count();
+    assert!(over >= 1);
+    let mut d = Depacketizer::new(&h264_sdp_params());
+    d.set_max_access_unit(limit);
+    let (limited, errors) = run(&mut d, packets);
+    assert!(errors >= 1, "the biggest unit is refused");
+    assert!(limited.iter().all(|u| u.data.len() <= limit));
+    // Every unit under the limit still comes out (those after a refused
+    // one may wait for the next keyframe downstream, not here).
+    assert!(
+        limited.len() + over >= units.len() - 1,
+        "{} of {}",
+        limited.len(),
+        units.len()
+    );
+}
+
+#[test]
 fn h264_parameters_come_in_band_without_sdp() {
     let mut d = Depacketizer::H26x(h26x::H26xDepacketizer::h264(None));
     let (units, _) = run(&mut d, capture("h264_opus", 0));

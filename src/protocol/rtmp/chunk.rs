@@ -60,6 +60,22 @@ pub struct ChunkLimits {
     pub max_partial_bytes: usize,
     /// Number of chunk stream ids with state.
     pub max_chunk_streams: usize,
+    /// Declared length of one message (an FLV tag body: one video frame is
+    /// the largest); `limits.max_frame_bytes` plus room for the tag header.
+    pub max_message_bytes: usize,
+}
+
+impl ChunkLimits {
+    /// Limits for messages of at most `max_message_bytes`: incomplete
+    /// messages may total four of them (audio, video, data and a command
+    /// interleaved on their chunk streams).
+    pub fn for_message_size(max_message_bytes: usize) -> ChunkLimits {
+        ChunkLimits {
+            max_partial_bytes: max_message_bytes.saturating_mul(4),
+            max_message_bytes,
+            ..ChunkLimits::default()
+        }
+    }
 }
 
 impl Default for ChunkLimits {
@@ -67,6 +83,8 @@ impl Default for ChunkLimits {
         ChunkLimits {
             max_partial_bytes: 32 * 1024 * 1024,
             max_chunk_streams: 64,
+            // The length field has 24 bits: no bound beyond the format's.
+            max_message_bytes: 0xFF_FFFF,
         }
     }
 }
@@ -103,6 +121,15 @@ pub enum ChunkError {
         csid: u32,
         length: u32,
         total: usize,
+        limit: usize,
+        offset: u64,
+    },
+    #[error(
+        "message of {length} bytes on chunk stream {csid} at byte {offset} is over the limit of {limit} (limits.max_frame_bytes)"
+    )]
+    MessageTooLarge {
+        csid: u32,
+        length: u32,
         limit: usize,
         offset: u64,
     },
@@ -317,6 +344,14 @@ impl ChunkDecoder {
             return Err(ChunkError::TooManyChunkStreams {
                 csid: header.csid,
                 limit: self.limits.max_chunk_streams,
+                offset,
+            });
+        }
+        if !header.continuation && header.length as usize > self.limits.max_message_bytes {
+            return Err(ChunkError::MessageTooLarge {
+                csid: header.csid,
+                length: header.length,
+                limit: self.limits.max_message_bytes,
                 offset,
             });
         }
@@ -1004,6 +1039,7 @@ mod tests {
         let limits = ChunkLimits {
             max_partial_bytes: 1000,
             max_chunk_streams: 3,
+            max_message_bytes: 1000,
         };
         let mut dec = ChunkDecoder::with_limits(limits);
         for csid in 3..6 {
@@ -1032,6 +1068,32 @@ mod tests {
         dec.push(&[0u8; 128]);
         assert_eq!(dec.next_message(), Ok(None));
         assert_eq!(dec.partial_bytes, 0xFF_FFFF);
+    }
+
+    #[test]
+    fn a_message_over_the_size_limit_is_an_error_before_its_buffer_exists() {
+        let limits = ChunkLimits::for_message_size(1000);
+        assert_eq!(limits.max_partial_bytes, 4000);
+        // 1000 bytes pass, in one chunk or in many.
+        let mut dec = ChunkDecoder::with_limits(limits);
+        dec.push(&encode(4, 0, 9, 1, &pattern(1000), 128));
+        assert_eq!(decode_all_until_err(&mut dec), (1, None));
+        // 1001 declared: refused at the first chunk's header, nothing kept.
+        let mut dec = ChunkDecoder::with_limits(limits);
+        dec.push(&encode(4, 0, 9, 1, &pattern(1001), 128)[..12 + 128]);
+        let (n, err) = decode_all_until_err(&mut dec);
+        assert_eq!(n, 0);
+        assert_eq!(
+            err,
+            Some(ChunkError::MessageTooLarge {
+                csid: 4,
+                length: 1001,
+                limit: 1000,
+                offset: 0
+            })
+        );
+        assert_eq!(dec.partial_bytes, 0);
+        assert!(err.unwrap().to_string().contains("limits.max_frame_bytes"));
     }
 
     fn decode_all_until_err(dec: &mut ChunkDecoder) -> (usize, Option<ChunkError>) {

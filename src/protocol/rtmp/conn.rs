@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 
 use rml_rtmp::handshake::{Handshake, HandshakeError, HandshakeProcessResult};
 
-use super::chunk::{ChunkDecoder, DEFAULT_CHUNK_SIZE, RawMessage, encode_message};
+use super::chunk::{ChunkDecoder, ChunkLimits, DEFAULT_CHUNK_SIZE, RawMessage, encode_message};
 use super::control::{ControlMessage, UserControlEvent};
 use super::msg_type;
 
@@ -61,8 +61,12 @@ impl Connection {
     }
 
     pub(crate) fn new() -> Self {
+        Self::with_limits(ChunkLimits::default())
+    }
+
+    pub(crate) fn with_limits(limits: ChunkLimits) -> Self {
         Connection {
-            decoder: ChunkDecoder::new(),
+            decoder: ChunkDecoder::with_limits(limits),
             out: BytesMut::new(),
             queue: VecDeque::new(),
             out_chunk_size: DEFAULT_CHUNK_SIZE,

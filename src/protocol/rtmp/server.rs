@@ -32,7 +32,7 @@ use rml_amf0::Amf0Value;
 use rml_rtmp::handshake::{Handshake, HandshakeError, PeerType};
 
 use super::amf::{AmfError, Reader};
-use super::chunk::{ChunkError, RawMessage};
+use super::chunk::{ChunkError, ChunkLimits, RawMessage};
 use super::command::{Command, Writer, on_status};
 use super::conn::{Connection, split_aggregate};
 use super::control::{ControlMessage, LimitType, UserControlEvent};
@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub window_ack_size: u32,
     /// Set Peer Bandwidth we send, limit type dynamic (RTMP 1.0 §5.4.5).
     pub peer_bandwidth: u32,
+    /// Bounds of the chunk decoder (message size, chunk streams).
+    pub limits: ChunkLimits,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +56,7 @@ impl Default for ServerConfig {
         ServerConfig {
             window_ack_size: 2_500_000,
             peer_bandwidth: 2_500_000,
+            limits: ChunkLimits::default(),
         }
     }
 }
@@ -150,10 +153,11 @@ impl std::fmt::Debug for ServerSession {
 
 impl ServerSession {
     pub fn new(config: ServerConfig) -> Self {
+        let conn = Connection::with_limits(config.limits);
         ServerSession {
             config,
             handshake: Some(Box::new(Handshake::new(PeerType::Server))),
-            conn: Connection::new(),
+            conn,
             events: VecDeque::new(),
             connect: ConnectState::Waiting,
             stream: StreamState::Idle,
