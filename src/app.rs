@@ -54,6 +54,9 @@ pub struct App {
     hls: Arc<HlsServer>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    webhooks: Webhooks,
+    /// Stops webhook delivery, after the flush at shutdown.
+    webhooks_stop: CancellationToken,
 }
 
 impl App {
@@ -105,24 +108,24 @@ impl App {
 
         // Webhooks, auth and limits, rebuilt whenever the config changes.
         let config = hub.config();
+        let webhooks_stop = CancellationToken::new();
         let webhooks = Webhooks::start(
             &config.webhooks,
             &config.webhook_settings,
             hub.events(),
-            shutdown.clone(),
+            webhooks_stop.clone(),
         )
         .map_err(|e| StartError::Setup {
             what: "webhooks",
             reason: e.to_string(),
         })?;
         webhooks.set_on_publish(&config.on_publish);
-        let gate =
-            Arc::new(
-                Gate::new(&config, Some(webhooks)).map_err(|reason| StartError::Setup {
-                    what: "auth",
-                    reason,
-                })?,
-            );
+        let gate = Arc::new(
+            Gate::new(&config, Some(webhooks.clone())).map_err(|reason| StartError::Setup {
+                what: "auth",
+                reason,
+            })?,
+        );
         let (mut changes, reconfigure, stop) =
             (hub.config_changes(), Arc::clone(&gate), shutdown.clone());
         tasks.spawn(async move {
@@ -248,6 +251,8 @@ impl App {
             hls,
             shutdown,
             tasks,
+            webhooks,
+            webhooks_stop,
         })
     }
 
@@ -267,19 +272,33 @@ impl App {
         ));
     }
 
-    /// Stops accepting, ends every session and waits for the tasks.
+    /// Stops accepting, ends every session (RTMP players are told the
+    /// stream is gone), waits for the tasks, then delivers the webhook
+    /// events still queued (the sessions' `*_stop` among them); all of it
+    /// within `shutdown_timeout`, after which what is left is dropped.
     pub async fn shutdown(self) {
+        let limit = self.hub.config().shutdown_timeout;
+        let deadline = tokio::time::Instant::now() + limit;
         self.shutdown.cancel();
         self.hub.shutdown();
         self.hls.stop_all();
         self.tasks.close();
-        let wait = self.tasks.wait();
-        if tokio::time::timeout(std::time::Duration::from_secs(5), wait)
+        if tokio::time::timeout_at(deadline, self.tasks.wait())
             .await
             .is_err()
         {
-            tracing::warn!("some sessions did not end within 5 s of shutdown");
+            tracing::warn!(
+                shutdown_timeout = ?limit,
+                "some sessions did not end within shutdown_timeout"
+            );
         }
+        if !self.webhooks.flush(deadline).await {
+            tracing::warn!(
+                shutdown_timeout = ?limit,
+                "webhook events still undelivered at shutdown_timeout are dropped"
+            );
+        }
+        self.webhooks_stop.cancel();
     }
 }
 

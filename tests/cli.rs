@@ -1,5 +1,7 @@
 //! The `mediarelay` binary itself: flags, environment, config errors, signals.
 
+mod common;
+
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -251,5 +253,151 @@ async fn the_config_file_is_reloaded_on_change_and_on_sighup() {
     // Still alive and well.
     assert_eq!(get_json(&api, "/healthz").await["status"], "ok");
     let _ = child.kill().await;
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A webhook receiver that answers 200 after `delay` and records the
+/// `event` of every POST body.
+async fn slow_webhook_receiver(
+    delay: Duration,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = std::sync::Arc::clone(&got);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let g = std::sync::Arc::clone(&g);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().to_string())
+                        })
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    if body.len() < len {
+                        continue;
+                    }
+                    let event: serde_json::Value = serde_json::from_str(&body[..len]).unwrap();
+                    tokio::time::sleep(delay).await;
+                    g.lock()
+                        .unwrap()
+                        .push(event["event"].as_str().unwrap_or("").to_string());
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
+                        .await;
+                    return;
+                }
+            });
+        }
+    });
+    (addr, got)
+}
+
+/// SIGTERM with a publisher, a player and a slow webhook endpoint: the
+/// player is told the stream is gone, the sessions' stop events are
+/// delivered before the process exits, and it exits within
+/// `shutdown_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_tells_players_flushes_webhooks_and_exits_in_time() {
+    use common::RtmpClient;
+    use mediarelay::protocol::rtmp::ClientEvent;
+    let (hook, got) = slow_webhook_receiver(Duration::from_millis(150)).await;
+    let path = std::env::temp_dir().join(format!("mediarelay-stop-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        format!(
+            "rtmp_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"\n\
+             webrtc_listen = \"127.0.0.1:0\"\nwebrtc_tcp_listen = \"\"\nshutdown_timeout = \"8s\"\n\
+             [[webhooks]]\nurl = \"http://{hook}/hook\"\nevents = [\"publish_stop\", \"read_stop\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let logs = Logs::follow(child.stdout.take().unwrap());
+    let line = logs.wait_for("rtmp=").await;
+    let rtmp: std::net::SocketAddr = line
+        .split("rtmp=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let _publisher = common::push(
+        "baseline_aac44_mono.mp4",
+        &format!("rtmp://{rtmp}/live/a"),
+        true,
+    );
+    let mut player = None;
+    for _ in 0..100 {
+        if let Ok(p) = RtmpClient::play(rtmp, "live", "a").await {
+            player = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut player = player.expect("the stream plays");
+    let (events, _) = player.events_for(Duration::from_millis(500)).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Video { .. }))
+    );
+
+    let t0 = std::time::Instant::now();
+    let pid = child.id().unwrap().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let (events, open) = player.events_for(Duration::from_secs(5)).await;
+    assert!(!open, "the server closes the player's connection");
+    assert!(
+        events.iter().any(|e| matches!(e, ClientEvent::Status { code, .. } if code == "NetStream.Play.UnpublishNotify")),
+        "the player is told the stream is gone: {events:?}"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits within shutdown_timeout")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    // Delivered before the exit (each took 150 ms to answer).
+    let mut got = got.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got, ["publish_stop", "read_stop"], "{got:?}");
     let _ = std::fs::remove_file(&path);
 }

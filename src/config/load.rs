@@ -240,6 +240,9 @@ pub(crate) fn validate(c: &Config) -> Result<(), (String, String)> {
             "must be between 16 and 1000000".into(),
         );
     }
+    if c.shutdown_timeout > Duration::from_secs(600) {
+        return err("shutdown_timeout", "must be at most 10m".into());
+    }
     if c.rtmp_merge_writes > Duration::from_secs(2) {
         return err("rtmp_merge_writes", "must be at most 2s".into());
     }

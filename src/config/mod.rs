@@ -75,6 +75,11 @@ pub struct Config {
     /// frame goes out as it arrives, the audio before it riding along.
     #[serde(with = "humantime_serde")]
     pub rtmp_merge_writes: Duration,
+    /// On SIGTERM/SIGINT: how long sessions get to end (players are told
+    /// the stream is gone) and queued webhook events to be delivered before
+    /// the process exits anyway.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
     pub hls: HlsConfig,
     /// Certificate and key for `https_listen`, `rtmps_listen` and `api_tls`.
     pub tls: TlsConfig,
@@ -120,6 +125,7 @@ impl Default for Config {
             reader_queue_frames: 512,
             gop_cache_max_bytes: 32 << 20,
             rtmp_merge_writes: Duration::ZERO,
+            shutdown_timeout: Duration::from_secs(5),
             hls: HlsConfig::default(),
             tls: TlsConfig::default(),
             limits: LimitsConfig::default(),

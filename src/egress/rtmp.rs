@@ -59,12 +59,15 @@ pub async fn run(
             }
             first = reading.reader.recv() => {
                 let Some(first) = first else {
-                    if reading.reader.kicked() {
+                    let shutdown = reading.session.hub().is_shutting_down();
+                    if reading.reader.kicked() && !shutdown {
                         break Ok("kicked");
                     }
+                    // The stream ended, or the server is going away: players
+                    // are told the stream is gone (UnpublishNotify).
                     conn.session.notify_unpublished();
                     let _ = conn.flush().await;
-                    break Ok("stream ended");
+                    break Ok(if shutdown { "server shutting down" } else { "stream ended" });
                 };
                 batch.push(first);
                 reading.reader.drain_into(&mut batch, BATCH - 1);

@@ -138,6 +138,11 @@ impl SessionHandle {
     pub fn arc(&self) -> &Arc<Session> {
         &self.session
     }
+
+    /// The hub the session is registered with.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
 }
 
 impl std::ops::Deref for SessionHandle {

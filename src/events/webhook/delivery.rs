@@ -1,7 +1,7 @@
 //! One endpoint: its bounded queue, counters, breaker, and the worker that
 //! sends its events in order, with retries and the breaker in the way.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -39,6 +39,10 @@ pub(super) struct Endpoint {
     pub breaker: Mutex<Breaker>,
     /// Stops the worker when the endpoint is removed (or at shutdown).
     pub cancel: CancellationToken,
+    /// Events queued or being sent (attempts and waits included): counted
+    /// up before an event enters the queue and down once the worker is
+    /// done with it, so it is never zero while an event is on its way.
+    pending: AtomicUsize,
 }
 
 impl Endpoint {
@@ -65,8 +69,14 @@ impl Endpoint {
                 settings.breaker_cooldown,
             )),
             cancel,
+            pending: AtomicUsize::new(0),
         };
         (Arc::new(endpoint), rx)
+    }
+
+    /// Nothing queued and nothing being sent.
+    pub fn idle(&self) -> bool {
+        self.pending.load(Ordering::SeqCst) == 0
     }
 
     /// Whether this endpoint wants events of `kind`.
@@ -76,8 +86,12 @@ impl Endpoint {
 
     /// Queues `event` without waiting; a full queue drops it (counted).
     pub fn offer(&self, event: &Arc<Event>) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(Arc::clone(event)) {
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = self.tx.try_send(Arc::clone(event)) {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            if let mpsc::error::TrySendError::Full(_) = e {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -166,10 +180,9 @@ pub(super) async fn run(
                 None => return,
             },
         };
-        if deliver(&endpoint, &client, &settings, &event)
-            .await
-            .is_none()
-        {
+        let delivered = deliver(&endpoint, &client, &settings, &event).await;
+        endpoint.pending.fetch_sub(1, Ordering::SeqCst);
+        if delivered.is_none() {
             return; // cancelled
         }
     }

@@ -81,6 +81,10 @@ struct Inner {
     on_publish: Mutex<OnPublishConfig>,
     runtime: tokio::runtime::Handle,
     shutdown: CancellationToken,
+    /// Tells the dispatcher to offer what the bus still holds and stop.
+    drain: CancellationToken,
+    /// Cancelled when the dispatcher has stopped.
+    dispatcher_done: CancellationToken,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -144,6 +148,8 @@ impl Webhooks {
                 on_publish: Mutex::new(OnPublishConfig::default()),
                 runtime,
                 shutdown: shutdown.clone(),
+                drain: CancellationToken::new(),
+                dispatcher_done: CancellationToken::new(),
             }),
         };
         webhooks.reconfigure(config);
@@ -153,6 +159,30 @@ impl Webhooks {
             .runtime
             .spawn(dispatch(Arc::clone(&webhooks.inner), rx, shutdown));
         Ok(webhooks)
+    }
+
+    /// At shutdown, once every session has ended (their `*_stop` events
+    /// are on the bus): offers what the bus still holds to the endpoints
+    /// and waits until every queue is empty and no request is in flight,
+    /// or until `deadline`. Returns whether everything was delivered (or
+    /// given up per the retry settings) in time. The workers keep running
+    /// until the `shutdown` token given to [`start`](Self::start) is
+    /// cancelled, which the caller does next.
+    pub async fn flush(&self, deadline: tokio::time::Instant) -> bool {
+        self.inner.drain.cancel();
+        let dispatched = tokio::time::timeout_at(deadline, self.inner.dispatcher_done.cancelled());
+        if dispatched.await.is_err() {
+            return false;
+        }
+        loop {
+            if self.inner.endpoints().iter().all(|ep| ep.idle()) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Replaces the set of endpoints. An endpoint whose config is unchanged
@@ -269,9 +299,19 @@ async fn dispatch(
     mut rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
     shutdown: CancellationToken,
 ) {
+    let _done = inner.dispatcher_done.clone().drop_guard();
     loop {
         let received = tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = inner.drain.cancelled() => {
+                loop {
+                    match rx.try_recv() {
+                        Ok(event) => inner.offer(&event),
+                        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+                        Err(_) => return,
+                    }
+                }
+            }
             r = rx.recv() => r,
         };
         match received {

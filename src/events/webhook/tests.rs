@@ -405,3 +405,54 @@ async fn on_publish_allows_refuses_and_falls_back_to_its_default() {
     hooks.set_on_publish(&config);
     assert_eq!(hooks.allow_publish(&event).await, Ok(()));
 }
+
+#[tokio::test]
+async fn flush_delivers_what_the_bus_and_queues_hold_before_it_returns() {
+    let (addr, recv) = receiver().await;
+    let bus = EventBus::new();
+    let stop = CancellationToken::new();
+    let hooks =
+        Webhooks::start(&[hook_at(addr, "/all", &[])], &fast(), &bus, stop.clone()).unwrap();
+    // Emitted right before the flush: some still on the bus, some queued.
+    let ids: Vec<u64> = (0..20)
+        .map(|i| publish(&bus, &format!("live/{i}")))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    assert!(hooks.flush(deadline).await, "flushed in time");
+    let got: Vec<u64> = recv.got().iter().map(|g| g.id).collect();
+    assert_eq!(got, ids, "every event, in order, when flush returns");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn flush_stops_waiting_at_the_deadline_when_the_endpoint_fails() {
+    let (addr, recv) = receiver().await;
+    recv.status.store(500, Ordering::SeqCst);
+    let bus = EventBus::new();
+    let stop = CancellationToken::new();
+    let settings = WebhookSettings {
+        max_attempts: 8,
+        retry_initial: Duration::from_secs(1),
+        retry_max: Duration::from_secs(1),
+        breaker_failures: 100,
+        ..fast()
+    };
+    let hooks = Webhooks::start(
+        &[hook_at(addr, "/down", &[])],
+        &settings,
+        &bus,
+        stop.clone(),
+    )
+    .unwrap();
+    publish(&bus, "live/a");
+    let t0 = Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+    assert!(!hooks.flush(deadline).await, "not delivered");
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    stop.cancel();
+    assert!(recv.requests() >= 1);
+}
