@@ -77,6 +77,7 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
+    log_panics();
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -135,4 +136,29 @@ impl StopSignals {
         }
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// A panic in a task ends that task only (tokio catches it; the session's
+/// guards close its sockets and free its path on unwind): it is logged as
+/// an error through the same log as everything else, with where it
+/// happened, instead of the default hook's bare line on stderr.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(
+            %location,
+            thread = thread.name().unwrap_or("?"),
+            "panic: {message}; the task that panicked has ended, the server goes on"
+        );
+    }));
 }

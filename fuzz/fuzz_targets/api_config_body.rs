@@ -1,3 +1,5 @@
 #![no_main]
 //! See `mediarelay::fuzzing::api_config_body`.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| mediarelay::fuzzing::api_config_body(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = mediarelay::fuzzing::api_config_body(data);
+});

@@ -1,3 +1,5 @@
 #![no_main]
 //! See `mediarelay::fuzzing::codec_config`.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| mediarelay::fuzzing::codec_config(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = mediarelay::fuzzing::codec_config(data);
+});

@@ -1,3 +1,5 @@
 #![no_main]
 //! See `mediarelay::fuzzing::config_toml`.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| mediarelay::fuzzing::config_toml(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = mediarelay::fuzzing::config_toml(data);
+});

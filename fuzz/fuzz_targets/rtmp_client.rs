@@ -1,3 +1,5 @@
 #![no_main]
 //! See `mediarelay::fuzzing::rtmp_client`.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| mediarelay::fuzzing::rtmp_client(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = mediarelay::fuzzing::rtmp_client(data);
+});

@@ -184,3 +184,34 @@ async fn a_publish_that_would_open_one_path_too_many_is_refused_until_one_closes
     assert!(hub.publish(spec("live/c")).is_ok());
     assert!(!a.session().is_cancelled());
 }
+
+/// A defect that panics inside one session's task: tokio ends that task,
+/// and unwinding drops its publisher and reader, so the session leaves the
+/// registry, its path is freed for the next publisher at once, and every
+/// other session goes on.
+#[tokio::test]
+async fn a_panicking_session_task_ends_only_that_session() {
+    let hub = hub_with(Duration::ZERO, false);
+    let mut good = hub.publish(spec("live/good")).unwrap();
+    good.start(params()).unwrap();
+    let mut good_reader = hub
+        .read(reader_spec("live/good"), StartAt::Live)
+        .await
+        .unwrap();
+    let h = hub.clone();
+    let task = tokio::spawn(async move {
+        let mut p = h.publish(spec("live/bad")).unwrap();
+        p.start(params()).unwrap();
+        let _r = h.read(reader_spec("live/bad"), StartAt::Live).await.unwrap();
+        assert_eq!(h.sessions().len(), 4);
+        panic!("a defect in one session");
+    });
+    assert!(task.await.unwrap_err().is_panic());
+    assert_eq!(hub.sessions().len(), 2, "the good publisher and reader");
+    assert!(hub.stream("live/bad").is_none());
+    let mut again = hub.publish(spec("live/bad")).expect("the path is free");
+    again.start(params()).unwrap();
+    let f = video(&good, 0, true);
+    good.write(f);
+    assert!(good_reader.reader.recv().await.is_some());
+}
