@@ -8,8 +8,9 @@
 //! server CPU (CPU-seconds per second) and RSS against RTMP viewers, one
 //! line per server. `--hls` (from `scripts/bench/hls_serve.sh`) gives
 //! `hls_serve.png`: requests per second and CPU per 1000 requests against
-//! connections, one line per server. Text is drawn with DejaVu Sans, read at
-//! run time (`--font`).
+//! connections, one line per server. `--soak` (from `scripts/soak.sh`)
+//! gives `soak.png`: the server's RSS and open fds over time. Text is drawn
+//! with DejaVu Sans, read at run time (`--font`).
 //!
 //! Built only with the `bench` feature:
 //! `cargo run --release --features bench --bin mediarelay-plot -- …`.
@@ -30,6 +31,9 @@ struct Args {
     /// `hls_serve.csv` of `scripts/bench/hls_serve.sh`.
     #[arg(long)]
     hls: Option<PathBuf>,
+    /// `soak.csv` of `scripts/soak.sh`.
+    #[arg(long)]
+    soak: Option<PathBuf>,
     /// Directory the PNG files are written to.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -153,14 +157,18 @@ fn log_label(x: &f64) -> String {
 }
 
 /// Draws one panel: lines with points, a log x axis (the counts span
-/// decades), a linear y axis from 0, a legend.
-fn panel(
+/// decades) or a linear one, a linear y axis from 0, a legend.
+fn panel_scaled(
     area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
     title: &str,
     x_label: &str,
     y_label: &str,
     series: &[Series],
+    log_x: bool,
 ) -> Result<()> {
+    if !log_x {
+        return linear_panel(area, title, x_label, y_label, series);
+    }
     let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
     let (x_min, x_max) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
@@ -223,18 +231,73 @@ fn panel(
     Ok(())
 }
 
+/// A panel with a linear x axis from 0 (time), lines only.
+fn linear_panel(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+) -> Result<()> {
+    let x_max = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .fold(0.0f64, f64::max);
+    let y_max = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .fold(0.0f64, f64::max);
+    let x_right = if x_max > 0.0 { x_max } else { 1.0 };
+    let y_top = if y_max > 0.0 { y_max * 1.15 } else { 1.0 };
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 26))
+        .margin(16)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..x_right, 0.0..y_top)
+        .map_err(|e| anyhow::anyhow!("{title}: {e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .label_style(("sans-serif", 16))
+        .axis_desc_style(("sans-serif", 18))
+        .light_line_style(BLACK.mix(0.04))
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{title}: {e}"))?;
+    for (i, s) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| anyhow::anyhow!("{title}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Two panels side by side in one PNG.
 fn two_panels(
     out: &Path,
     left: (&str, &str, &str, &[Series]),
     right: (&str, &str, &str, &[Series]),
 ) -> Result<()> {
+    two_panels_scaled(out, left, right, true)
+}
+
+fn two_panels_scaled(
+    out: &Path,
+    left: (&str, &str, &str, &[Series]),
+    right: (&str, &str, &str, &[Series]),
+    log_x: bool,
+) -> Result<()> {
     let root = BitMapBackend::new(out, (1600, 640)).into_drawing_area();
     root.fill(&WHITE)
         .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
     let areas = root.split_evenly((1, 2));
     for (area, (title, x, y, series)) in areas.iter().zip([left, right]) {
-        panel(area, title, x, y, series)?;
+        panel_scaled(area, title, x, y, series, log_x)?;
     }
     root.present()
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
@@ -292,10 +355,45 @@ fn hls(csv: &Path, out: &Path) -> Result<()> {
     )
 }
 
+fn soak(csv: &Path, out: &Path) -> Result<()> {
+    let t = Table::read(csv)?;
+    let rss = t.series("phase", "seconds", |f| Ok(f("rss_kib")? / 1024.0))?;
+    let fds = t.series("phase", "seconds", |f| f("fds"))?;
+    // One line over the whole run, x in minutes.
+    let whole = |series: Vec<Series>, name: &str| {
+        let mut points: Vec<(f64, f64)> = series
+            .into_iter()
+            .flat_map(|s| s.points)
+            .map(|(x, y)| (x / 60.0, y))
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        vec![Series {
+            name: name.to_string(),
+            points,
+        }]
+    };
+    two_panels_scaled(
+        &out.join("soak.png"),
+        (
+            "Soak: server memory",
+            "minutes",
+            "RSS, MiB",
+            &whole(rss, "RSS"),
+        ),
+        (
+            "Soak: server open file descriptors",
+            "minutes",
+            "fds",
+            &whole(fds, "fds"),
+        ),
+        false,
+    )
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
-    if args.rtmp.is_none() && args.hls.is_none() {
-        bail!("nothing to plot: give --rtmp and/or --hls");
+    if args.rtmp.is_none() && args.hls.is_none() && args.soak.is_none() {
+        bail!("nothing to plot: give --rtmp, --hls and/or --soak");
     }
     let font = std::fs::read(&args.font).with_context(|| {
         format!(
@@ -314,6 +412,9 @@ fn main() -> Result<()> {
     }
     if let Some(csv) = &args.hls {
         hls(csv, &args.out)?;
+    }
+    if let Some(csv) = &args.soak {
+        soak(csv, &args.out)?;
     }
     Ok(())
 }
