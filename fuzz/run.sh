@@ -18,7 +18,7 @@ if [[ ${#targets[@]} -eq 0 ]]; then
 fi
 LOGS="${FUZZ_LOGS:-$CARGO_TARGET_DIR/fuzz-logs}"
 mkdir -p "$LOGS"
-cargo +nightly fuzz build -O "${targets[@]/#/}" >/dev/null 2>&1 || cargo +nightly fuzz build -O || exit 1
+cargo +nightly fuzz build -O >/dev/null 2>&1 || cargo +nightly fuzz build -O || exit 1
 run_one() {
   local t="$1"
   mkdir -p "corpus/$t" "artifacts/$t"
