@@ -19,8 +19,13 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
+# Licences, banned crates and sources of every dependency (deny.toml).
+if ! cargo deny --version >/dev/null 2>&1; then
+  cargo install --locked cargo-deny
+fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mediarelay-target}"
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
+cargo deny --log-level error check licenses bans sources
 cargo nextest run --locked --profile ci

@@ -460,6 +460,42 @@ async fn truncated_handshake() {
     b.finish("truncated_handshake").await;
 }
 
+/// Slowloris on RTMP: bytes that trickle in, each well within read_timeout,
+/// never get the connection past handshake_timeout — in the handshake, or
+/// after it in the commands before publish/play.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_bytes_are_cut_off_at_the_handshake_timeout() {
+    let b = bench("read_timeout = \"5s\"\nhandshake_timeout = \"2s\"\n").await;
+    let trickle = |mut s: TcpStream, bytes: Vec<u8>| async move {
+        let port = local_port(&s);
+        let t0 = Instant::now();
+        for byte in bytes {
+            if s.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if t0.elapsed() > Duration::from_secs(6) {
+                break;
+            }
+        }
+        (port, t0.elapsed())
+    };
+    // In the handshake: C0 + C1, one byte every 300 ms.
+    let s = TcpStream::connect(b.rtmp()).await.unwrap();
+    let (port, took) = trickle(s, std::iter::once(3u8).chain([0x5a; 1536]).collect()).await;
+    assert!(took < Duration::from_secs(4), "still open after {took:?}");
+    expect_log(port, &["connection ended", "handshake_timeout"]).await;
+    // After the handshake: a connect command, one byte every 300 ms.
+    let raw = Raw::open(b.rtmp()).await;
+    let connect = message(3, 0, msg_type::COMMAND_AMF0, 0, &name_only("connect"), 128);
+    let (port, took) = trickle(raw.socket, connect.repeat(20)).await;
+    assert!(took < Duration::from_secs(4), "still open after {took:?}");
+    expect_log(port, &["connection ended", "handshake_timeout"]).await;
+    b.assert_still_serving("after_trickled_bytes").await;
+    b.finish("trickled_bytes_are_cut_off_at_the_handshake_timeout")
+        .await;
+}
+
 // ---------------------------------------------------------------------------
 // 3. A video tag whose NAL length prefix lies.
 

@@ -229,6 +229,7 @@ pub(crate) fn validate(c: &Config) -> Result<(), (String, String)> {
     for (key, d) in [
         ("read_timeout", c.read_timeout),
         ("write_timeout", c.write_timeout),
+        ("handshake_timeout", c.handshake_timeout),
     ] {
         if d < Duration::from_secs(1) {
             return err(key, "must be at least 1s".into());

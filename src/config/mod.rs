@@ -64,6 +64,11 @@ pub struct Config {
     /// A write to a peer that does not complete in this long closes it.
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
+    /// An RTMP connection must have published or started playing this long
+    /// after it was accepted (handshake and commands), however slowly its
+    /// bytes come; an HTTP request's head must arrive within it.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
     /// Frames queued per reader before it is considered lagging and skips to
     /// the next keyframe.
     pub reader_queue_frames: usize,
@@ -121,6 +126,7 @@ impl Default for Config {
             webrtc_public_addresses: Vec::new(),
             rtsp_listen: ListenAddr::Any(8554),
             read_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             reader_queue_frames: 512,
             gop_cache_max_bytes: 32 << 20,

@@ -202,7 +202,10 @@ async fn a_panicking_session_task_ends_only_that_session() {
     let task = tokio::spawn(async move {
         let mut p = h.publish(spec("live/bad")).unwrap();
         p.start(params()).unwrap();
-        let _r = h.read(reader_spec("live/bad"), StartAt::Live).await.unwrap();
+        let _r = h
+            .read(reader_spec("live/bad"), StartAt::Live)
+            .await
+            .unwrap();
         assert_eq!(h.sessions().len(), 4);
         panic!("a defect in one session");
     });

@@ -22,6 +22,8 @@ pub enum ConnError {
     ReadTimeout(Duration),
     #[error("a write did not complete within {0:?}")]
     WriteTimeout(Duration),
+    #[error("handshake, connect and publish/play not done within {0:?} (handshake_timeout)")]
+    HandshakeTimeout(Duration),
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]

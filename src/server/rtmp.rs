@@ -214,8 +214,13 @@ async fn handle(
         config.write_timeout,
     );
     let mut app = String::new();
+    // However slowly the bytes come (each within read_timeout), the
+    // handshake and the commands up to publish or play end by this time.
+    let deadline = tokio::time::Instant::now() + config.handshake_timeout;
     loop {
-        conn.read_input().await?;
+        tokio::time::timeout_at(deadline, conn.read_input())
+            .await
+            .map_err(|_| ConnError::HandshakeTimeout(config.handshake_timeout))??;
         loop {
             while let Some(event) = conn.session.poll_event() {
                 match event {
