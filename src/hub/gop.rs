@@ -227,6 +227,27 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_that_stops_sending_keyframes_holds_at_most_the_bound() {
+        // One keyframe, then 10 000 frames and never another keyframe.
+        let v = video_track();
+        let mut c = GopCache::new(64 * 1024);
+        let mut held_max = 0;
+        for i in 0..10_000 {
+            let f = frame(&v, i, i == 0, 1000);
+            let s = c.is_gop_start(&f, true);
+            c.push(&f, s);
+            let held: usize = c
+                .snapshot(StartAt::PreviousKeyframe)
+                .iter()
+                .map(|f| f.data.len())
+                .sum();
+            held_max = held_max.max(held);
+        }
+        assert!(held_max <= 64 * 1024, "{held_max}");
+        assert!(c.snapshot(StartAt::PreviousKeyframe).is_empty());
+    }
+
+    #[test]
     fn audio_only_streams_cut_every_second() {
         let a = Arc::new(Track::new(
             0,
