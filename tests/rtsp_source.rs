@@ -303,6 +303,66 @@ async fn a_camera_that_restarts_is_picked_up_again_and_hls_readers_continue() {
     cam.stop().await;
 }
 
+/// A camera unplugged from the network: no more packets and no RST (the
+/// camera process frozen with SIGSTOP, its sockets open). The source
+/// notices by read_timeout, retries, and picks the camera up again when it
+/// is back (SIGCONT); the path's stream and its readers stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unplugged_camera_is_noticed_by_read_timeout_and_picked_up_again() {
+    let cam = Camera::start().await;
+    let app = start(&format!(
+        "read_timeout = \"2s\"\n[paths.cam]\nsource = \"{}\"\nrtsp_transport = \"tcp\"\n",
+        cam.url("h264_aac")
+    ))
+    .await;
+    wait_published(&app, "cam").await;
+    let stream = app.hub.stream("cam").unwrap();
+    let pid = cam.pid().unwrap().to_string();
+    let signal = |sig: &'static str| {
+        let pid = pid.clone();
+        async move {
+            let ok = tokio::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .await
+                .unwrap();
+            assert!(ok.success());
+        }
+    };
+    signal("-STOP").await;
+    let frozen = Instant::now();
+    eventually(Duration::from_secs(10), "the source to notice", || async {
+        (source_state(&app, "cam").await == "retrying").then_some(())
+    })
+    .await;
+    let noticed = frozen.elapsed();
+    assert!(
+        noticed >= Duration::from_millis(1500) && noticed < Duration::from_secs(8),
+        "noticed after {noticed:?}, read_timeout is 2 s"
+    );
+    let error = path_json(&app, "cam").await["source"]["last_error"].clone();
+    eprintln!("source error while unplugged: {error}");
+    signal("-CONT").await;
+    eventually(
+        Duration::from_secs(30),
+        "the source to come back",
+        || async { (source_state(&app, "cam").await == "ready").then_some(()) },
+    )
+    .await;
+    assert!(std::sync::Arc::ptr_eq(
+        &stream,
+        &app.hub.stream("cam").unwrap()
+    ));
+    let before = stream.frames_in();
+    eventually(Duration::from_secs(10), "frames again", || {
+        let s = stream.clone();
+        async move { (s.frames_in() > before + 10).then_some(()) }
+    })
+    .await;
+    app.shutdown().await;
+    cam.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_camera_with_b_frames_gets_decode_timestamps() {
     let cam = Camera::start().await;

@@ -496,3 +496,69 @@ async fn a_publish_over_max_paths_is_refused_and_allowed_once_a_path_closes() {
     wait_published(&app, "live/two").await;
     app.shutdown().await;
 }
+
+/// A publisher killed mid-GOP (SIGKILL: no FCUnpublish, no deleteStream):
+/// with no grace period its player is told the stream is gone, the path is
+/// freed, and a new publisher takes it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_killed_mid_gop_frees_the_path_and_tells_its_players() {
+    let app = start("[path_defaults]\npublisher_grace = \"0s\"\n").await;
+    let publisher = push("baseline_aac44_mono.mp4", &rtmp_url(&app, "live/k"), true);
+    wait_published(&app, "live/k").await;
+    let mut player = RtmpClient::play(app.rtmp_addr, "live", "k").await.unwrap();
+    let (events, _) = collect(&mut player, Duration::from_millis(1300)).await;
+    assert!(!video_timestamps(&events).is_empty());
+    drop(publisher); // SIGKILL, somewhere inside a GOP
+    let (events, open) = collect(&mut player, Duration::from_secs(5)).await;
+    assert!(!open, "the player's connection ends");
+    assert!(
+        events.iter().any(|e| matches!(e, ClientEvent::Status { code, .. } if code == "NetStream.Play.UnpublishNotify")),
+        "the player is told: {events:?}"
+    );
+    assert!(app.hub.stream("live/k").is_none(), "the path is freed");
+    let mut again = RtmpClient::publish(app.rtmp_addr, "live", "k")
+        .await
+        .unwrap_or_else(|e| panic!("republish refused: {e:?}"));
+    again.send_flv("res_a_320x240.flv", 0, false).await;
+    wait_published(&app, "live/k").await;
+    app.shutdown().await;
+}
+
+/// A player that stops reading (its TCP window fills) is dropped once a
+/// write has waited write_timeout, its session and queue freed; the other
+/// player is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let app = start("reader_queue_frames = 16\nwrite_timeout = \"2s\"\n").await;
+    let _push = push_with(
+        "high_bframes_aac48.mp4",
+        &rtmp_url(&app, "live/stall"),
+        &["-readrate", "10", "-stream_loop", "-1"],
+    );
+    wait_published(&app, "live/stall").await;
+    let stalled = RtmpClient::connect_small_buffer(app.rtmp_addr, "live").await;
+    let _stalled = stalled.start_play("stall").await.unwrap();
+    let mut reading = RtmpClient::play(app.rtmp_addr, "live", "stall")
+        .await
+        .unwrap();
+    let readers = |app: &mediarelay::app::App| {
+        app.hub
+            .sessions()
+            .iter()
+            .filter(|s| s.role == mediarelay::hub::Role::Reader)
+            .count()
+    };
+    assert_eq!(readers(&app), 2);
+    let t0 = std::time::Instant::now();
+    let (events, open) = collect(&mut reading, Duration::from_secs(8)).await;
+    assert!(open, "the reading player stays");
+    assert!(video_timestamps(&events).len() >= 150);
+    eventually(
+        Duration::from_secs(10),
+        "the stalled player to be dropped",
+        || async { (readers(&app) == 1).then_some(()) },
+    )
+    .await;
+    eprintln!("stalled player dropped within {:?}", t0.elapsed());
+    app.shutdown().await;
+}

@@ -57,6 +57,12 @@ pub struct Camera {
 }
 
 impl Camera {
+    /// The camera server's process id (to freeze it with SIGSTOP: a camera
+    /// unplugged from the network sends nothing and no RST).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Starts a camera on a free loopback port (the camera binds port 0 and
     /// reports the one it got).
     pub async fn start() -> Camera {
