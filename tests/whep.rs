@@ -373,6 +373,67 @@ async fn lost_video_packets_are_resent_on_nack() {
     app.shutdown().await;
 }
 
+/// A viewer behind a bad network: video packets lost (1 in 20), delivered
+/// twice (1 in 7) and swapped with the next datagram (1 in 5). Losses come
+/// back on NACK, duplicates and late packets are put in place by the
+/// receiver's jitter buffer: every frame arrives whole, in order, and
+/// decodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_on_a_lossy_reordering_duplicating_network_still_plays() {
+    use common::whep::decode_annexb;
+    let _light = MACHINE.read().await;
+    let app = start("").await;
+    let path = "live/badnet";
+    let _push = publish(&app, BASELINE, path).await;
+    let options = Options {
+        drop_video_every: 20,
+        duplicate_video_every: 7,
+        reorder_video_every: 5,
+        ..Options::default()
+    };
+    let client = WhepClient::connect_with(app.http_addr, path, options)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    client
+        .wait_video(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|r| panic!("no video: {r:?}"));
+    let r = client.run_for(Duration::from_secs(4)).await;
+    eprintln!(
+        "{} video frames; {} packets dropped, {} duplicated, {} reordered; {} NACKs",
+        r.video.len(),
+        r.dropped,
+        r.duplicated,
+        r.reordered,
+        r.video_nacks
+    );
+    assert!(
+        r.dropped >= 4 && r.duplicated >= 10 && r.reordered >= 10,
+        "impaired enough"
+    );
+    let v = &r.video;
+    assert!(v.len() >= 80, "{} frames in ~4.5 s at 25 fps", v.len());
+    assert!(
+        v.iter().all(|f| f.contiguous),
+        "a frame went missing: {:?}",
+        v.iter()
+            .filter(|f| !f.contiguous)
+            .map(|f| f.time)
+            .collect::<Vec<_>>()
+    );
+    let steps = deltas(&v.iter().map(|f| f.time).collect::<Vec<_>>());
+    assert!(
+        steps.iter().all(|d| (1..=2 * 3600).contains(d)),
+        "frames in order, none skipped or repeated: {steps:?}"
+    );
+    let units: Vec<_> = v.iter().filter_map(|f| f.data.clone()).collect();
+    let (pictures, errors) = decode_annexb("h264", &units).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(pictures as usize, units.len());
+    client.close().await;
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_plays_whep_with_opus_audio() {
     let _heavy = MACHINE.write().await;

@@ -78,6 +78,11 @@ pub struct Received {
     pub datagrams: u64,
     /// RTP packets dropped on purpose (`Options::drop_video_every`).
     pub dropped: u64,
+    /// RTP packets delivered twice (`Options::duplicate_video_every`).
+    pub duplicated: u64,
+    /// RTP packets delivered after the one that followed them
+    /// (`Options::reorder_video_every`).
+    pub reordered: u64,
     /// NACKs this client sent for video (str0m's ingress stats).
     pub video_nacks: u64,
 }
@@ -115,6 +120,11 @@ pub struct Options {
     /// (over 400 bytes) before str0m sees it, as a lossy network would; 0
     /// drops nothing. str0m then asks for them again (NACK, RFC 4585 §6.2.1).
     pub drop_video_every: u64,
+    /// Deliver every n-th such packet twice; 0: never.
+    pub duplicate_video_every: u64,
+    /// Hold every n-th such packet back and deliver it after the next
+    /// datagram (a swap); 0: never.
+    pub reorder_video_every: u64,
 }
 
 impl Default for Options {
@@ -123,6 +133,8 @@ impl Default for Options {
             offer: Offer::H264Opus,
             keep_data: true,
             drop_video_every: 0,
+            duplicate_video_every: 0,
+            reorder_video_every: 0,
         }
     }
 }
@@ -406,6 +418,8 @@ async fn run(
 ) {
     let keep_data = options.keep_data;
     let mut video_rtp = 0u64;
+    // A datagram held back to be delivered after the next one.
+    let mut held: Option<Vec<u8>> = None;
     let mut buf = vec![0u8; 2048];
     let end = |state: &Arc<Mutex<Received>>, why: String| {
         state.lock().unwrap().ended = Some(why);
@@ -468,33 +482,57 @@ async fn run(
         };
         let result = match input {
             Some((n, source)) => {
+                // What a bad network makes of this datagram: gone, twice,
+                // or late (after the next one).
+                let mut deliver: Vec<Vec<u8>> = vec![buf[..n].to_vec()];
                 {
                     let mut s = state.lock().unwrap();
                     s.datagrams += 1;
-                    if options.drop_video_every > 0
-                        && s.connected_at.is_some()
-                        && n > 400
-                        && is_rtp(&buf[..n])
-                    {
+                    let impaired = options.drop_video_every > 0
+                        || options.duplicate_video_every > 0
+                        || options.reorder_video_every > 0;
+                    if impaired && s.connected_at.is_some() && n > 400 && is_rtp(&buf[..n]) {
                         video_rtp += 1;
-                        if video_rtp.is_multiple_of(options.drop_video_every) {
+                        let every = |k: u64| k > 0 && video_rtp.is_multiple_of(k);
+                        if every(options.drop_video_every) {
                             s.dropped += 1;
                             continue;
                         }
+                        if every(options.duplicate_video_every) {
+                            s.duplicated += 1;
+                            deliver.push(buf[..n].to_vec());
+                        }
+                        if every(options.reorder_video_every) && held.is_none() {
+                            s.reordered += 1;
+                            held = deliver.pop();
+                            deliver.clear();
+                        }
                     }
                 }
-                let Ok(contents) = buf[..n].try_into() else {
-                    continue;
-                };
-                rtc.handle_input(Input::Receive(
-                    Instant::now(),
-                    Receive {
-                        proto: Protocol::Udp,
-                        source,
-                        destination: local,
-                        contents,
-                    },
-                ))
+                if !deliver.is_empty()
+                    && let Some(late) = held.take()
+                {
+                    deliver.push(late);
+                }
+                let mut result = Ok(());
+                for datagram in &deliver {
+                    let Ok(contents) = datagram.as_slice().try_into() else {
+                        continue;
+                    };
+                    result = rtc.handle_input(Input::Receive(
+                        Instant::now(),
+                        Receive {
+                            proto: Protocol::Udp,
+                            source,
+                            destination: local,
+                            contents,
+                        },
+                    ));
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                result
             }
             None => rtc.handle_input(Input::Timeout(Instant::now())),
         };
