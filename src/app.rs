@@ -173,6 +173,7 @@ impl App {
                 http_router.clone(),
                 acceptor,
                 shutdown.clone(),
+                hub.config().handshake_timeout,
             ));
         }
         tasks.spawn(serve_http(http, http_router, shutdown.clone(), "http"));
@@ -221,6 +222,7 @@ impl App {
                 api_router,
                 acceptor,
                 shutdown.clone(),
+                hub.config().handshake_timeout,
             )),
             None => tasks.spawn(serve_http(api, api_router, shutdown.clone(), "api")),
         };

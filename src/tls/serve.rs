@@ -20,13 +20,16 @@ use super::TlsAcceptor;
 
 /// Accepts connections on `listener` until `shutdown`, runs the TLS
 /// handshake (bounded by the acceptor's timeout) and serves `router` on each
-/// connection. On shutdown, connections finish their requests in flight
-/// (HTTP/2 gets GOAWAY) and the function returns once they have all ended.
+/// connection; an HTTP/1 request head that takes longer than
+/// `header_timeout` to arrive ends its connection (slowloris). On shutdown,
+/// connections finish their requests in flight (HTTP/2 gets GOAWAY) and the
+/// function returns once they have all ended.
 pub async fn serve_tls(
     listener: TcpListener,
     router: Router,
     acceptor: TlsAcceptor,
     shutdown: CancellationToken,
+    header_timeout: std::time::Duration,
 ) {
     let tasks = TaskTracker::new();
     loop {
@@ -61,7 +64,11 @@ pub async fn serve_tls(
                     },
                 };
                 let service = TowerToHyperService::new(router.map_request(with_peer(peer)));
-                let builder = auto::Builder::new(TokioExecutor::new());
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(header_timeout);
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
                 tokio::pin!(conn);
                 let mut draining = false;
@@ -151,7 +158,13 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve_tls(listener, router, acceptor, shutdown.clone()));
+        let server = tokio::spawn(serve_tls(
+            listener,
+            router,
+            acceptor,
+            shutdown.clone(),
+            Duration::from_secs(10),
+        ));
         tokio::spawn(Arc::clone(&reloader).watch(Duration::from_millis(50), shutdown.clone()));
 
         let (status, body, presented) = get_over_tls(addr, client_trusting(&first, &[b"http/1.1"]))
@@ -203,6 +216,58 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+
+    /// Slowloris over HTTPS: a request head that never completes ends the
+    /// connection at the header timeout; a complete one is answered.
+    #[tokio::test]
+    async fn a_request_head_that_trickles_is_cut_off_at_the_header_timeout() {
+        let dir = TempDir::new("slow");
+        let (cert, key) = write_self_signed(&dir, "srv", "localhost");
+        let first = cert_der_of(&cert);
+        let reloader = TlsReloader::load(&cert, &key).unwrap();
+        let acceptor = crate::tls::TlsAcceptor::http(&reloader).unwrap();
+        let router = Router::new().route("/", get(|| async { "ok" }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve_tls(
+            listener,
+            router,
+            acceptor,
+            shutdown.clone(),
+            Duration::from_millis(500),
+        ));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut tls = TlsConnector::from(client_trusting(&first, &[b"http/1.1"]))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let mut closed = false;
+        for byte in b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa" {
+            if tls.write_all(&[*byte]).await.is_err() {
+                closed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut buf = [0u8; 256];
+            if let Ok(r) = tokio::time::timeout(Duration::from_millis(1), tls.read(&mut buf)).await
+            {
+                // An answer (408) or the end of the connection.
+                assert!(!matches!(r, Ok(n) if n > 0 && !buf.starts_with(b"HTTP/1.1 408")));
+                closed = true;
+                break;
+            }
+        }
+        assert!(closed, "still open after {:?}", t0.elapsed());
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+        let (status, body, _) = get_over_tls(addr, client_trusting(&first, &[b"http/1.1"]))
+            .await
+            .unwrap();
+        assert_eq!((status, body.as_str()), (200, "ok"));
+        shutdown.cancel();
     }
 
     #[tokio::test]
