@@ -18,12 +18,15 @@ if [[ ${#targets[@]} -eq 0 ]]; then
 fi
 LOGS="${FUZZ_LOGS:-$CARGO_TARGET_DIR/fuzz-logs}"
 mkdir -p "$LOGS"
+# Built once: the runs below start the binaries directly, so an edit of the
+# sources during a long run does not rebuild (and block) the next target.
 cargo +nightly fuzz build -O >/dev/null 2>&1 || cargo +nightly fuzz build -O || exit 1
+BINS="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release"
 run_one() {
   local t="$1"
   mkdir -p "corpus/$t" "artifacts/$t"
   [[ -n "$(ls -A "corpus/$t")" ]] || cp "seeds/$t"/* "corpus/$t/"
-  nice -n 19 cargo +nightly fuzz run -O "$t" "corpus/$t" -- \
+  nice -n 19 "$BINS/$t" "corpus/$t" -artifact_prefix="artifacts/$t/" \
     -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
     > "$LOGS/$t.log" 2>&1
   local rc=$?
@@ -35,5 +38,5 @@ run_one() {
   echo "$t: exit $rc, ${runs:-?} executions in ${SECONDS_EACH} s, cov ${cov:-?}, ft ${ft:-?}, corpus $(ls "corpus/$t" | wc -l), crashes $crashes"
 }
 export -f run_one
-export SECONDS_EACH LOGS
+export SECONDS_EACH LOGS BINS
 printf '%s\n' "${targets[@]}" | xargs -P "$JOBS" -I{} bash -c 'run_one {}'
