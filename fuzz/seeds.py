@@ -218,6 +218,33 @@ def api():
         write("api_config_body", f"body_{i}", body.encode())
 
 
+def rtsp():
+    # What ffmpeg (Lavf) and GStreamer (rtspsrc) send to play and to
+    # record, with an interleaved RTP frame in between (RFC 2326 §10.12).
+    play = (
+        b"OPTIONS rtsp://127.0.0.1:8554/live/cam RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: Lavf61.7.100\r\n\r\n"
+        b"DESCRIBE rtsp://127.0.0.1:8554/live/cam RTSP/1.0\r\nAccept: application/sdp\r\nCSeq: 2\r\nUser-Agent: Lavf61.7.100\r\n\r\n"
+        b"SETUP rtsp://127.0.0.1:8554/live/cam/trackID=0 RTSP/1.0\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\nCSeq: 3\r\n\r\n"
+        b"PLAY rtsp://127.0.0.1:8554/live/cam/ RTSP/1.0\r\nRange: npt=0.000-\r\nCSeq: 4\r\nSession: 3a9f1c2e\r\n\r\n"
+        b"$\x01\x00\x08\x81\xc9\x00\x01\x00\x00\x00\x01"
+        b"GET_PARAMETER rtsp://127.0.0.1:8554/live/cam/ RTSP/1.0\r\nCSeq: 5\r\nSession: 3a9f1c2e\r\n\r\n"
+        b"TEARDOWN rtsp://127.0.0.1:8554/live/cam/ RTSP/1.0\r\nCSeq: 6\r\nSession: 3a9f1c2e\r\n\r\n"
+    )
+    write("rtsp_framer", "play", bytes([3]) + play)
+    sdp = read("rtp", "h264_opus.sdp")
+    record = (
+        b"ANNOUNCE rtsp://127.0.0.1:8554/live/in RTSP/1.0\r\nContent-Type: application/sdp\r\nCSeq: 2\r\n"
+        + b"Content-Length: " + str(len(sdp)).encode() + b"\r\n\r\n" + sdp
+        + b"SETUP rtsp://127.0.0.1:8554/live/in/stream=0 RTSP/1.0\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record\r\nCSeq: 3\r\n\r\n"
+        + b"RECORD rtsp://127.0.0.1:8554/live/in RTSP/1.0\r\nRange: npt=0.000-\r\nCSeq: 4\r\nSession: 77\r\n\r\n"
+    )
+    for k, pkt in enumerate(rtp_packets("h264_opus.bin", 0)):
+        if k == 20:
+            break
+        record += b"$\x00" + struct.pack(">H", len(pkt)) + pkt
+    write("rtsp_framer", "record", bytes([17]) + record)
+
+
 def config():
     with open(os.path.join(ROOT, "config", "mediarelay.toml"), "rb") as f:
         write("config_toml", "example", f.read())
@@ -234,6 +261,7 @@ def main():
     hls()
     api()
     config()
+    rtsp()
     for target in sorted(os.listdir(OUT)):
         files = os.listdir(os.path.join(OUT, target))
         size = sum(os.path.getsize(os.path.join(OUT, target, f)) for f in files)

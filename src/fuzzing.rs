@@ -36,6 +36,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("hls_request", hls_request),
     ("api_config_body", api_config_body),
     ("config_toml", config_toml),
+    ("rtsp_framer", rtsp_framer),
 ];
 
 /// Splits `data` into pieces whose sizes come from `seed`, so the fuzzer
@@ -316,6 +317,28 @@ pub fn config_toml(data: &[u8]) -> usize {
         return 0;
     };
     usize::from(config::load_text("fuzz", Some(text), Vec::new(), &Overrides::default()).is_ok())
+}
+
+/// What an RTSP client or camera sends: requests (and responses) parsed by
+/// `rtsp-types`, interleaved frames, split at the socket's reads as the
+/// first byte picks. Returns the units read.
+pub fn rtsp_framer(data: &[u8]) -> usize {
+    let Some((&mode, rest)) = data.split_first() else {
+        return 0;
+    };
+    let mut framer = crate::protocol::rtsp::Framer::new(16 * 1024);
+    let mut units = 0;
+    for piece in pieces(rest, mode) {
+        framer.push(piece);
+        loop {
+            match framer.next_incoming() {
+                Ok(Some(_)) => units += 1,
+                Ok(None) => break,
+                Err(_) => return units,
+            }
+        }
+    }
+    units
 }
 
 #[cfg(test)]

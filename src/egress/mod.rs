@@ -3,4 +3,5 @@
 
 pub mod hls;
 pub mod rtmp;
+pub mod rtsp;
 pub mod webrtc;
