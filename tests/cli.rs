@@ -149,6 +149,18 @@ impl Logs {
         Logs(lines)
     }
 
+    /// The address of listener `name` (`api`, `rtmp`, …) from the
+    /// "listening" line.
+    async fn listener(&self, name: &str) -> String {
+        let key = format!("{name}=");
+        let line = self.wait_for(&key).await;
+        line.split(&key)
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap()
+            .to_string()
+    }
+
     /// Waits for a line containing `text`; returns it.
     async fn wait_for(&self, text: &str) -> String {
         for _ in 0..200 {
@@ -162,6 +174,20 @@ impl Logs {
             self.0.lock().unwrap().join("\n")
         );
     }
+}
+
+/// The binary with `--config path`, its stdout followed.
+fn spawn_with_config(path: &std::path::Path) -> (tokio::process::Child, Logs) {
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let logs = Logs::follow(child.stdout.take().unwrap());
+    (child, logs)
 }
 
 async fn get_json(addr: &str, target: &str) -> serde_json::Value {
@@ -186,22 +212,8 @@ async fn the_config_file_is_reloaded_on_change_and_on_sighup() {
     let path = std::env::temp_dir().join(format!("mediarelay-reload-{}.toml", std::process::id()));
     let base = "rtmp_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"\nwebrtc_listen = \"127.0.0.1:0\"\nwebrtc_tcp_listen = \"\"\n";
     std::fs::write(&path, format!("{base}[hls]\nsegment_count = 7\n")).unwrap();
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let logs = Logs::follow(child.stdout.take().unwrap());
-    let line = logs.wait_for("api=").await;
-    let api = line
-        .split("api=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_string();
+    let (mut child, logs) = spawn_with_config(&path);
+    let api = logs.listener("api").await;
     assert_eq!(
         get_json(&api, "/v1/config").await["hls"]["segment_count"],
         7
@@ -337,23 +349,8 @@ async fn sigterm_tells_players_flushes_webhooks_and_exits_in_time() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let logs = Logs::follow(child.stdout.take().unwrap());
-    let line = logs.wait_for("rtmp=").await;
-    let rtmp: std::net::SocketAddr = line
-        .split("rtmp=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (mut child, logs) = spawn_with_config(&path);
+    let rtmp: std::net::SocketAddr = logs.listener("rtmp").await.parse().unwrap();
     let _publisher = common::push(
         "baseline_aac44_mono.mp4",
         &format!("rtmp://{rtmp}/live/a"),

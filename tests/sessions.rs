@@ -148,22 +148,30 @@ async fn a_publisher_that_reconnects_within_grace_keeps_its_readers() {
     app.shutdown().await;
 }
 
+/// A publisher to `live/{key}` at ten times real time (so that a stalled
+/// reader's socket buffers, which loopback lets grow past a megabyte, fill
+/// within a test), a player that never reads (small receive buffer) and
+/// one that does.
+async fn stalled_and_reading_players(
+    app: &mediarelay::app::App,
+    key: &str,
+) -> (Proc, RtmpClient, RtmpClient) {
+    let push = push_with(
+        "high_bframes_aac48.mp4",
+        &rtmp_url(app, &format!("live/{key}")),
+        &["-readrate", "10", "-stream_loop", "-1"],
+    );
+    wait_published(app, &format!("live/{key}")).await;
+    let stalled = RtmpClient::connect_small_buffer(app.rtmp_addr, "live").await;
+    let stalled = stalled.start_play(key).await.unwrap();
+    let reading = RtmpClient::play(app.rtmp_addr, "live", key).await.unwrap();
+    (push, stalled, reading)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_stops_reading_loses_frames_and_nobody_else_does() {
     let app = start("reader_queue_frames = 16\nwrite_timeout = \"30s\"\n").await;
-    // Ten times real time, so that the stalled reader's socket buffers (loopback
-    // lets them grow past a megabyte) fill within the test.
-    let _push = push_with(
-        "high_bframes_aac48.mp4",
-        &rtmp_url(&app, "live/slow"),
-        &["-readrate", "10", "-stream_loop", "-1"],
-    );
-    wait_published(&app, "live/slow").await;
-    let slow = RtmpClient::connect_small_buffer(app.rtmp_addr, "live").await;
-    let slow = slow.start_play("slow").await.unwrap();
-    let mut fast = RtmpClient::play(app.rtmp_addr, "live", "slow")
-        .await
-        .unwrap();
+    let (_push, slow, mut fast) = stalled_and_reading_players(&app, "slow").await;
     // The slow reader never reads again; the fast one reads for 6 s.
     let (events, open) = collect(&mut fast, Duration::from_secs(6)).await;
     assert!(open);
@@ -530,17 +538,7 @@ async fn a_publisher_killed_mid_gop_frees_the_path_and_tells_its_players() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_player_that_stops_reading_is_dropped_after_the_write_timeout() {
     let app = start("reader_queue_frames = 16\nwrite_timeout = \"2s\"\n").await;
-    let _push = push_with(
-        "high_bframes_aac48.mp4",
-        &rtmp_url(&app, "live/stall"),
-        &["-readrate", "10", "-stream_loop", "-1"],
-    );
-    wait_published(&app, "live/stall").await;
-    let stalled = RtmpClient::connect_small_buffer(app.rtmp_addr, "live").await;
-    let _stalled = stalled.start_play("stall").await.unwrap();
-    let mut reading = RtmpClient::play(app.rtmp_addr, "live", "stall")
-        .await
-        .unwrap();
+    let (_push, _stalled, mut reading) = stalled_and_reading_players(&app, "stall").await;
     let readers = |app: &mediarelay::app::App| {
         app.hub
             .sessions()

@@ -320,12 +320,34 @@ async fn a_picture_loss_is_answered_with_the_cached_gop() {
     app.shutdown().await;
 }
 
+/// ~4 s of H.264 at 25 fps arrived whole (no frame with a missing packet),
+/// in order, none skipped or repeated, and every frame decodes.
+async fn assert_whole_in_order_and_decodable(v: &[common::whep::VideoFrame]) {
+    assert!(v.len() >= 80, "{} frames in ~4.5 s at 25 fps", v.len());
+    assert!(
+        v.iter().all(|f| f.contiguous),
+        "a frame went missing: {:?}",
+        v.iter()
+            .filter(|f| !f.contiguous)
+            .map(|f| f.time)
+            .collect::<Vec<_>>()
+    );
+    let steps = deltas(&v.iter().map(|f| f.time).collect::<Vec<_>>());
+    assert!(
+        steps.iter().all(|d| (1..=2 * 3600).contains(d)),
+        "frames in order, none skipped or repeated: {steps:?}"
+    );
+    let units: Vec<_> = v.iter().filter_map(|f| f.data.clone()).collect();
+    let (pictures, errors) = common::whep::decode_annexb("h264", &units).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(pictures as usize, units.len());
+}
+
 /// A viewer on a lossy network (every 10th large video packet gone) asks for the
 /// missing packets (NACK, RFC 4585 §6.2.1) and gets them from the server's
 /// retransmission buffer: every frame arrives whole and decodes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_video_packets_are_resent_on_nack() {
-    use common::whep::decode_annexb;
     let _light = MACHINE.read().await;
     let app = start("").await;
     let path = "live/nack";
@@ -350,25 +372,7 @@ async fn lost_video_packets_are_resent_on_nack() {
     );
     assert!(r.dropped >= 8, "{} packets dropped", r.dropped);
     assert!(r.video_nacks >= 1, "no NACK sent");
-    let v = &r.video;
-    assert!(v.len() >= 80, "{} frames in ~4.5 s at 25 fps", v.len());
-    assert!(
-        v.iter().all(|f| f.contiguous),
-        "a frame went missing: {:?}",
-        v.iter()
-            .filter(|f| !f.contiguous)
-            .map(|f| f.time)
-            .collect::<Vec<_>>()
-    );
-    let steps = deltas(&v.iter().map(|f| f.time).collect::<Vec<_>>());
-    assert!(
-        steps.iter().all(|d| (1..=2 * 3600).contains(d)),
-        "frames in order, none skipped: {steps:?}"
-    );
-    let units: Vec<_> = v.iter().filter_map(|f| f.data.clone()).collect();
-    let (pictures, errors) = decode_annexb("h264", &units).await;
-    assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(pictures as usize, units.len());
+    assert_whole_in_order_and_decodable(&r.video).await;
     client.close().await;
     app.shutdown().await;
 }
@@ -380,7 +384,6 @@ async fn lost_video_packets_are_resent_on_nack() {
 /// decodes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_on_a_lossy_reordering_duplicating_network_still_plays() {
-    use common::whep::decode_annexb;
     let _light = MACHINE.read().await;
     let app = start("").await;
     let path = "live/badnet";
@@ -411,25 +414,7 @@ async fn a_viewer_on_a_lossy_reordering_duplicating_network_still_plays() {
         r.dropped >= 4 && r.duplicated >= 10 && r.reordered >= 10,
         "impaired enough"
     );
-    let v = &r.video;
-    assert!(v.len() >= 80, "{} frames in ~4.5 s at 25 fps", v.len());
-    assert!(
-        v.iter().all(|f| f.contiguous),
-        "a frame went missing: {:?}",
-        v.iter()
-            .filter(|f| !f.contiguous)
-            .map(|f| f.time)
-            .collect::<Vec<_>>()
-    );
-    let steps = deltas(&v.iter().map(|f| f.time).collect::<Vec<_>>());
-    assert!(
-        steps.iter().all(|d| (1..=2 * 3600).contains(d)),
-        "frames in order, none skipped or repeated: {steps:?}"
-    );
-    let units: Vec<_> = v.iter().filter_map(|f| f.data.clone()).collect();
-    let (pictures, errors) = decode_annexb("h264", &units).await;
-    assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(pictures as usize, units.len());
+    assert_whole_in_order_and_decodable(&r.video).await;
     client.close().await;
     app.shutdown().await;
 }
