@@ -19,6 +19,7 @@ mod serve;
 pub use acceptor::{HANDSHAKE_TIMEOUT, TlsAcceptor};
 pub use pem::{TlsLoadError, load_certified_key};
 pub use reloader::TlsReloader;
+pub(crate) use serve::with_peer;
 pub use serve::serve_tls;
 
 /// ALPN protocol ids (RFC 7301 §6) offered by the HTTPS and API listeners.
