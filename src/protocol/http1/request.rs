@@ -15,8 +15,9 @@ pub const MAX_HEADERS: usize = 64;
 pub enum Parsed {
     /// The head is not complete yet.
     Partial,
-    /// A request answered without the full server.
-    Simple(SimpleRequest),
+    /// A request answered without the full server (boxed: the verdicts
+    /// stay small where they are held across an await).
+    Simple(Box<SimpleRequest>),
     /// Anything else: another method, a body, `Upgrade`, `Expect`, HTTP/2's
     /// preface (RFC 9113 §3.4), or bytes this parser is not sure of. The full
     /// server reads the connection from the request's first byte, and
@@ -78,11 +79,11 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
     *request.uri_mut() = uri;
     *request.version_mut() = version;
     *request.headers_mut() = headers;
-    Parsed::Simple(SimpleRequest {
+    Parsed::Simple(Box::new(SimpleRequest {
         request,
         head_len,
         keep_alive,
-    })
+    }))
 }
 
 /// A body (`Transfer-Encoding`, or a `Content-Length` other than one `0`),
@@ -135,7 +136,7 @@ mod tests {
 
     fn simple(buf: &[u8]) -> SimpleRequest {
         match parse_request(buf) {
-            Parsed::Simple(s) => s,
+            Parsed::Simple(s) => *s,
             other => panic!("not simple: {other:?}"),
         }
     }
@@ -150,7 +151,11 @@ mod tests {
         let mut buf = head.to_vec();
         buf.extend_from_slice(b"GET /next HTTP/1.1\r\n");
         let s = simple(&buf);
-        assert_eq!(s.head_len, head.len(), "the pipelined request is not part of it");
+        assert_eq!(
+            s.head_len,
+            head.len(),
+            "the pipelined request is not part of it"
+        );
         assert!(s.keep_alive);
         let r = &s.request;
         assert_eq!(r.method(), Method::GET);
@@ -190,19 +195,33 @@ mod tests {
 
     #[test]
     fn everything_else_goes_to_the_full_server() {
-        assert!(is_handoff(b"POST /a/whep HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"));
+        assert!(is_handoff(
+            b"POST /a/whep HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+        ));
         assert!(is_handoff(b"OPTIONS * HTTP/1.1\r\n\r\n"));
         assert!(is_handoff(b"DELETE /a/whep/1 HTTP/1.1\r\n\r\n"));
-        assert!(is_handoff(b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"));
-        assert!(is_handoff(b"GET / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n"));
-        assert!(is_handoff(b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"));
-        assert!(is_handoff(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"));
+        assert!(is_handoff(
+            b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
+        ));
+        assert!(is_handoff(
+            b"GET / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(is_handoff(
+            b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(is_handoff(
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        ));
         assert!(is_handoff(b"GET / HTTP/1.1\r\nConnection: upgrade\r\n\r\n"));
-        assert!(is_handoff(b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n"));
+        assert!(is_handoff(
+            b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n"
+        ));
         // HTTP/2 with prior knowledge (RFC 9113 §3.4): known at its first line.
         assert!(is_handoff(b"PRI * HTTP/2.0\r\n"));
         assert!(is_handoff(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
-        assert!(is_handoff(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n"));
+        assert!(is_handoff(
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n"
+        ));
         assert!(is_handoff(b"GET /a b HTTP/1.1\r\n\r\n"));
         assert!(is_handoff(b"GET / HTTP/1.1\r\nbad header\r\n\r\n"));
         let mut many = b"GET / HTTP/1.1\r\n".to_vec();

@@ -207,7 +207,13 @@ mod tests {
     }
 
     fn head(status: StatusCode, h: &HeaderMap, plan: &ResponsePlan) -> String {
-        String::from_utf8(encode_head(status, h, plan, b"Sun, 06 Nov 1994 08:49:37 GMT")).unwrap()
+        String::from_utf8(encode_head(
+            status,
+            h,
+            plan,
+            b"Sun, 06 Nov 1994 08:49:37 GMT",
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -238,7 +244,10 @@ mod tests {
         assert_eq!(plan.framing, Framing::UntilClose);
         assert!(!plan.keep_alive, "the close ends the body");
         let text = head(StatusCode::OK, &h, &plan);
-        assert!(!text.contains("connection"), "1.0 closes by default: {text}");
+        assert!(
+            !text.contains("connection"),
+            "1.0 closes by default: {text}"
+        );
         assert!(!text.contains("transfer-encoding"));
     }
 
@@ -304,7 +313,11 @@ mod tests {
             ("content-length", "nonsense"),
         ]);
         let plan = plan_response(GET_11, StatusCode::NOT_FOUND, &h, Some(7), false);
-        assert_eq!(plan.framing, Framing::Length(7), "an invalid length is not used");
+        assert_eq!(
+            plan.framing,
+            Framing::Length(7),
+            "an invalid length is not used"
+        );
         let text = head(StatusCode::NOT_FOUND, &h, &plan);
         assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"));
         assert!(text.contains("set-cookie: a=1\r\nset-cookie: b=2\r\n"));

@@ -126,7 +126,7 @@ enum Head {
     TooLarge,
     /// The request needs hyper; the buffer holds every byte read.
     Handoff,
-    Simple(SimpleRequest),
+    Simple(Box<SimpleRequest>),
 }
 
 /// One connection, request after request. The request's work is boxed, so
@@ -246,7 +246,7 @@ async fn read_head(
 /// stays open.
 async fn respond(
     tcp: &mut TcpStream,
-    request: SimpleRequest,
+    request: Box<SimpleRequest>,
     router: &Router,
     peer: SocketAddr,
     write_timeout: Duration,
@@ -256,7 +256,7 @@ async fn respond(
         request,
         keep_alive,
         ..
-    } = request;
+    } = *request;
     let info = RequestInfo {
         is_head: request.method() == Method::HEAD,
         version: request.version(),
