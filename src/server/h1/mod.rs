@@ -229,17 +229,36 @@ async fn read_head(
                 return Head::Closed;
             }
         }
-        if buf.len() == buf.capacity() {
-            let grow = buf.len().max(INITIAL_BUFFER).min(MAX_HEAD - buf.len());
-            buf.reserve_exact(grow);
-        }
-        match tcp.try_read_buf(buf) {
+        match read_some(tcp, buf) {
             Ok(0) => return Head::Closed,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(_) => return Head::Closed,
         }
     }
+}
+
+/// Reads what the socket has without waiting. An empty buffer is not
+/// allocated until bytes came (a wake-up with nothing to read, as after
+/// every answer, allocates nothing); a partial head grows it up to
+/// [`MAX_HEAD`].
+fn read_some(tcp: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    if buf.is_empty() {
+        let mut first = [0u8; INITIAL_BUFFER];
+        let n = tcp.try_read(&mut first)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let got = first.get(..n).unwrap_or_default();
+        buf.reserve_exact(INITIAL_BUFFER.max(n));
+        buf.extend_from_slice(got);
+        return Ok(n);
+    }
+    if buf.len() == buf.capacity() {
+        let grow = buf.len().max(INITIAL_BUFFER).min(MAX_HEAD - buf.len());
+        buf.reserve_exact(grow);
+    }
+    tcp.try_read_buf(buf)
 }
 
 /// Answers one simple request through `router`; whether the connection
