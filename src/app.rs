@@ -176,7 +176,19 @@ impl App {
                 hub.config().handshake_timeout,
             ));
         }
-        tasks.spawn(serve_http(http, http_router, shutdown.clone(), "http"));
+        let timeouts_hub = hub.clone();
+        tasks.spawn(server::h1::serve(
+            http,
+            http_router,
+            move || {
+                let c = timeouts_hub.config();
+                server::h1::Timeouts {
+                    header: c.read_timeout,
+                    write: c.write_timeout,
+                }
+            },
+            shutdown.clone(),
+        ));
         // HLS viewers that stopped asking have left.
         let (viewers_hls, viewers_hub, viewers_stop) =
             (Arc::clone(&hls), hub.clone(), shutdown.clone());

@@ -58,10 +58,14 @@ pub struct Config {
     pub webrtc_public_addresses: Vec<String>,
     /// RTSP listener (not served yet).
     pub rtsp_listen: ListenAddr,
-    /// A connection that sends nothing for this long is closed.
+    /// A connection that sends nothing for this long is closed. On the HTTP
+    /// listener: the time a client has to send a whole request head (from
+    /// the connection's start for its first request, from the first byte
+    /// for the next ones; idle keep-alive is not timed).
     #[serde(with = "humantime_serde")]
     pub read_timeout: Duration,
-    /// A write to a peer that does not complete in this long closes it.
+    /// A write to a peer that does not complete in this long closes it (on
+    /// the HTTP listener: the writes of one response).
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
     /// An RTMP connection must have published or started playing this long

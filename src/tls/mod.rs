@@ -20,6 +20,7 @@ pub use acceptor::{HANDSHAKE_TIMEOUT, TlsAcceptor};
 pub use pem::{TlsLoadError, load_certified_key};
 pub use reloader::TlsReloader;
 pub use serve::serve_tls;
+pub(crate) use serve::with_peer;
 
 /// ALPN protocol ids (RFC 7301 §6) offered by the HTTPS and API listeners.
 pub const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];

@@ -96,7 +96,7 @@ pub async fn serve_tls(
 
 /// Puts the peer address into each request, as
 /// `into_make_service_with_connect_info::<SocketAddr>()` does for plain HTTP.
-fn with_peer<B>(
+pub(crate) fn with_peer<B>(
     peer: SocketAddr,
 ) -> impl Fn(http::Request<B>) -> http::Request<axum::body::Body> + Clone
 where

@@ -1,0 +1,249 @@
+//! Request heads (RFC 9112 §2–§5): a `GET` or `HEAD` without a body becomes
+//! an `http::Request<()>`; anything this module does not answer itself is
+//! [`Parsed::Handoff`], for a full HTTP server to read again from its first
+//! byte.
+
+use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
+
+/// Header lines parsed at most; a head with more is handed off (the full
+/// server decides: it allows more, or answers 431).
+pub const MAX_HEADERS: usize = 64;
+
+/// What a buffer holding the start of a request is.
+#[derive(Debug)]
+pub enum Parsed {
+    /// The head is not complete yet.
+    Partial,
+    /// A request answered without the full server (boxed: the verdicts
+    /// stay small where they are held across an await).
+    Simple(Box<SimpleRequest>),
+    /// Anything else: another method, a body, `Upgrade`, `Expect`, HTTP/2's
+    /// preface (RFC 9113 §3.4), or bytes this parser is not sure of. The full
+    /// server reads the connection from the request's first byte, and
+    /// answers malformed requests itself (400, 431, 414).
+    Handoff,
+}
+
+/// A `GET` or `HEAD` request with no body.
+#[derive(Debug)]
+pub struct SimpleRequest {
+    /// Method, URI, version and headers; no extensions.
+    pub request: Request<()>,
+    /// Bytes of the head, the blank line included: the next request (if
+    /// pipelined) starts there.
+    pub head_len: usize,
+    /// Whether the client wants the connection kept open (RFC 9112 §9.3).
+    pub keep_alive: bool,
+}
+
+/// Parses the request at the start of `buf` (RFC 9112 §2.2: empty lines
+/// before the request line are skipped).
+pub fn parse_request(buf: &[u8]) -> Parsed {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut slots);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Handoff,
+    };
+    let method = match req.method {
+        Some("GET") => Method::GET,
+        Some("HEAD") => Method::HEAD,
+        _ => return Parsed::Handoff,
+    };
+    let version = match req.version {
+        Some(0) => Version::HTTP_10,
+        Some(1) => Version::HTTP_11,
+        _ => return Parsed::Handoff,
+    };
+    let Some(uri) = req.path.and_then(|p| p.parse::<Uri>().ok()) else {
+        return Parsed::Handoff;
+    };
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) else {
+            return Parsed::Handoff;
+        };
+        headers.append(name, value);
+    }
+    if needs_full_server(&headers) {
+        return Parsed::Handoff;
+    }
+    let keep_alive = wants_keep_alive(version, &headers);
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    Parsed::Simple(Box::new(SimpleRequest {
+        request,
+        head_len,
+        keep_alive,
+    }))
+}
+
+/// A body (`Transfer-Encoding`, or a `Content-Length` other than one `0`),
+/// a protocol switch (`Upgrade`, `Connection: upgrade`) or `Expect`.
+fn needs_full_server(headers: &HeaderMap) -> bool {
+    if headers.contains_key(TRANSFER_ENCODING)
+        || headers.contains_key(UPGRADE)
+        || headers.contains_key(EXPECT)
+        || super::connection_has(headers, "upgrade")
+    {
+        return true;
+    }
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    match (lengths.next(), lengths.next()) {
+        (None, _) => false,
+        (Some(v), None) => v.as_bytes().trim_ascii() != b"0",
+        (Some(_), Some(_)) => true,
+    }
+}
+
+/// RFC 9112 §9.3: HTTP/1.1 stays open unless the client says `close`;
+/// HTTP/1.0 closes unless it says `keep-alive`.
+pub fn wants_keep_alive(version: Version, headers: &HeaderMap) -> bool {
+    if version == Version::HTTP_11 {
+        !super::connection_has(headers, "close")
+    } else {
+        super::connection_has(headers, "keep-alive")
+    }
+}
+
+/// Whether `buf[from..]` ends a head: an empty line (`\n\n` or `\n\r\n`,
+/// RFC 9112 §2.2 lets a recipient take a bare LF as a line end). Searching
+/// only the new bytes (and the 2 before them) keeps a head that arrives a
+/// byte at a time linear to scan.
+pub fn head_end_in(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(2).min(buf.len());
+    let tail = buf.get(start..).unwrap_or_default();
+    tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
+}
+
+/// Whether `buf[from..]` holds a line end: the request line is complete,
+/// so a malformed one can be told at once.
+pub fn line_end_in(buf: &[u8], from: usize) -> bool {
+    buf.get(from..).unwrap_or_default().contains(&b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn simple(buf: &[u8]) -> SimpleRequest {
+        match parse_request(buf) {
+            Parsed::Simple(s) => *s,
+            other => panic!("not simple: {other:?}"),
+        }
+    }
+
+    fn is_handoff(buf: &[u8]) -> bool {
+        matches!(parse_request(buf), Parsed::Handoff)
+    }
+
+    #[test]
+    fn parses_a_get_into_a_request() {
+        let head = b"GET /live/cam/seg_3.m4s?_HLS_msn=4 HTTP/1.1\r\nHost: a\r\nCookie: x=1\r\nCookie: y=2\r\n\r\n";
+        let mut buf = head.to_vec();
+        buf.extend_from_slice(b"GET /next HTTP/1.1\r\n");
+        let s = simple(&buf);
+        assert_eq!(
+            s.head_len,
+            head.len(),
+            "the pipelined request is not part of it"
+        );
+        assert!(s.keep_alive);
+        let r = &s.request;
+        assert_eq!(r.method(), Method::GET);
+        assert_eq!(r.version(), Version::HTTP_11);
+        assert_eq!(r.uri().path(), "/live/cam/seg_3.m4s");
+        assert_eq!(r.uri().query(), Some("_HLS_msn=4"));
+        assert_eq!(r.headers()["host"], "a");
+        let cookies: Vec<_> = r.headers().get_all("cookie").iter().collect();
+        assert_eq!(cookies, ["x=1", "y=2"]);
+    }
+
+    #[test]
+    fn head_and_http_1_0_and_absolute_form() {
+        let s = simple(b"\r\nHEAD http://h/x/index.m3u8 HTTP/1.0\n\n");
+        assert_eq!(s.request.method(), Method::HEAD);
+        assert_eq!(s.request.version(), Version::HTTP_10);
+        assert_eq!(s.request.uri().path(), "/x/index.m3u8");
+        assert!(!s.keep_alive, "HTTP/1.0 closes by default");
+        let s = simple(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+        assert!(s.keep_alive);
+        let s = simple(b"GET / HTTP/1.1\r\nConnection: foo, CLOSE\r\n\r\n");
+        assert!(!s.keep_alive);
+        let s = simple(b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        assert!(s.keep_alive, "an empty body is no body");
+    }
+
+    #[test]
+    fn incomplete_heads_are_partial() {
+        let full = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+        for n in 0..full.len() {
+            assert!(
+                matches!(parse_request(&full[..n]), Parsed::Partial),
+                "{n} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn everything_else_goes_to_the_full_server() {
+        assert!(is_handoff(
+            b"POST /a/whep HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+        ));
+        assert!(is_handoff(b"OPTIONS * HTTP/1.1\r\n\r\n"));
+        assert!(is_handoff(b"DELETE /a/whep/1 HTTP/1.1\r\n\r\n"));
+        assert!(is_handoff(
+            b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
+        ));
+        assert!(is_handoff(
+            b"GET / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(is_handoff(
+            b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(is_handoff(
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        ));
+        assert!(is_handoff(b"GET / HTTP/1.1\r\nConnection: upgrade\r\n\r\n"));
+        assert!(is_handoff(
+            b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n"
+        ));
+        // HTTP/2 with prior knowledge (RFC 9113 §3.4): known at its first line.
+        assert!(is_handoff(b"PRI * HTTP/2.0\r\n"));
+        assert!(is_handoff(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+        assert!(is_handoff(
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n"
+        ));
+        assert!(is_handoff(b"GET /a b HTTP/1.1\r\n\r\n"));
+        assert!(is_handoff(b"GET / HTTP/1.1\r\nbad header\r\n\r\n"));
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("x-{i}: 1\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(is_handoff(&many));
+    }
+
+    #[test]
+    fn finds_the_end_of_a_head_in_new_bytes_only() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        // Fed a byte at a time, the end shows only once the last byte is in.
+        for n in 1..head.len() {
+            assert!(!head_end_in(&head[..n], n - 1), "{n}");
+        }
+        assert!(head_end_in(head, head.len() - 1));
+        assert!(head_end_in(b"GET / HTTP/1.0\n\n", 15));
+        assert!(!head_end_in(b"GET / HTTP/1.1\r\nA: b\r\n", 0));
+        assert!(line_end_in(b"GET / HTTP/1.1\r\n", 10));
+        assert!(!line_end_in(b"GET / HTTP/1.1\r", 0));
+        assert!(!head_end_in(b"", 5), "a position past the end is no panic");
+    }
+}

@@ -1,0 +1,457 @@
+//! The plain HTTP listener's connections: a lean HTTP/1.1 path for the
+//! requests HLS viewers make, and hyper for everything else.
+//!
+//! Each connection is read into a small buffer (1 KiB, growing to at most
+//! [`MAX_HEAD`]) only while a request head arrives; between requests it
+//! holds no buffer, so an idle keep-alive connection costs its task and its
+//! socket. A `GET` or `HEAD` without a body ([`protocol::http1`]) is served
+//! here: the same axum `Router` answers it as a tower service (the same
+//! middleware, auth and handlers as through hyper), and the response head
+//! and the body's shared `Bytes` go out in vectored writes, with nothing
+//! copied in between. Any other request, and HTTP/2 with prior knowledge,
+//! hands the connection to hyper-util's server (HTTP/1.1 and HTTP/2, as
+//! `axum::serve` does), the bytes already read replayed first
+//! ([`Rewind`]); from then on hyper owns it. A connection may be served
+//! here for its first requests and handed over at a later one.
+//!
+//! Time limits: the whole head of a request must arrive within the header
+//! timeout (`read_timeout`), counted from the connection's start for the
+//! first request and from a request's first byte for the next ones (an idle
+//! keep-alive connection is kept, as hyper keeps it); a response write that
+//! does not complete within `write_timeout` closes the connection. A head
+//! larger than [`MAX_HEAD`] gets `431` (RFC 6585 §5).
+//!
+//! [`protocol::http1`]: crate::protocol::http1
+
+mod rewind;
+
+pub use rewind::Rewind;
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use bytes::Bytes;
+use http::Method;
+use http_body::Body as _;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::protocol::http1::request::{head_end_in, line_end_in};
+use crate::protocol::http1::response::{LAST_CHUNK, RequestInfo, chunk_size_line};
+use crate::protocol::http1::{
+    Framing, Parsed, SimpleRequest, date, encode_head, parse_request, plan_response,
+};
+
+/// The largest request head read; a larger one is answered 431.
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// The read buffer's first size: a player's request head fits.
+const INITIAL_BUFFER: usize = 1024;
+
+/// Body chunks written with one vectored write at most.
+const WRITE_BATCH: usize = 64;
+
+const TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\n\
+content-length: 0\r\nconnection: close\r\n\r\n";
+
+/// The time limits of a connection, read from the configuration when it is
+/// accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// A request head must arrive within this (slowloris).
+    pub header: Duration,
+    /// A response write must complete within this.
+    pub write: Duration,
+}
+
+/// Accepts connections on `listener` and serves `router` on them until
+/// `shutdown`; then stops accepting, lets every connection finish the
+/// request it is serving (answered with `Connection: close`), closes idle
+/// ones and waits for them all. `timeouts` is asked once per connection.
+pub async fn serve<F>(
+    listener: TcpListener,
+    router: Router,
+    timeouts: F,
+    shutdown: CancellationToken,
+) where
+    F: Fn() -> Timeouts + Send + 'static,
+{
+    let tasks = TaskTracker::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: wait a little instead of spinning.
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        tasks.spawn(connection(
+            tcp,
+            peer,
+            router.clone(),
+            timeouts(),
+            shutdown.clone(),
+        ));
+    }
+    drop(listener);
+    tasks.close();
+    tasks.wait().await;
+}
+
+/// What waiting for a request head ended with.
+enum Head {
+    /// End of stream, an error, the header timeout, or shutdown while idle.
+    Closed,
+    /// More than [`MAX_HEAD`] bytes without a complete head.
+    TooLarge,
+    /// The request needs hyper; the buffer holds every byte read.
+    Handoff,
+    Simple(Box<SimpleRequest>),
+}
+
+/// One connection, request after request. The request's work is boxed, so
+/// the task of an idle connection stays small.
+async fn connection(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    timeouts: Timeouts,
+    shutdown: CancellationToken,
+) {
+    let mut buf = Vec::new();
+    let mut first = true;
+    loop {
+        let head = read_head(&mut tcp, &mut buf, first, timeouts.header, &shutdown).await;
+        first = false;
+        let request = match head {
+            Head::Closed => return,
+            Head::TooLarge => {
+                Box::pin(refuse(tcp, TOO_LARGE)).await;
+                return;
+            }
+            Head::Handoff => {
+                Box::pin(hand_off(tcp, buf, peer, router, shutdown)).await;
+                return;
+            }
+            Head::Simple(request) => request,
+        };
+        let keep_alive = Box::pin(respond(
+            &mut tcp,
+            request,
+            &router,
+            peer,
+            timeouts.write,
+            &shutdown,
+        ))
+        .await;
+        if !keep_alive {
+            let _ = tcp.shutdown().await;
+            return;
+        }
+        if buf.is_empty() {
+            // Nothing pipelined: the idle connection holds no buffer.
+            buf = Vec::new();
+        }
+    }
+}
+
+/// Reads until `buf` starts with a complete head (or the verdict that hyper
+/// must take over). The deadline starts now for a connection's first
+/// request, else with the request's first byte.
+async fn read_head(
+    tcp: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    first: bool,
+    limit: Duration,
+    shutdown: &CancellationToken,
+) -> Head {
+    let mut deadline = first.then(|| Instant::now() + limit);
+    let mut scanned = 0;
+    let mut line_seen = false;
+    loop {
+        if !buf.is_empty() {
+            deadline.get_or_insert_with(|| Instant::now() + limit);
+            // Parse when the request line is complete (a bad one is told at
+            // once) and when a head may be: not on every byte.
+            let line_now = !line_seen && line_end_in(buf, scanned);
+            if line_now || head_end_in(buf, scanned) {
+                line_seen = true;
+                match parse_request(buf) {
+                    Parsed::Partial => {}
+                    Parsed::Handoff => return Head::Handoff,
+                    Parsed::Simple(request) => {
+                        buf.drain(..request.head_len.min(buf.len()));
+                        return Head::Simple(request);
+                    }
+                }
+            }
+            scanned = buf.len();
+            if buf.len() >= MAX_HEAD {
+                return Head::TooLarge;
+            }
+        }
+        let readable = async {
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d, tcp.readable()).await.ok(),
+                None => Some(tcp.readable().await),
+            }
+        };
+        let ready = tokio::select! {
+            biased;
+            _ = shutdown.cancelled(), if buf.is_empty() => return Head::Closed,
+            ready = readable => ready,
+        };
+        match ready {
+            Some(Ok(())) => {}
+            Some(Err(_)) => return Head::Closed,
+            None => {
+                tracing::debug!(bytes = buf.len(), "HTTP request head timed out");
+                return Head::Closed;
+            }
+        }
+        match read_some(tcp, buf) {
+            Ok(0) => return Head::Closed,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return Head::Closed,
+        }
+    }
+}
+
+/// Reads what the socket has without waiting. An empty buffer is not
+/// allocated until bytes came (a wake-up with nothing to read, as after
+/// every answer, allocates nothing); a partial head grows it up to
+/// [`MAX_HEAD`].
+fn read_some(tcp: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    if buf.is_empty() {
+        let mut first = [0u8; INITIAL_BUFFER];
+        let n = tcp.try_read(&mut first)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let got = first.get(..n).unwrap_or_default();
+        buf.reserve_exact(INITIAL_BUFFER.max(n));
+        buf.extend_from_slice(got);
+        return Ok(n);
+    }
+    if buf.len() == buf.capacity() {
+        let grow = buf.len().max(INITIAL_BUFFER).min(MAX_HEAD - buf.len());
+        buf.reserve_exact(grow);
+    }
+    tcp.try_read_buf(buf)
+}
+
+/// Answers one simple request through `router`; whether the connection
+/// stays open.
+async fn respond(
+    tcp: &mut TcpStream,
+    request: Box<SimpleRequest>,
+    router: &Router,
+    peer: SocketAddr,
+    write_timeout: Duration,
+    shutdown: &CancellationToken,
+) -> bool {
+    let SimpleRequest {
+        request,
+        keep_alive,
+        ..
+    } = *request;
+    let info = RequestInfo {
+        is_head: request.method() == Method::HEAD,
+        version: request.version(),
+        keep_alive,
+    };
+    let mut request = request.map(|()| Body::empty());
+    request.extensions_mut().insert(ConnectInfo(peer));
+    let response = match router.clone().oneshot(request).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let (parts, body) = response.into_parts();
+    let plan = plan_response(
+        info,
+        parts.status,
+        &parts.headers,
+        body.size_hint().exact(),
+        shutdown.is_cancelled(),
+    );
+    let head = encode_head(parts.status, &parts.headers, &plan, &date_now());
+    drop(parts);
+    match send(tcp, head, body, plan.framing, write_timeout).await {
+        Ok(()) => plan.keep_alive,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "HTTP response not sent");
+            false
+        }
+    }
+}
+
+/// Writes the head and the body's frames as they come, in vectored writes
+/// of the frames' own `Bytes`.
+async fn send(
+    tcp: &mut TcpStream,
+    head: Vec<u8>,
+    mut body: Body,
+    framing: Framing,
+    limit: Duration,
+) -> io::Result<()> {
+    let mut chunks = VecDeque::with_capacity(4);
+    chunks.push_back(Bytes::from(head));
+    let mut ended = framing == Framing::NoBody;
+    let mut sent = 0u64;
+    loop {
+        // Every frame that is ready joins the write; with none ready and
+        // nothing to write, wait for one.
+        while !ended && chunks.len() < WRITE_BATCH {
+            let frame = if chunks.is_empty() {
+                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+            } else {
+                match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx)))
+                    .await
+                {
+                    Poll::Ready(frame) => frame,
+                    Poll::Pending => break,
+                }
+            };
+            let data = match frame {
+                None => {
+                    ended = true;
+                    match framing {
+                        Framing::Chunked => chunks.push_back(Bytes::from_static(LAST_CHUNK)),
+                        Framing::Length(n) if sent != n => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                format!("body of {sent} bytes, {n} announced"),
+                            ));
+                        }
+                        _ => {}
+                    }
+                    continue;
+                }
+                Some(Err(e)) => return Err(io::Error::other(e)),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => data,
+                    // Trailers are not sent; empty frames are nothing.
+                    _ => continue,
+                },
+            };
+            sent += data.len() as u64;
+            match framing {
+                Framing::Length(n) if sent > n => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("body longer than the {n} bytes announced"),
+                    ));
+                }
+                Framing::Chunked => {
+                    chunks.push_back(Bytes::from(chunk_size_line(data.len())));
+                    chunks.push_back(data);
+                    chunks.push_back(Bytes::from_static(b"\r\n"));
+                }
+                _ => chunks.push_back(data),
+            }
+        }
+        if !chunks.is_empty() {
+            tokio::time::timeout(limit, crate::net::write_all_chunks(tcp, &mut chunks))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))??;
+        }
+        if ended {
+            return Ok(());
+        }
+    }
+}
+
+/// Hands the connection to hyper (HTTP/1.1 or HTTP/2, upgrades allowed, as
+/// `axum::serve` does), `read` replayed first.
+async fn hand_off(
+    tcp: TcpStream,
+    read: Vec<u8>,
+    peer: SocketAddr,
+    router: Router,
+    shutdown: CancellationToken,
+) {
+    let io = TokioIo::new(Rewind::new(Bytes::from(read), tcp));
+    let service = TowerToHyperService::new(router.map_request(crate::tls::with_peer(peer)));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http2().enable_connect_protocol();
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended");
+                }
+                return;
+            }
+            _ = shutdown.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Sends a final answer and closes without resetting the connection: what
+/// the client still sends is read and dropped (up to 64 KiB, 1 s), so the
+/// answer is not lost to a reset.
+async fn refuse(mut tcp: TcpStream, answer: &'static [u8]) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        tcp.write_all(answer).await?;
+        tcp.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut left = 64 * 1024usize;
+        while left > 0 {
+            let n = tcp.read(&mut sink).await?;
+            if n == 0 {
+                break;
+            }
+            left = left.saturating_sub(n);
+        }
+        Ok::<_, io::Error>(())
+    })
+    .await;
+}
+
+/// The `Date` header's value, formatted once a second per thread.
+fn date_now() -> [u8; date::DATE_LEN] {
+    use std::cell::Cell;
+    thread_local! {
+        static CACHE: Cell<(u64, [u8; date::DATE_LEN])> =
+            const { Cell::new((u64::MAX, [0; date::DATE_LEN])) };
+    }
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    CACHE.with(|cache| {
+        let (at, text) = cache.get();
+        if at == secs {
+            return text;
+        }
+        let text = date::imf_fixdate(secs);
+        cache.set((secs, text));
+        text
+    })
+}
