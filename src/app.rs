@@ -183,7 +183,7 @@ impl App {
             move || {
                 let c = timeouts_hub.config();
                 server::h1::Timeouts {
-                    header: c.read_timeout,
+                    header: c.handshake_timeout,
                     write: c.write_timeout,
                 }
             },
@@ -236,7 +236,12 @@ impl App {
                 shutdown.clone(),
                 hub.config().handshake_timeout,
             )),
-            None => tasks.spawn(serve_http(api, api_router, shutdown.clone(), "api")),
+            None => tasks.spawn(crate::tls::serve_plain(
+                api,
+                api_router,
+                shutdown.clone(),
+                hub.config().handshake_timeout,
+            )),
         };
         api_state.ready.store(true, Ordering::Relaxed);
 
@@ -313,21 +318,6 @@ impl App {
             );
         }
         self.webhooks_stop.cancel();
-    }
-}
-
-async fn serve_http(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    shutdown: CancellationToken,
-    name: &'static str,
-) {
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum::serve(listener, service)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(listener = name, error = %e, "HTTP server failed");
     }
 }
 

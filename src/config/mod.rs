@@ -58,10 +58,8 @@ pub struct Config {
     pub webrtc_public_addresses: Vec<String>,
     /// RTSP listener (not served yet).
     pub rtsp_listen: ListenAddr,
-    /// A connection that sends nothing for this long is closed. On the HTTP
-    /// listener: the time a client has to send a whole request head (from
-    /// the connection's start for its first request, from the first byte
-    /// for the next ones; idle keep-alive is not timed).
+    /// A connection that sends nothing for this long is closed (an idle
+    /// HTTP keep-alive connection between requests is not timed).
     #[serde(with = "humantime_serde")]
     pub read_timeout: Duration,
     /// A write to a peer that does not complete in this long closes it (on
@@ -70,7 +68,9 @@ pub struct Config {
     pub write_timeout: Duration,
     /// An RTMP connection must have published or started playing this long
     /// after it was accepted (handshake and commands), however slowly its
-    /// bytes come; an HTTP request's head must arrive within it.
+    /// bytes come. HTTP(S): a request head must arrive within it (from the
+    /// connection's start for its first request, from the first byte for
+    /// the next ones).
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
     /// Frames queued per reader before it is considered lagging and skips to

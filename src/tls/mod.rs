@@ -9,7 +9,8 @@
 //! - [`TlsAcceptor`] runs a server handshake on a TCP stream with a timeout
 //!   (RTMPS sessions run over the resulting stream).
 //! - [`serve_tls`] serves an axum `Router` over TLS (HTTP/1.1 and HTTP/2 by
-//!   ALPN, RFC 7301).
+//!   ALPN, RFC 7301); [`serve_plain`] the same without TLS (the API), both
+//!   with a time limit on request heads.
 
 mod acceptor;
 mod pem;
@@ -19,8 +20,8 @@ mod serve;
 pub use acceptor::{HANDSHAKE_TIMEOUT, TlsAcceptor};
 pub use pem::{TlsLoadError, load_certified_key};
 pub use reloader::TlsReloader;
-pub use serve::serve_tls;
 pub(crate) use serve::with_peer;
+pub use serve::{serve_plain, serve_tls};
 
 /// ALPN protocol ids (RFC 7301 §6) offered by the HTTPS and API listeners.
 pub const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];

@@ -31,6 +31,26 @@ pub async fn serve_tls(
     shutdown: CancellationToken,
     header_timeout: std::time::Duration,
 ) {
+    serve(listener, router, Some(acceptor), shutdown, header_timeout).await
+}
+
+/// [`serve_tls`] without TLS (the control API's plain listener).
+pub async fn serve_plain(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    header_timeout: std::time::Duration,
+) {
+    serve(listener, router, None, shutdown, header_timeout).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    acceptor: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+    header_timeout: std::time::Duration,
+) {
     let tasks = TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -39,7 +59,7 @@ pub async fn serve_tls(
                 Ok(a) => a,
                 Err(e) => {
                     // EMFILE and friends: wait a little instead of spinning.
-                    tracing::warn!(error = %e, "TLS accept failed");
+                    tracing::warn!(error = %e, "HTTP accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
@@ -50,9 +70,14 @@ pub async fn serve_tls(
         let acceptor = acceptor.clone();
         let router = router.clone();
         let shutdown = shutdown.clone();
-        let span = tracing::debug_span!("tls", %peer);
+        let span = tracing::debug_span!("http", %peer, tls = acceptor.is_some());
         tasks.spawn(
             async move {
+                let Some(acceptor) = acceptor else {
+                    let io = TokioIo::new(tcp);
+                    serve_connection(io, peer, router, shutdown, header_timeout).await;
+                    return;
+                };
                 let tls = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     tls = acceptor.accept(tcp) => match tls {
@@ -63,35 +88,50 @@ pub async fn serve_tls(
                         }
                     },
                 };
-                let service = TowerToHyperService::new(router.map_request(with_peer(peer)));
-                let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(header_timeout);
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                tokio::pin!(conn);
-                let mut draining = false;
-                loop {
-                    tokio::select! {
-                        result = conn.as_mut() => {
-                            if let Err(e) = result {
-                                tracing::debug!(error = %e, "HTTPS connection ended");
-                            }
-                            break;
-                        }
-                        _ = shutdown.cancelled(), if !draining => {
-                            draining = true;
-                            conn.as_mut().graceful_shutdown();
-                        }
-                    }
-                }
+                let io = TokioIo::new(tls);
+                serve_connection(io, peer, router, shutdown, header_timeout).await;
             }
             .instrument(span),
         );
     }
     tasks.close();
     tasks.wait().await;
+}
+
+/// One connection, HTTP/1 or HTTP/2, until it ends or, after `shutdown`,
+/// its requests in flight are done.
+async fn serve_connection<I>(
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    router: Router,
+    shutdown: CancellationToken,
+    header_timeout: std::time::Duration,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(router.map_request(with_peer(peer)));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "HTTP connection ended");
+                }
+                break;
+            }
+            _ = shutdown.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
 }
 
 /// Puts the peer address into each request, as

@@ -15,7 +15,7 @@
 //! here for its first requests and handed over at a later one.
 //!
 //! Time limits: the whole head of a request must arrive within the header
-//! timeout (`read_timeout`), counted from the connection's start for the
+//! timeout (`handshake_timeout`), counted from the connection's start for the
 //! first request and from a request's first byte for the next ones (an idle
 //! keep-alive connection is kept, as hyper keeps it); a response write that
 //! does not complete within `write_timeout` closes the connection. A head
@@ -150,7 +150,7 @@ async fn connection(
                 return;
             }
             Head::Handoff => {
-                Box::pin(hand_off(tcp, buf, peer, router, shutdown)).await;
+                Box::pin(hand_off(tcp, buf, peer, router, shutdown, timeouts.header)).await;
                 return;
             }
             Head::Simple(request) => request,
@@ -390,11 +390,17 @@ async fn hand_off(
     peer: SocketAddr,
     router: Router,
     shutdown: CancellationToken,
+    header_timeout: std::time::Duration,
 ) {
     let io = TokioIo::new(Rewind::new(Bytes::from(read), tcp));
     let service = TowerToHyperService::new(router.map_request(crate::tls::with_peer(peer)));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http2().enable_connect_protocol();
+    // Later request heads on this connection are hyper's to time.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let mut draining = false;
