@@ -245,6 +245,20 @@ def rtsp():
     write("rtsp_framer", "record", bytes([17]) + record)
 
 
+def http1():
+    # hls.js-like GETs pipelined on one keep-alive connection, curl's HEAD,
+    # an HTTP/1.0 GET, then a POST (handed to hyper).
+    write("http1_request", "pipelined", (
+        b"GET /live/cam/index.m3u8?_HLS_msn=12&_HLS_part=3 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: Mozilla/5.0\r\n"
+        b"Accept: */*\r\nOrigin: http://127.0.0.1:8080\r\nCookie: mediarelay_hls=abc123\r\nConnection: keep-alive\r\n\r\n"
+        b"GET /live/cam/part_12_3.m4s HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nRange: bytes=0-\r\n\r\n"
+        b"HEAD /live/cam/init_0.mp4 HTTP/1.1\r\nHost: h\r\n\r\n"
+        b"GET /live/cam/ HTTP/1.0\r\n\r\n"
+        b"POST /live/cam/whep HTTP/1.1\r\nHost: h\r\nContent-Type: application/sdp\r\nContent-Length: 3\r\n\r\nv=0"
+    ))
+    write("http1_request", "close", b"GET /live/cam/seg_7.m4s HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+
+
 def config():
     with open(os.path.join(ROOT, "config", "mediarelay.toml"), "rb") as f:
         write("config_toml", "example", f.read())
@@ -262,6 +276,7 @@ def main():
     api()
     config()
     rtsp()
+    http1()
     for target in sorted(os.listdir(OUT)):
         files = os.listdir(os.path.join(OUT, target))
         size = sum(os.path.getsize(os.path.join(OUT, target, f)) for f in files)

@@ -37,6 +37,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("api_config_body", api_config_body),
     ("config_toml", config_toml),
     ("rtsp_framer", rtsp_framer),
+    ("http1_request", http1_request),
 ];
 
 /// Splits `data` into pieces whose sizes come from `seed`, so the fuzzer
@@ -339,6 +340,38 @@ pub fn rtsp_framer(data: &[u8]) -> usize {
         }
     }
     units
+}
+
+/// What an HTTP client sends to the plain HTTP listener's own HTTP/1.1
+/// path (RFC 9112): request heads parsed one after the other (pipelined),
+/// each answered with a response plan and head as the server would, until
+/// one is handed to hyper. Returns the requests answered.
+pub fn http1_request(data: &[u8]) -> usize {
+    use crate::protocol::http1::response::RequestInfo;
+    use crate::protocol::http1::{self, Parsed};
+    let mut rest = data;
+    let mut answered = 0;
+    // Scanning for the head's end as bytes arrive, as the server does.
+    for from in [0, rest.len() / 2] {
+        let _ = http1::request::head_end_in(rest, from);
+        let _ = http1::request::line_end_in(rest, from);
+    }
+    while let Parsed::Simple(request) = http1::parse_request(rest) {
+        let info = RequestInfo {
+            is_head: request.request.method() == http::Method::HEAD,
+            version: request.request.version(),
+            keep_alive: request.keep_alive,
+        };
+        let headers = request.request.headers();
+        let plan = http1::plan_response(info, http::StatusCode::OK, headers, Some(10), false);
+        let _ = http1::encode_head(http::StatusCode::OK, headers, &plan, &[b'x'; 29]);
+        answered += 1;
+        match rest.get(request.head_len..) {
+            Some(next) if request.head_len > 0 => rest = next,
+            _ => break,
+        }
+    }
+    answered
 }
 
 #[cfg(test)]
