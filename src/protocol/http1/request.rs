@@ -124,6 +124,22 @@ pub fn head_end_in(buf: &[u8], from: usize) -> bool {
     tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
 }
 
+/// Whether `buf` (the bytes of a head so far) may still become a request:
+/// what does not start like one is handed to the full server at once,
+/// which refuses it, instead of waiting for a line end.
+pub fn could_be_request(buf: &[u8]) -> bool {
+    // RFC 9112 §2.2: empty lines before the request line are skipped; the
+    // method is a token (RFC 9110 §5.6.2), ended by a space.
+    let start = buf
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(buf.len());
+    let rest = buf.get(start..).unwrap_or_default();
+    rest.iter()
+        .take_while(|&&b| b != b' ')
+        .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// Whether `buf[from..]` holds a line end: the request line is complete,
 /// so a malformed one can be told at once.
 pub fn line_end_in(buf: &[u8], from: usize) -> bool {
@@ -132,6 +148,29 @@ pub fn line_end_in(buf: &[u8], from: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn what_cannot_start_a_request_is_told_from_the_first_bytes() {
+        for ok in [
+            &b""[..],
+            b"G",
+            b"GET",
+            b"GET /x",
+            b"\r\nGET /",
+            b"M-SEARCH * HTTP/1.1",
+            b"PRI * HTTP/2.0",
+        ] {
+            assert!(could_be_request(ok), "{:?}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b"\x16\x03\x01\x02\x00"[..],
+            b"GE\x00T",
+            b"{\"json\"",
+            b"\r\n\x80",
+        ] {
+            assert!(!could_be_request(bad), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     fn simple(buf: &[u8]) -> SimpleRequest {

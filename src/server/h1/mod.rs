@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::protocol::http1::request::{head_end_in, line_end_in};
+use crate::protocol::http1::request::{could_be_request, head_end_in, line_end_in};
 use crate::protocol::http1::response::{LAST_CHUNK, RequestInfo, chunk_size_line};
 use crate::protocol::http1::{
     Framing, Parsed, SimpleRequest, date, encode_head, parse_request, plan_response,
@@ -191,6 +191,12 @@ async fn read_head(
     loop {
         if !buf.is_empty() {
             deadline.get_or_insert_with(|| Instant::now() + limit);
+            // Bytes that cannot start a request (TLS to the plain port,
+            // binary garbage) go to hyper now, which refuses them, instead
+            // of waiting for a line end that may never come.
+            if !line_seen && !could_be_request(buf) {
+                return Head::Handoff;
+            }
             // Parse when the request line is complete (a bad one is told at
             // once) and when a head may be: not on every byte.
             let line_now = !line_seen && line_end_in(buf, scanned);
