@@ -482,6 +482,16 @@ async fn player_page_plays_webrtc_and_falls_back_to_hls_for_b_frames() {
     );
     assert_eq!(probe.delete().await, 200);
     probe.close().await;
+    // The path's HLS muxer starts with its first request. Started here and
+    // given two segments, as it would be with viewers already watching, so
+    // the page's hls.js joins a full window (joining a muxer that has one
+    // part made it stall for seconds on a loaded 2-core CI machine).
+    let playlist = "/live/bframes/index.m3u8";
+    eventually(Duration::from_secs(15), "two HLS segments", || async {
+        let r = http("GET", app.http_addr, playlist, b"").await;
+        (r.status == 200 && r.text().matches("#EXTINF").count() >= 2).then_some(())
+    })
+    .await;
     let r = browser(
         "player_page.mjs",
         &format!("http://{}/live/bframes/", app.http_addr),
