@@ -467,7 +467,11 @@ mod tests {
                     seed ^= seed << 13;
                     seed ^= seed >> 17;
                     seed ^= seed << 5;
-                    if seed % 5 == 0 { 0 } else { seed as u8 }
+                    if seed.is_multiple_of(5) {
+                        0
+                    } else {
+                        seed as u8
+                    }
                 })
                 .collect();
             for p in [&params, &h265_empty()] {
