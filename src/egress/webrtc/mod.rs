@@ -43,8 +43,9 @@ pub const MAX_OFFER: usize = 64 * 1024;
 /// sends a PLI and gets the cached GOP again ([`VideoTiming::on_pli`]), so
 /// a short buffer costs a replay on long or lossy paths, not a frozen
 /// picture. The payloads in the buffer are the path's shared ones; per
-/// viewer a cached packet costs only str0m's ~360-byte slot (64 ≈ 23 KiB;
-/// with a copy of the payload per viewer, before RTP mode, ~100 KiB).
+/// viewer a cached packet costs only str0m's ~430-byte slot (a 408-byte
+/// `RtpPacket` and its entry; 64 ≈ 27 KiB; with a copy of the payload per
+/// viewer, before RTP mode, ~100 KiB).
 const SEND_BUFFER_VIDEO: usize = 64;
 /// Audio packets kept for NACK: 16 Opus packets are 320 ms (browsers rarely
 /// NACK audio at all).
@@ -567,6 +568,14 @@ async fn play(
     }
 }
 
+/// Packets written into a session before it is driven (they are sent and
+/// leave its send queue). str0m's send queue keeps the capacity it once
+/// grew to, 408 bytes per packet (`RtpPacket`): a keyframe of 30–60
+/// packets written at once left 12–25 KiB per viewer behind; 16 keep it
+/// under 7 KiB, for a few more `sendmmsg` calls per keyframe (P-frames are
+/// fewer packets anyway).
+const WRITE_CHUNK: usize = 16;
+
 /// The RTP sequence numbers of one of a viewer's outgoing streams (RFC 3550
 /// §5.1: consecutive per packet, starting at a random value). The start is
 /// below 2^15, so the SRTP rollover counter starts at 0 (RFC 3711 §3.3.1)
@@ -599,9 +608,9 @@ fn clock_rate(codec: Codec) -> u64 {
 /// Writes one frame at RTP time `rtp` (in the track's clock) as the path's
 /// shared RTP payloads (packetized by the first viewer that sends the
 /// frame; SPS/PPS with every keyframe), with this viewer's sequence
-/// numbers. Its packets go out at once (the session is driven, new events
-/// land in `events`): str0m then holds one frame's packets in its send
-/// queue, not a whole burst of them (a new viewer's cached GOP).
+/// numbers. Its packets go out at once, [`WRITE_CHUNK`] at a time (the
+/// session is driven, new events land in `events`): str0m's send queue
+/// never holds more than that.
 fn write(
     session: &mut Session,
     events: &mut Vec<SessionEvent>,
@@ -631,22 +640,25 @@ fn write(
         (u128::from(rtp) * u128::from(clock) / u128::from(timescale)) as u64
     };
     let nackable = track.kind() == TrackKind::Video;
-    let mut api = session.rtc.direct_api();
-    let Some(stream) = api.stream_tx_by_mid(route.mid, None) else {
-        return Ok(());
-    };
-    for p in packets.iter() {
-        let offset = u64::from(p.time_offset);
-        // RTP time is 32 bits on the wire (RFC 3550 §5.1): it wraps.
-        let time = rtp.wrapping_add(offset) as u32;
-        let at = wallclock + Duration::from_nanos(offset * 1_000_000_000 / clock);
-        stream.write_rtp(
-            RtpWrite::new(route.pt, seq.next().into(), time, at, Arc::clone(&p.data))
-                .marker(p.marker)
-                .nackable(nackable),
-        );
+    for chunk in packets.chunks(WRITE_CHUNK) {
+        let mut api = session.rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(route.mid, None) else {
+            return Ok(());
+        };
+        for p in chunk {
+            let offset = u64::from(p.time_offset);
+            // RTP time is 32 bits on the wire (RFC 3550 §5.1): it wraps.
+            let time = rtp.wrapping_add(offset) as u32;
+            let at = wallclock + Duration::from_nanos(offset * 1_000_000_000 / clock);
+            stream.write_rtp(
+                RtpWrite::new(route.pt, seq.next().into(), time, at, Arc::clone(&p.data))
+                    .marker(p.marker)
+                    .nackable(nackable),
+            );
+        }
+        session.drive(events)?;
     }
-    session.drive(events)
+    Ok(())
 }
 
 #[cfg(test)]
