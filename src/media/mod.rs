@@ -21,6 +21,8 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
+use crate::codec::rtp::packetize::Payload as RtpPayload;
+
 /// Video timescale used for every video track (ticks per second).
 pub const VIDEO_TIMESCALE: u32 = 90_000;
 
@@ -285,9 +287,9 @@ const MEMO_SLOTS: usize = 3;
 #[derive(Debug, Default)]
 pub struct Memo {
     slots: [OnceLock<Bytes>; MEMO_SLOTS],
-    /// The payload as the WebRTC engine takes it (`Arc<[u8]>`; Annex B for
-    /// video), shared by every viewer's packetizer.
-    rtp: OnceLock<Arc<[u8]>>,
+    /// The frame's RTP payloads (`codec::rtp::packetize`), packetized once
+    /// and sent by every WebRTC viewer.
+    rtp: OnceLock<Arc<[RtpPayload]>>,
 }
 
 impl Memo {
@@ -301,8 +303,9 @@ impl Memo {
         self.slots[key as usize].get().cloned()
     }
 
-    /// The payload for RTP packetizers, built once (see [`Memo::rtp`]).
-    pub fn rtp_payload(&self, make: impl FnOnce() -> Arc<[u8]>) -> Arc<[u8]> {
-        Arc::clone(self.rtp.get_or_init(make))
+    /// The frame's RTP payloads, packetized by the first WebRTC viewer that
+    /// sends the frame; the others get the same packets by reference count.
+    pub fn rtp_packets(&self, make: impl FnOnce() -> Vec<RtpPayload>) -> Arc<[RtpPayload]> {
+        Arc::clone(self.rtp.get_or_init(|| make().into()))
     }
 }

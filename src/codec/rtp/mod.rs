@@ -7,7 +7,8 @@
         clippy::panic
     )
 )]
-//! RTP depacketizers (pure): RTP payloads of one stream in, access units out.
+//! RTP depacketizers (pure): RTP payloads of one stream in, access units out;
+//! and the packetizers the WebRTC egress shares among viewers ([`packetize`]).
 //!
 //! retina depacketizes what it knows (H.264, H.265, AAC, G.711) but has no
 //! Opus depacketizer, and its `Depacketizer::push` is not public, so a camera
@@ -33,6 +34,7 @@
 
 pub mod aac;
 pub mod h26x;
+pub mod packetize;
 
 #[cfg(test)]
 mod tests;

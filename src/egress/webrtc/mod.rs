@@ -2,10 +2,14 @@
 //! `POST /{path}/whep` with an SDP offer creates a session that plays the
 //! path over WebRTC; `DELETE` on its `Location` ends it.
 //!
-//! Per path, the work that is the same for every viewer is done once: the
-//! Annex B form of each video frame is memoised on the frame and handed to
-//! every viewer's packetizer as the same `Arc<[u8]>`; AAC is transcoded to
-//! Opus once per path (a derived track of the stream, see [`bridge`]).
+//! Per path, the work that is the same for every viewer is done once: each
+//! frame is packetized into RTP payloads once
+//! ([`codec::rtp::packetize`](crate::codec::rtp::packetize)), memoised on
+//! the frame, and every viewer's str0m session (in RTP mode) sends the same
+//! `Arc<[u8]>` payloads, keeping them by reference count in its send queue
+//! and NACK buffer: per viewer remain the RTP header, SRTP and RTCP. AAC is
+//! transcoded to Opus once per path (a derived track of the stream, see
+//! [`bridge`]).
 
 mod bridge;
 mod sdp;
@@ -16,14 +20,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use str0m::format::Codec;
-use str0m::media::{Frequency, MediaTime, Mid, Pt};
+use str0m::media::{Mid, Pt};
+use str0m::rtp::RtpWrite;
 use str0m::{Event, change::SdpOffer};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::codec::h264;
+use crate::codec::rtp::packetize;
 use crate::hub::{Hub, Protocol, ReadError, Reading, Role, SessionSpec, StartAt};
-use crate::media::{CodecParams, Frame, Track, TrackKind, timestamp};
+use crate::media::{CodecParams, Frame, TrackKind, timestamp};
 use crate::webrtc::{Engine, Session, SessionEvent};
 
 /// Largest SDP offer accepted.
@@ -37,9 +42,10 @@ pub const MAX_OFFER: usize = 64 * 1024;
 /// ~100 ms. A packet that is already gone is not resent; the viewer then
 /// sends a PLI and gets the cached GOP again ([`VideoTiming::on_pli`]), so
 /// a short buffer costs a replay on long or lossy paths, not a frozen
-/// picture. Memory is the other side: each cached packet costs ~1.55 KB
-/// (its payload and str0m's ~360-byte slot), 64 ≈ 100 KiB per viewer
-/// (200, before, were ~310 KiB, most of a viewer's memory).
+/// picture. The payloads in the buffer are the path's shared ones; per
+/// viewer a cached packet costs only str0m's ~430-byte slot (a 408-byte
+/// `RtpPacket` and its entry; 64 ≈ 27 KiB; with a copy of the payload per
+/// viewer, before RTP mode, ~100 KiB).
 const SEND_BUFFER_VIDEO: usize = 64;
 /// Audio packets kept for NACK: 16 Opus packets are 320 ms (browsers rarely
 /// NACK audio at all).
@@ -148,6 +154,7 @@ impl WhepServer {
         let mut config = self
             .engine
             .rtc_config()
+            .set_rtp_mode(true)
             .set_send_buffer_video(SEND_BUFFER_VIDEO)
             .set_send_buffer_audio(SEND_BUFFER_AUDIO)
             .set_extension_map(sdp::header_extensions());
@@ -433,6 +440,8 @@ async fn play(
     let mut need_keyframe = true;
     let mut timing = VideoTiming::default();
     let mut batch: Vec<Arc<Frame>> = Vec::with_capacity(32);
+    let mut video_seq = SeqCounter::random();
+    let mut audio_seq = SeqCounter::random();
     let connect_deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let audio_track = |routes: &Routes| routes.audio.as_ref().map(|a| a.source);
     // Events that came while the previous ones were handled (every write
@@ -474,7 +483,15 @@ async fn play(
                                             if i > 0 {
                                                 tokio::time::sleep(CATCH_UP_GAP).await;
                                             }
-                                            write(&mut session, &mut events, v, f, rtp, wallclock)?;
+                                            write(
+                                                &mut session,
+                                                &mut events,
+                                                v,
+                                                &mut video_seq,
+                                                f,
+                                                rtp,
+                                                wallclock,
+                                            )?;
                                         }
                                     }
                                     PliAnswer::InFlight => {}
@@ -530,7 +547,7 @@ async fn play(
                             if video_sent {
                                 tokio::time::sleep(CATCH_UP_GAP).await;
                             }
-                            write(&mut session, &mut events, v, &f, rtp, wallclock)?;
+                            write(&mut session, &mut events, v, &mut video_seq, &f, rtp, wallclock)?;
                             video_sent = true;
                         }
                     } else if let Some(a) = routes.audio.as_ref() {
@@ -542,7 +559,7 @@ async fn play(
                         if wanted {
                             let rtp = f.pts.max(0) as u64;
                             let wallclock = clock.at(timestamp::ticks_to_nanos(f.pts, f.track.timescale()));
-                            write(&mut session, &mut events, a, &f, rtp, wallclock)?;
+                            write(&mut session, &mut events, a, &mut audio_seq, &f, rtp, wallclock)?;
                         }
                     }
                 }
@@ -551,72 +568,174 @@ async fn play(
     }
 }
 
-/// Writes one frame at RTP time `rtp` (in the track's clock): video as an
-/// Annex B access unit (SPS/PPS with every keyframe), built once per frame
-/// for all viewers; audio as is. Its packets go out at once (the session is
-/// driven, new events land in `events`): str0m then holds one frame's
-/// packets in its send queue, not a whole burst of them (a new viewer's
-/// cached GOP), and never sees more than its limit of writes between polls.
+/// Packets written into a session before it is driven (they are sent and
+/// leave its send queue). str0m's send queue keeps the capacity it once
+/// grew to, 408 bytes per packet (`RtpPacket`): a keyframe of 30–60
+/// packets written at once left 12–25 KiB per viewer behind; 16 keep it
+/// under 7 KiB, for a few more `sendmmsg` calls per keyframe (P-frames are
+/// fewer packets anyway).
+const WRITE_CHUNK: usize = 16;
+
+/// The RTP sequence numbers of one of a viewer's outgoing streams (RFC 3550
+/// §5.1: consecutive per packet, starting at a random value). The start is
+/// below 2^15, so the SRTP rollover counter starts at 0 (RFC 3711 §3.3.1)
+/// and no wrap comes within the first 32 768 packets.
+#[derive(Debug)]
+struct SeqCounter(u64);
+
+impl SeqCounter {
+    fn random() -> Self {
+        SeqCounter(u64::from(rand::random::<u16>() & 0x7fff))
+    }
+
+    fn next(&mut self) -> u64 {
+        let n = self.0;
+        self.0 += 1;
+        n
+    }
+}
+
+/// The RTP clock rate of a codec on the wire (RFC 7587 §4.1: Opus is always
+/// 48 kHz; RFC 3551 §4.5.14: G.711 8 kHz; video 90 kHz).
+fn clock_rate(codec: Codec) -> u64 {
+    match codec {
+        Codec::Opus => 48_000,
+        Codec::PCMU | Codec::PCMA => 8_000,
+        _ => 90_000,
+    }
+}
+
+/// Writes one frame at RTP time `rtp` (in the track's clock) as the path's
+/// shared RTP payloads (packetized by the first viewer that sends the
+/// frame; SPS/PPS with every keyframe), with this viewer's sequence
+/// numbers. Its packets go out at once, [`WRITE_CHUNK`] at a time (the
+/// session is driven, new events land in `events`): str0m's send queue
+/// never holds more than that.
 fn write(
     session: &mut Session,
     events: &mut Vec<SessionEvent>,
     route: &Route,
+    seq: &mut SeqCounter,
     frame: &Frame,
     rtp: u64,
     wallclock: Instant,
 ) -> Result<(), str0m::RtcError> {
-    let track: &Track = &frame.track;
-    let payload = frame.memo.rtp_payload(|| match &track.params {
-        CodecParams::H264(h) => {
-            let with_params = frame.keyframe.then_some(h);
-            let annexb = h264::avcc_to_annexb(&frame.data, with_params);
-            Arc::from(&annexb[..])
-        }
-        CodecParams::H265(h) => {
-            let sets = frame.keyframe.then_some(&h.parameter_sets[..]);
-            Arc::from(&annexb_h265(&frame.data, sets)[..])
-        }
-        _ => Arc::from(&frame.data[..]),
+    let track = &frame.track;
+    let packets = frame.memo.rtp_packets(|| {
+        packetize::packetize(
+            &track.params,
+            frame.keyframe,
+            &frame.data,
+            packetize::MAX_PAYLOAD,
+        )
     });
-    let rate = track.timescale();
-    let frequency = match track.kind() {
-        TrackKind::Video => Frequency::NINETY_KHZ,
-        TrackKind::Audio => Frequency::new(rate).unwrap_or(Frequency::FORTY_EIGHT_KHZ),
-    };
-    let rtp_time = MediaTime::new(rtp, frequency);
-    let Some(writer) = session.rtc.writer(route.mid) else {
+    if packets.is_empty() {
         return Ok(());
+    }
+    let clock = clock_rate(route.codec);
+    let timescale = u64::from(track.timescale().max(1));
+    let rtp = if timescale == clock {
+        rtp
+    } else {
+        (u128::from(rtp) * u128::from(clock) / u128::from(timescale)) as u64
     };
-    writer.write(route.pt, wallclock, rtp_time, payload)?;
-    session.drive(events)
-}
-
-/// Annex B from 4-byte length-prefixed H.265 NAL units, with VPS/SPS/PPS
-/// first for keyframes.
-fn annexb_h265(avcc: &[u8], sets: Option<&[bytes::Bytes]>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(avcc.len() + 64);
-    for s in sets.unwrap_or_default() {
-        out.extend_from_slice(&[0, 0, 0, 1]);
-        out.extend_from_slice(s);
-    }
-    let mut rest = avcc;
-    while rest.len() >= 4 {
-        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let Some(nal) = rest.get(4..4 + len) else {
-            break;
+    let nackable = track.kind() == TrackKind::Video;
+    for chunk in packets.chunks(WRITE_CHUNK) {
+        let mut api = session.rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(route.mid, None) else {
+            return Ok(());
         };
-        out.extend_from_slice(&[0, 0, 0, 1]);
-        out.extend_from_slice(nal);
-        rest = &rest[4 + len..];
+        for p in chunk {
+            let offset = u64::from(p.time_offset);
+            // RTP time is 32 bits on the wire (RFC 3550 §5.1): it wraps.
+            let time = rtp.wrapping_add(offset) as u32;
+            let at = wallclock + Duration::from_nanos(offset * 1_000_000_000 / clock);
+            stream.write_rtp(
+                RtpWrite::new(route.pt, seq.next().into(), time, at, Arc::clone(&p.data))
+                    .marker(p.marker)
+                    .nackable(nackable),
+            );
+        }
+        session.drive(events)?;
     }
-    out
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::testing;
+    use crate::media::{Track, testing};
     use bytes::Bytes;
+    use str0m::media::MediaKind;
+
+    /// Two viewers' sessions (RTP mode, as WHEP sessions are) send a frame:
+    /// it is packetized once, and both sessions hold the very same payload
+    /// allocations in their send queues, by reference count, not copies.
+    #[test]
+    fn viewers_share_the_frames_rtp_payloads() {
+        let track = Arc::new(Track::new(0, 0, testing::h264(640)));
+        let mut data = vec![0, 0, 0x0b, 0xb8, 0x65];
+        data.extend((1..3000).map(|i| i as u8));
+        let frame = Frame::new(track, 0, 0, true, Bytes::from(data));
+        let mut made = 0;
+        let mut viewers: Vec<str0m::Rtc> = (0..2)
+            .map(|_| {
+                let mut rtc = str0m::Rtc::builder()
+                    .set_rtp_mode(true)
+                    .build(Instant::now());
+                let mid = Mid::from("0");
+                let mut api = rtc.direct_api();
+                api.declare_media(mid, MediaKind::Video);
+                let ssrc = api.new_ssrc();
+                api.declare_stream_tx(ssrc, None, mid, None);
+                rtc
+            })
+            .collect();
+        let mut sent = Vec::new();
+        for rtc in &mut viewers {
+            let packets = frame.memo.rtp_packets(|| {
+                made += 1;
+                packetize::packetize(
+                    &frame.track.params,
+                    true,
+                    &frame.data,
+                    packetize::MAX_PAYLOAD,
+                )
+            });
+            let mut api = rtc.direct_api();
+            let stream = api.stream_tx_by_mid(Mid::from("0"), None).unwrap();
+            let mut seq = SeqCounter(0);
+            for p in packets.iter() {
+                stream.write_rtp(RtpWrite::new(
+                    Pt::from(96),
+                    seq.next().into(),
+                    0,
+                    Instant::now(),
+                    Arc::clone(&p.data),
+                ));
+            }
+            sent.push(packets);
+        }
+        assert_eq!(made, 1, "packetized once");
+        assert!(Arc::ptr_eq(&sent[0], &sent[1]));
+        assert_eq!(sent[0].len(), 3, "3000 bytes: three fragments");
+        for p in sent[0].iter() {
+            // The memo, and one reference in each viewer's send queue.
+            assert_eq!(Arc::strong_count(&p.data), 3);
+        }
+        drop(viewers);
+        assert!(sent[0].iter().all(|p| Arc::strong_count(&p.data) == 1));
+    }
+
+    #[test]
+    fn sequence_numbers_start_below_a_wrap_and_count_up() {
+        for _ in 0..100 {
+            let mut seq = SeqCounter::random();
+            let first = seq.next();
+            assert!(first < 0x8000);
+            assert_eq!(seq.next(), first + 1);
+        }
+    }
 
     /// 30 fps on the 90 kHz clock, a keyframe at `key`, no B-frames.
     fn frames(track: &Arc<Track>, from: i64, n: i64, key: i64) -> Vec<Arc<Frame>> {

@@ -83,13 +83,19 @@ impl Plan {
     pub fn routes(&self, session: &mut Session, answer: &str) -> Routes {
         let mut routes = Routes::default();
         for (kind, mid) in media_sections(answer) {
-            let Some(writer) = session.rtc.writer(mid) else {
+            // The payload types the answer kept for this section (str0m's
+            // `Writer::payload_params`, which RTP mode does not offer).
+            let Some(media) = session.rtc.media(mid) else {
                 continue;
             };
+            let remote = media.remote_pts();
             let pick = |codec: Codec| {
-                let mut params: Vec<_> = writer
-                    .payload_params()
-                    .filter(|p| p.spec().codec == codec)
+                let mut params: Vec<_> = session
+                    .rtc
+                    .codec_config()
+                    .params()
+                    .iter()
+                    .filter(|p| remote.contains(&p.pt()) && p.spec().codec == codec)
                     .collect();
                 // Prefer packetization-mode 1, then a matching High profile.
                 params.sort_by_key(|p| {
