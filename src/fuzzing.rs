@@ -247,22 +247,23 @@ pub fn rtp_depacketize(data: &[u8]) -> usize {
     units
 }
 
-/// A WHEP/WHIP request body: parsed as an SDP offer and answered by str0m
-/// with the codecs our sessions enable, then the answer's media sections
+/// A WHEP/WHIP request body: checked and parsed as an SDP offer and
+/// answered by str0m (as `webrtc::sdp` does for the sessions) with the
+/// codecs our sessions enable, then the answer's media sections
 /// read as the sessions read them. Returns the answer's media sections.
 pub fn sdp_offer(data: &[u8]) -> usize {
     let Ok(text) = std::str::from_utf8(data) else {
         return 0;
     };
     let _ = crate::webrtc::sdp::media_sections(text);
-    let Ok(offer) = str0m::change::SdpOffer::from_sdp_string(text) else {
+    let Ok(offer) = crate::webrtc::sdp::parse_offer(text) else {
         return 0;
     };
     let mut rtc = str0m::RtcConfig::new()
         .enable_h264(true)
         .enable_opus(true, false)
         .build(std::time::Instant::now());
-    match rtc.sdp_api().accept_offer(offer) {
+    match crate::webrtc::sdp::accept_offer(&mut rtc, offer) {
         Ok(answer) => crate::webrtc::sdp::media_sections(&answer.to_sdp_string()).len(),
         Err(_) => 0,
     }

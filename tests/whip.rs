@@ -107,6 +107,20 @@ async fn whip_refusals() {
     )
     .await;
     assert_eq!(r.status, 415);
+    // An offer that made str0m assert (found by fuzzing): a payload type
+    // mapped twice in a media section. WHIP and WHEP answer 400; the server
+    // goes on.
+    let twice =
+        include_bytes!("../fuzz/regressions/sdp_offer/payload_type_mapped_twice_str0m_assert");
+    for target in ["/live/x/whip", "/live/x/whep"] {
+        let r = http_with("POST", app.http_addr, target, &sdp, twice).await;
+        assert_eq!(r.status, 400, "{target}: {}", r.text());
+        assert!(
+            r.text().contains("payload type 102 is mapped twice"),
+            "{target}: {}",
+            r.text()
+        );
+    }
     // A path that pulls a camera takes no publisher.
     let offerer = common::whep::Offerer::new(common::whep::Offer::H264Opus).await;
     let offer = offerer.sdp.clone();

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use str0m::Event;
-use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid};
 use tokio_util::sync::CancellationToken;
@@ -98,10 +97,7 @@ impl WhipServer {
         query: String,
         token: Option<String>,
     ) -> Result<Created, WhipError> {
-        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| {
-            tracing::debug!(error = %e, "unparsable SDP offer");
-            WhipError::BadOffer("the body is not an SDP offer".into())
-        })?;
+        let offer = crate::webrtc::sdp::parse_offer(offer).map_err(WhipError::BadOffer)?;
         let publisher = self.hub.publish(SessionSpec {
             protocol: Protocol::WebRtc,
             role: Role::Publisher,
@@ -116,11 +112,8 @@ impl WhipServer {
             .enable_h264(true)
             .enable_opus(true, false);
         let mut session = self.engine.open(config);
-        let answer = session
-            .rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| WhipError::BadOffer(e.to_string()))?
+        let answer = crate::webrtc::sdp::accept_offer(&mut session.rtc, offer)
+            .map_err(WhipError::BadOffer)?
             .to_sdp_string();
         let sections = crate::webrtc::sdp::media_sections(&answer);
         let video = sections

@@ -19,10 +19,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use str0m::Event;
 use str0m::format::Codec;
 use str0m::media::{Mid, Pt};
 use str0m::rtp::RtpWrite;
-use str0m::{Event, change::SdpOffer};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -129,10 +129,7 @@ impl WhepServer {
         remote: Option<SocketAddr>,
         query: String,
     ) -> Result<Created, WhepError> {
-        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| {
-            tracing::debug!(error = %e, "unparsable SDP offer");
-            WhepError::BadOffer("the body is not an SDP offer".into())
-        })?;
+        let offer = crate::webrtc::sdp::parse_offer(offer).map_err(WhepError::BadOffer)?;
         let spec = SessionSpec {
             protocol: Protocol::WebRtc,
             role: Role::Reader,
@@ -160,12 +157,9 @@ impl WhepServer {
             .set_extension_map(sdp::header_extensions());
         config = plan.enable_codecs(config);
         let mut session = self.engine.open(config);
-        let answer = session
-            .rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| WhepError::BadOffer(e.to_string()))?;
-        let answer = answer.to_sdp_string();
+        let answer = crate::webrtc::sdp::accept_offer(&mut session.rtc, offer)
+            .map_err(WhepError::BadOffer)?
+            .to_sdp_string();
         let routes = plan.routes(&mut session, &answer);
         if routes.video.is_none() && routes.audio.is_none() {
             return Err(WhepError::NoCodec(plan.describe()));
