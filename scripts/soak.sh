@@ -46,7 +46,11 @@ trap cleanup EXIT
 
 # The server on free ports, its log in the output directory.
 LOG="$OUT/soak.log"
-"$SOAK_SERVER_BIN" --rtmp-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --api-listen 127.0.0.1:0 \
+# Every viewer comes from 127.0.0.1: the per-client admission limits
+# (connection and WHEP POST rates, connections per client) are off.
+MEDIARELAY_LIMITS_CONNECTION_RATE=0 MEDIARELAY_LIMITS_MAX_CONNECTIONS_PER_IP=0 \
+  MEDIARELAY_LIMITS_WEBRTC_POST_RATE=0 \
+  "$SOAK_SERVER_BIN" --rtmp-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --api-listen 127.0.0.1:0 \
   --webrtc-listen 127.0.0.1:0 --webrtc-tcp-listen "" --rtmps-listen "" --log-level info \
   > "$LOG" 2>&1 &
 SERVER=$!
