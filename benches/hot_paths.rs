@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the per-frame and per-request hot paths:
 //! FLV tag parsing (RTMP ingest), fMP4 fragment headers (HLS), LL-HLS
 //! playlist rendering, AVCC → Annex B (WebRTC), RTP depacketization of an
-//! H.264 frame (RFC 6184 FU-A, RTSP ingest), RTMP chunking of a frame
+//! H.264 frame (RFC 6184 FU-A, RTSP ingest), RTP packetization of one
+//! (once per path for every WebRTC viewer), RTMP chunking of a frame
 //! (RTMP egress, once per frame for all players), and hub fan-out to
 //! 1 / 100 / 1000 readers.
 //!
@@ -212,6 +213,27 @@ fn rtp_depacketize(c: &mut Criterion) {
     g.finish();
 }
 
+/// A 30 KB keyframe (three NAL units, 4-byte lengths as the hub holds
+/// them) into RTP payloads (RFC 6184 FU-A, the parameter sets in a
+/// STAP-A): done once per frame per path, shared by every WebRTC viewer.
+fn rtp_packetize(c: &mut Criterion) {
+    use mediarelay::codec::rtp::packetize::{MAX_PAYLOAD, packetize};
+    let mut frame = Vec::new();
+    for len in [12_000usize, 9_000, 9_000] {
+        frame.extend_from_slice(&(len as u32).to_be_bytes());
+        frame.push(0x65);
+        frame.extend(std::iter::repeat_n(0x11, len - 1));
+    }
+    let frame = Bytes::from(frame);
+    let params = mediarelay::media::testing::h264(640);
+    let mut g = c.benchmark_group("rtp_packetize");
+    g.throughput(Throughput::Bytes(frame.len() as u64));
+    g.bench_function("h264_keyframe_30k", |b| {
+        b.iter(|| black_box(packetize(&params, true, &frame, MAX_PAYLOAD)))
+    });
+    g.finish();
+}
+
 /// One video frame as RTMP chunks (4096-byte chunks, type-3 continuation
 /// headers): built once per frame and shared by every player.
 fn rtmp_chunking(c: &mut Criterion) {
@@ -296,6 +318,7 @@ criterion_group!(
     playlist,
     annexb,
     rtp_depacketize,
+    rtp_packetize,
     rtmp_chunking,
     fan_out
 );

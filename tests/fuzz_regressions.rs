@@ -12,11 +12,16 @@ use std::path::PathBuf;
 
 use mediarelay::fuzzing::TARGETS;
 
+/// The checkout at run time before the compile-time one (a target directory
+/// shared between clones hands one clone the other's test binaries).
+fn repo_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 fn dir(kind: &str, target: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz")
-        .join(kind)
-        .join(target)
+    repo_dir().join("fuzz").join(kind).join(target)
 }
 
 fn files(kind: &str, target: &str) -> Vec<(String, Vec<u8>)> {
@@ -67,9 +72,7 @@ fn past_crashes_do_not_crash() {
 
 #[test]
 fn every_fuzz_target_has_a_binary() {
-    let manifest =
-        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/Cargo.toml"))
-            .unwrap();
+    let manifest = std::fs::read_to_string(repo_dir().join("fuzz/Cargo.toml")).unwrap();
     for (target, _) in TARGETS {
         assert!(
             manifest.contains(&format!("path = \"fuzz_targets/{target}.rs\"")),

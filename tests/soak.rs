@@ -9,9 +9,11 @@ use std::time::Duration;
 #[tokio::test]
 async fn a_two_minute_soak_serves_everyone_logs_no_error_and_leaks_no_fd() {
     let out = std::env::temp_dir().join(format!("mediarelay-soak-{}", std::process::id()));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/soak.sh");
+    // The checkout at run time (see tests/common's repo_dir).
+    let repo = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+    let script = format!("{repo}/scripts/soak.sh");
     let child = tokio::process::Command::new("bash")
-        .args([script, "120", "20", "20", "10"])
+        .args([script.as_str(), "120", "20", "20", "10"])
         .env("SOAK_SERVER_BIN", env!("CARGO_BIN_EXE_mediarelay"))
         .env("SOAK_LOAD_BIN", env!("CARGO_BIN_EXE_mediarelay-load"))
         .env("SOAK_OUT", &out)

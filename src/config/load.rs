@@ -1191,7 +1191,7 @@ mod example_file {
     /// The example config loads, and documents every key there is.
     #[test]
     fn example_config_loads_and_documents_every_key() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mediarelay.toml");
+        let path = crate::repo_dir().join("config/mediarelay.toml");
         let c = load(Some(&path), Vec::new(), &Overrides::default()).unwrap();
         let defaults = Config::default();
         assert_eq!(c.rtmp_listen, defaults.rtmp_listen);

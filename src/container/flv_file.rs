@@ -105,11 +105,7 @@ mod tests {
 
     fn fixture() -> Bytes {
         Bytes::from(
-            std::fs::read(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/fixtures/media/res_a_320x240.flv"
-            ))
-            .unwrap(),
+            std::fs::read(crate::repo_dir().join("fixtures/media/res_a_320x240.flv")).unwrap(),
         )
     }
 

@@ -12,7 +12,7 @@ use crate::media::{H265Params, OpusParams};
 /// The RTP packets of one stream of a capture, as retina would hand them
 /// over: timestamps extended from the stream's first, loss from sequence gaps.
 fn capture(name: &str, stream: u8) -> Vec<Packet> {
-    let path = format!("{}/fixtures/rtp/{name}.bin", env!("CARGO_MANIFEST_DIR"));
+    let path = crate::repo_dir().join(format!("fixtures/rtp/{name}.bin"));
     let raw = std::fs::read(&path).unwrap();
     let mut out = Vec::new();
     let mut at = 0;
@@ -66,11 +66,7 @@ fn parse_rtp(rtp: Bytes, first_ts: &mut Option<u32>, last: &mut Option<(u32, i64
 }
 
 fn sdp(name: &str) -> String {
-    std::fs::read_to_string(format!(
-        "{}/fixtures/rtp/{name}.sdp",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
+    std::fs::read_to_string(crate::repo_dir().join(format!("fixtures/rtp/{name}.sdp"))).unwrap()
 }
 
 fn fmtp_value(sdp: &str, key: &str) -> String {

@@ -4,7 +4,7 @@ use super::*;
 use crate::container::flv_file::{FlvFile, TAG_AUDIO, TAG_VIDEO, Tag};
 
 fn tags(name: &str) -> Vec<Tag> {
-    let path = format!("{}/fixtures/media/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = crate::repo_dir().join(format!("fixtures/media/{name}"));
     let data = Bytes::from(std::fs::read(path).unwrap());
     FlvFile::new(data).unwrap().map(Result::unwrap).collect()
 }

@@ -15,9 +15,7 @@ use super::*;
 const HANDSHAKE_LEN: usize = 1 + 1536 + 1536;
 
 fn fixture(name: &str) -> Option<Vec<u8>> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/rtmp")
-        .join(name);
+    let path = crate::repo_dir().join("fixtures/rtmp").join(name);
     std::fs::read(path).ok()
 }
 
