@@ -639,9 +639,14 @@ async fn camera_opus_reaches_hls_rtmp_as_aac_and_webrtc_as_opus() {
     use common::whep::{WhepClient, decode_annexb, opus_level_dbfs};
     use str0m::format::Codec;
     let cam = Camera::start().await;
+    // The UDP path starts on demand, once the TCP one plays: two sessions
+    // set up at the same moment on the test camera's shared media sometimes
+    // left its Opus branch stalled after two packets (the camera's RTCP
+    // sender reports said so), and an RTMP reader then waited forever for
+    // the AAC that FLV's metadata had announced.
     let app = start(&format!(
         "[paths.\"door\"]\nsource = \"{}\"\nrtsp_transport = \"tcp\"\n\
-         [paths.\"udp\"]\nsource = \"{}\"\nrtsp_transport = \"udp\"\n",
+         [paths.\"udp\"]\nsource = \"{}\"\nrtsp_transport = \"udp\"\non_demand = true\n",
         cam.url("h264_opus"),
         cam.url("h264_opus"),
     ))
@@ -690,8 +695,8 @@ async fn camera_opus_reaches_hls_rtmp_as_aac_and_webrtc_as_opus() {
     );
     client.close().await;
 
-    // Over UDP too (retina's raw packets from its UDP sockets).
-    wait_published(&app, "udp").await;
+    // Over UDP too (retina's raw packets from its UDP sockets); the HLS
+    // request starts the pull.
     let streams = probe_streams(&hls_url(&app, "udp")).await;
     assert_eq!(codecs(&streams), vec!["aac/48000", "h264/320x240"]);
     let source = path_json(&app, "udp").await["source"].clone();
