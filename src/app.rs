@@ -51,6 +51,10 @@ pub struct App {
     pub https_addr: Option<SocketAddr>,
     /// The RTMPS listener, if on (it needs `tls.cert` and `tls.key`).
     pub rtmps_addr: Option<SocketAddr>,
+    /// The RTSP listener, if on.
+    pub rtsp_addr: Option<SocketAddr>,
+    /// The UDP ports RTSP readers get RTP and RTCP from, if on.
+    pub rtsp_udp_addrs: Option<(SocketAddr, SocketAddr)>,
     hls: Arc<HlsServer>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -74,6 +78,38 @@ impl App {
                 .map_err(|source| StartError::Bind { key, addr, source })
         };
         let rtmp_addr = local(&rtmp, "rtmp_listen", config.rtmp_listen)?;
+        let rtsp = match config.rtsp_listen {
+            Some(addr) => {
+                let l = bind("rtsp_listen", addr)?;
+                let a = local(&l, "rtsp_listen", addr)?;
+                Some((l, a))
+            }
+            None => None,
+        };
+        let rtsp_udp = match (
+            rtsp.is_some(),
+            config.rtsp_udp_rtp_listen,
+            config.rtsp_udp_rtcp_listen,
+        ) {
+            (true, Some(rtp), Some(rtcp)) => {
+                let bind_udp = |key, addr: ListenAddr| {
+                    addr.bind_udp()
+                        .map_err(|source| StartError::Bind { key, addr, source })
+                };
+                let rtp_socket = bind_udp("rtsp_udp_rtp_listen", rtp)?;
+                let rtcp_socket = bind_udp("rtsp_udp_rtcp_listen", rtcp)?;
+                Some(Arc::new(
+                    server::rtsp::UdpPorts::new(rtp_socket, rtcp_socket).map_err(|source| {
+                        StartError::Bind {
+                            key: "rtsp_udp_rtp_listen",
+                            addr: rtp,
+                            source,
+                        }
+                    })?,
+                ))
+            }
+            _ => None,
+        };
         // TLS: the certificate first (its error names the file), then the
         // listeners that need it.
         let mut tls = TlsSetup::open(&config)?;
@@ -146,6 +182,21 @@ impl App {
             shutdown.clone(),
             tasks.clone(),
         ));
+        let rtsp_addr = rtsp.as_ref().map(|(_, a)| *a);
+        let rtsp_udp_addrs = rtsp_udp.as_ref().and_then(|u| match u.local_addrs() {
+            (Some(a), Some(b)) => Some((a, b)),
+            _ => None,
+        });
+        if let Some((listener, _)) = rtsp {
+            tasks.spawn(server::rtsp::serve(
+                listener,
+                hub.clone(),
+                Arc::clone(&gate),
+                rtsp_udp,
+                shutdown.clone(),
+                tasks.clone(),
+            ));
+        }
         for reloader in &tls.reloaders {
             tasks.spawn(Arc::clone(reloader).watch(tls.reload_interval, shutdown.clone()));
         }
@@ -221,6 +272,9 @@ impl App {
                 ),
                 ("https_listen", https_addr),
                 ("rtmps_listen", rtmps_addr),
+                ("rtsp_listen", rtsp_addr),
+                ("rtsp_udp_rtp_listen", rtsp_udp_addrs.map(|(a, _)| a)),
+                ("rtsp_udp_rtcp_listen", rtsp_udp_addrs.map(|(_, b)| b)),
             ]
             .into_iter()
             .filter_map(|(k, a)| a.map(|a| (k, a.to_string())))
@@ -252,12 +306,9 @@ impl App {
             api = %api_addr,
             https = %off(https_addr),
             rtmps = %off(rtmps_addr),
+            rtsp = %off(rtsp_addr),
+            rtsp_udp = %off(rtsp_udp_addrs.map(|(a, _)| a)),
             "mediarelay listening"
-        );
-        let c = hub.config();
-        tracing::info!(
-            rtsp_listen = %c.rtsp_listen,
-            "the RTSP server is not served by this version; that listener is not opened"
         );
         Ok(App {
             hub,
@@ -267,6 +318,8 @@ impl App {
             webrtc_addr: engine.local_addr(),
             https_addr,
             rtmps_addr,
+            rtsp_addr,
+            rtsp_udp_addrs,
             hls,
             shutdown,
             tasks,

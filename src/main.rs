@@ -35,9 +35,15 @@ struct Args {
     /// ICE-over-TCP port for clients whose UDP is blocked ("" turns it off).
     #[arg(long)]
     webrtc_tcp_listen: Option<String>,
-    /// RTSP listener (reserved; not served by this version).
+    /// RTSP listener, e.g. ":8554" ("" = off).
     #[arg(long)]
     rtsp_listen: Option<String>,
+    /// UDP port for RTSP readers' RTP, e.g. ":8000" ("" = RTP over TCP only).
+    #[arg(long)]
+    rtsp_udp_rtp_listen: Option<String>,
+    /// UDP port for RTSP readers' RTCP, e.g. ":8001".
+    #[arg(long)]
+    rtsp_udp_rtcp_listen: Option<String>,
     /// Log level or tracing filter (overrides log_level).
     #[arg(long)]
     log_level: Option<String>,
@@ -55,6 +61,8 @@ fn main() -> ExitCode {
         ("webrtc_listen", &args.webrtc_listen),
         ("webrtc_tcp_listen", &args.webrtc_tcp_listen),
         ("rtsp_listen", &args.rtsp_listen),
+        ("rtsp_udp_rtp_listen", &args.rtsp_udp_rtp_listen),
+        ("rtsp_udp_rtcp_listen", &args.rtsp_udp_rtcp_listen),
         ("log_level", &args.log_level),
     ] {
         if let Some(v) = value {

@@ -26,6 +26,8 @@ pub const RESTART_KEYS: &[&str] = &[
     "webrtc_tcp_listen",
     "webrtc_public_addresses",
     "rtsp_listen",
+    "rtsp_udp_rtp_listen",
+    "rtsp_udp_rtcp_listen",
     "https_listen",
     "rtmps_listen",
     "tls",
@@ -407,6 +409,8 @@ pub fn keep_restart_keys(running: &Config, mut new: Config) -> (Config, Vec<&'st
         webrtc_tcp_listen,
         webrtc_public_addresses,
         rtsp_listen,
+        rtsp_udp_rtp_listen,
+        rtsp_udp_rtcp_listen,
         https_listen,
         rtmps_listen,
         tls

@@ -56,8 +56,19 @@ pub struct Config {
     /// besides the local ones: the public address behind NAT, in Docker, in
     /// Kubernetes.
     pub webrtc_public_addresses: Vec<String>,
-    /// RTSP listener (not served yet).
-    pub rtsp_listen: ListenAddr,
+    /// RTSP listener: every path is readable at `rtsp://HOST:PORT/{path}`
+    /// (RTP over TCP interleaved, or UDP with the two ports below); `""`
+    /// turns it off.
+    #[serde(with = "optional_listen")]
+    pub rtsp_listen: Option<ListenAddr>,
+    /// UDP port RTSP readers get RTP from (`server_port`); `""` offers RTP
+    /// over TCP only.
+    #[serde(with = "optional_listen")]
+    pub rtsp_udp_rtp_listen: Option<ListenAddr>,
+    /// UDP port of the RTCP that goes with it (sender reports); needed with
+    /// `rtsp_udp_rtp_listen`.
+    #[serde(with = "optional_listen")]
+    pub rtsp_udp_rtcp_listen: Option<ListenAddr>,
     /// A connection that sends nothing for this long is closed (an idle
     /// HTTP keep-alive connection between requests is not timed).
     #[serde(with = "humantime_serde")]
@@ -128,7 +139,9 @@ impl Default for Config {
             webrtc_listen: Some(ListenAddr::Any(8189)),
             webrtc_tcp_listen: Some(ListenAddr::Any(8189)),
             webrtc_public_addresses: Vec::new(),
-            rtsp_listen: ListenAddr::Any(8554),
+            rtsp_listen: Some(ListenAddr::Any(8554)),
+            rtsp_udp_rtp_listen: Some(ListenAddr::Any(8000)),
+            rtsp_udp_rtcp_listen: Some(ListenAddr::Any(8001)),
             read_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),

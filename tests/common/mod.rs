@@ -56,6 +56,9 @@ pub fn config(toml: &str) -> Config {
             "api_listen",
             "webrtc_listen",
             "webrtc_tcp_listen",
+            "rtsp_listen",
+            "rtsp_udp_rtp_listen",
+            "rtsp_udp_rtcp_listen",
         ]
         .into_iter()
         .filter(|k| !set_by_test(k))

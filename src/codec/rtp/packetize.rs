@@ -16,11 +16,14 @@
 //!   NAL unit packets (§4.4.1), aggregation packets for VPS/SPS/PPS
 //!   (§4.4.2), fragmentation units (§4.4.3).
 //! - Opus, RFC 7587 §4.2: one Opus packet is one RTP payload.
+//! - AAC, RFC 3640 AAC-hbr mode (§3.3.6) for RTSP readers: one access unit
+//!   per packet with its AU-header, fragmented when it does not fit.
 //! - G.711, RFC 3551 §4.5.14: one sample per byte; a frame longer than a
 //!   packet is split, each part at its own RTP time.
 //!
 //! The RTP marker bit (RFC 3550 §5.1) is set on the last packet of a video
-//! access unit (RFC 6184 §5.1, RFC 7798 §4.1) and never on audio. Input is a
+//! access unit (RFC 6184 §5.1, RFC 7798 §4.1) and of an AAC access unit (RFC
+//! 3640 §3.2.3), never on other audio. Input is a
 //! frame as the hub holds it (4-byte length-prefixed NAL units for video);
 //! malformed trailing data ends the frame's NAL units, nothing panics.
 
@@ -57,10 +60,26 @@ pub struct Payload {
     /// RTP time of this packet after the frame's, in the codec's clock (G.711
     /// parts after the first; 0 otherwise).
     pub time_offset: u32,
+    /// The same bytes as `data`, as `Bytes` for vectored socket writes
+    /// (RTSP readers): made once per packet, shared like `data`.
+    pub bytes: Bytes,
+}
+
+impl Payload {
+    pub fn new(data: Arc<[u8]>, marker: bool, time_offset: u32) -> Payload {
+        let bytes = Bytes::from_owner(Arc::clone(&data));
+        Payload {
+            data,
+            marker,
+            time_offset,
+            bytes,
+        }
+    }
 }
 
 /// The RTP payloads of one frame, in sending order. Empty for a frame that
-/// cannot be sent as RTP (AAC, or video without any NAL unit).
+/// cannot be sent as RTP (video without any NAL unit, an oversized AAC
+/// access unit).
 pub fn packetize(params: &CodecParams, keyframe: bool, data: &Bytes, max: usize) -> Vec<Payload> {
     let max = max.max(8);
     let mut out = Vec::new();
@@ -75,27 +94,44 @@ pub fn packetize(params: &CodecParams, keyframe: bool, data: &Bytes, max: usize)
         }
         CodecParams::Opus(_) => {
             if !data.is_empty() {
-                out.push(Payload {
-                    data: Arc::from(&data[..]),
-                    marker: false,
-                    time_offset: 0,
-                });
+                out.push(Payload::new(Arc::from(&data[..]), false, 0));
             }
         }
         CodecParams::G711(_) => {
             let mut offset = 0usize;
             for part in data.chunks(max) {
-                out.push(Payload {
-                    data: Arc::from(part),
-                    marker: false,
-                    time_offset: offset as u32,
-                });
+                out.push(Payload::new(Arc::from(part), false, offset as u32));
                 offset += part.len();
             }
         }
-        CodecParams::Aac(_) => {}
+        CodecParams::Aac(_) => aac(data, max, &mut out),
     }
     out
+}
+
+/// RFC 3640 AAC-hbr (§3.3.6: `sizeLength=13`, `indexLength=3`,
+/// `indexDeltaLength=3`, what the SDP of `egress::rtsp::sdp` announces): one
+/// access unit per packet behind a 16-bit AU-headers-length (§3.2.1) and
+/// one AU-header (size, index 0). An access unit larger than a packet is
+/// fragmented (§3.2.3): every fragment carries the same AU-header with the
+/// whole unit's size, and the marker bit is set on the last one only (§3.2.3;
+/// on a whole unit it is set too, §3.3.6). Units over 8191 bytes (the 13-bit
+/// size) are not sent: AAC frames are at most 6144 bits per channel.
+fn aac(data: &Bytes, max: usize, out: &mut Vec<Payload>) {
+    const HEADERS: usize = 4;
+    let size = data.len();
+    if size == 0 || size > 0x1fff {
+        return;
+    }
+    let header = [0x00, 0x10, (size >> 5) as u8, ((size & 0x1f) << 3) as u8];
+    let room = max.saturating_sub(HEADERS).max(1);
+    let count = size.div_ceil(room);
+    for (i, part) in data.chunks(room).enumerate() {
+        let mut packet = Vec::with_capacity(HEADERS + part.len());
+        packet.extend_from_slice(&header);
+        packet.extend_from_slice(part);
+        out.push(Payload::new(packet.into(), i + 1 == count, 0));
+    }
 }
 
 /// What differs between H.264 and H.265 packetization.
@@ -255,11 +291,7 @@ fn flush_sets<S: NalSyntax>(sets: &mut Vec<&[u8]>, max: usize, out: &mut Vec<Pay
 /// bytes (its header goes into each fragment's headers, not its payload).
 fn single_or_fragments<S: NalSyntax>(nal: &[u8], max: usize, out: &mut Vec<Payload>) {
     if nal.len() <= max {
-        out.push(Payload {
-            data: Arc::from(nal),
-            marker: false,
-            time_offset: 0,
-        });
+        out.push(Payload::new(Arc::from(nal), false, 0));
         return;
     }
     let Some(body) = nal.get(S::HEADER..) else {
@@ -275,11 +307,7 @@ fn single_or_fragments<S: NalSyntax>(nal: &[u8], max: usize, out: &mut Vec<Paylo
 }
 
 fn payload(packet: Vec<u8>) -> Payload {
-    Payload {
-        data: Arc::from(packet),
-        marker: false,
-        time_offset: 0,
-    }
+    Payload::new(Arc::from(packet), false, 0)
 }
 
 #[cfg(test)]
@@ -447,7 +475,14 @@ mod tests {
             .map(|p| (p.data.len(), p.time_offset))
             .collect();
         assert_eq!(times, [(100, 0), (100, 100), (50, 200)]);
-        assert!(packetize(&testing::aac(), true, &Bytes::from_static(b"aac"), 100).is_empty());
+        // AAC: the AU-header section (RFC 3640 §3.2.1) in front of the frame.
+        let aac = packetize(&testing::aac(), true, &Bytes::from_static(b"aac"), 100);
+        assert_eq!(aac.len(), 1);
+        assert_eq!(
+            &aac[0].data[..],
+            &[0x00, 0x10, 0x00, 0x18, b'a', b'a', b'c']
+        );
+        assert!(aac[0].marker);
     }
 
     #[test]

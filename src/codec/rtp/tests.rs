@@ -411,6 +411,51 @@ fn aac_frames_from_a_camera_capture() {
     assert!(units.iter().all(|u| u.data[0] >> 5 == 1), "CPE");
 }
 
+/// The AAC packetizer's output (RFC 3640 AAC-hbr, what RTSP readers get)
+/// depacketizes to the camera's frames, whole or fragmented.
+#[test]
+fn packetized_aac_depacketizes_to_the_same_frames() {
+    let (units, _) = run(
+        &mut Depacketizer::new(&aac_params()),
+        capture("h265_aac", 1),
+    );
+    assert!(units.len() > 10);
+    for max in [packetize::MAX_PAYLOAD, 100, 9] {
+        let mut seq = 0u16;
+        let mut packets = Vec::new();
+        for u in &units {
+            let payloads = packetize::packetize(&aac_params(), true, &u.data, max);
+            assert!(!payloads.is_empty());
+            assert_eq!(payloads.iter().filter(|p| p.marker).count(), 1);
+            assert!(
+                payloads.last().unwrap().marker,
+                "marker on the last fragment"
+            );
+            for p in payloads {
+                assert!(p.data.len() <= max.max(8), "{max}: {}", p.data.len());
+                packets.push(Packet {
+                    sequence_number: seq,
+                    timestamp: u.timestamp,
+                    mark: p.marker,
+                    loss: 0,
+                    payload: Bytes::copy_from_slice(&p.data),
+                });
+                seq = seq.wrapping_add(1);
+            }
+        }
+        let (again, errors) = run(&mut Depacketizer::new(&aac_params()), packets);
+        assert_eq!(errors, 0, "{max}");
+        assert_eq!(again.len(), units.len(), "{max}");
+        for (a, b) in again.iter().zip(&units) {
+            assert_eq!((a.timestamp, &a.data), (b.timestamp, &b.data), "{max}");
+        }
+    }
+    // Nothing for an empty frame or one the 13-bit size cannot describe.
+    assert!(packetize::packetize(&aac_params(), true, &Bytes::new(), 1200).is_empty());
+    let huge = Bytes::from(vec![0u8; 0x2000]);
+    assert!(packetize::packetize(&aac_params(), true, &huge, 1200).is_empty());
+}
+
 /// One access unit fragmented over three packets (RFC 3640 §3.2.3.1).
 #[test]
 fn aac_fragmented_access_unit() {

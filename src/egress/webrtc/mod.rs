@@ -714,11 +714,12 @@ mod tests {
         assert!(Arc::ptr_eq(&sent[0], &sent[1]));
         assert_eq!(sent[0].len(), 3, "3000 bytes: three fragments");
         for p in sent[0].iter() {
-            // The memo, and one reference in each viewer's send queue.
-            assert_eq!(Arc::strong_count(&p.data), 3);
+            // The memo (and its `Bytes` view for RTSP readers), and one
+            // reference in each viewer's send queue.
+            assert_eq!(Arc::strong_count(&p.data), 4);
         }
         drop(viewers);
-        assert!(sent[0].iter().all(|p| Arc::strong_count(&p.data) == 1));
+        assert!(sent[0].iter().all(|p| Arc::strong_count(&p.data) == 2));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Sans-IO RTSP (RFC 7826; RFC 2326 as most clients and cameras speak it):
-//! message and interleaved-frame framing. The server sessions (issue 8) are
-//! built on it.
+//! message and interleaved-frame framing, the `Transport` header's
+//! negotiation, digest authentication. `server::rtsp` is built on it.
 //!
 //! Nothing here panics on peer input: the files deny `unwrap`, `expect`,
 //! indexing, `panic!` and unchecked arithmetic outside tests; the framer
@@ -16,6 +16,8 @@
     )
 )]
 
+pub mod digest;
 pub mod framer;
+pub mod transport;
 
 pub use framer::{Framer, FramerError, Incoming};

@@ -1,0 +1,419 @@
+//! The RTSP server against real readers: ffmpeg/ffprobe and GStreamer's
+//! rtspsrc read an RTMP-pushed stream and a camera path over TCP and UDP;
+//! twenty readers of one camera pull it once; auth (Digest from ffmpeg,
+//! Basic by hand) refused and accepted; bad requests get their status and
+//! end only their connection; a reader that stops reading is dropped
+//! without disturbing another.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::camera::Camera;
+use common::*;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn rtsp_url(app: &mediarelay::app::App, path: &str) -> String {
+    format!(
+        "rtsp://{}/{path}",
+        app.rtsp_addr.expect("the RTSP listener is on")
+    )
+}
+
+fn codecs(streams: &[Value]) -> Vec<String> {
+    let mut c: Vec<String> = streams
+        .iter()
+        .map(|s| {
+            let extra = match s["codec_type"].as_str() {
+                Some("audio") => format!("/{}", s["sample_rate"].as_str().unwrap_or("")),
+                _ => format!("/{}x{}", s["width"], s["height"]),
+            };
+            format!("{}{}", s["codec_name"].as_str().unwrap_or(""), extra)
+        })
+        .collect();
+    c.sort();
+    c
+}
+
+async fn rtsp_streams(url: &str, transport: &str) -> Vec<String> {
+    let v = ffprobe(url, &["-rtsp_transport", transport, "-show_streams"]).await;
+    codecs(
+        v["streams"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default(),
+    )
+}
+
+/// Decodes `secs` of `url` over `transport`; the error lines ffmpeg printed.
+async fn rtsp_decode_errors(url: &str, transport: &str, secs: u32) -> Vec<String> {
+    let t = secs.to_string();
+    let (ok, _, err) = run(
+        "ffmpeg",
+        &[
+            "-v",
+            "error",
+            "-rtsp_transport",
+            transport,
+            "-i",
+            url,
+            "-t",
+            &t,
+            "-f",
+            "null",
+            "-",
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(ok, "ffmpeg could not read {url} over {transport}: {err}");
+    err.lines().map(str::to_string).collect()
+}
+
+/// GStreamer's rtspsrc decodes `frames` video frames and `frames` audio
+/// buffers of `url` over `protocols` (`tcp` or `udp`).
+async fn gstreamer_decodes(url: &str, protocols: &str, frames: u32) {
+    let pipeline = format!(
+        "rtspsrc location={url} protocols={protocols} latency=0 name=s \
+         s. ! queue ! rtph264depay ! h264parse ! avdec_h264 ! identity eos-after={frames} ! fakesink \
+         s. ! queue ! rtpmp4gdepay ! aacparse ! avdec_aac ! identity eos-after={frames} ! fakesink"
+    );
+    let args: Vec<&str> = pipeline.split_whitespace().collect();
+    let (ok, out, err) = run("gst-launch-1.0", &args, Duration::from_secs(60)).await;
+    assert!(
+        ok && out.contains("Got EOS"),
+        "GStreamer could not play {url} over {protocols}: {out}\n{err}"
+    );
+}
+
+async fn path_json(app: &mediarelay::app::App, path: &str) -> Value {
+    let r = http("GET", app.api_addr, &format!("/v1/paths/{path}"), b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_and_gstreamer_read_a_pushed_stream_over_tcp_and_udp() {
+    let app = start("").await;
+    let _push = push(
+        fixture("res_a_320x240.flv").to_str().unwrap(),
+        &rtmp_url(&app, "live/cam"),
+        true,
+    );
+    wait_published(&app, "live/cam").await;
+    let url = rtsp_url(&app, "live/cam");
+    for transport in ["tcp", "udp"] {
+        assert_eq!(
+            rtsp_streams(&url, transport).await,
+            vec!["aac/48000", "h264/320x240"],
+            "{transport}"
+        );
+        let errors = rtsp_decode_errors(&url, transport, 3).await;
+        assert!(errors.is_empty(), "{transport}: {errors:?}");
+        gstreamer_decodes(&url, transport, 40).await;
+    }
+    // While a reader plays, the API lists it as an RTSP reader.
+    let reader = tokio::spawn({
+        let url = url.clone();
+        async move { rtsp_decode_errors(&url, "tcp", 4).await }
+    });
+    let readers = eventually(Duration::from_secs(10), "an RTSP reader", || async {
+        let p = path_json(&app, "live/cam").await;
+        (p["readers_by_protocol"]["rtsp"] == 1).then_some(p)
+    })
+    .await;
+    assert_eq!(readers["readers"][0]["protocol"], "rtsp", "{readers}");
+    assert!(reader.await.unwrap().is_empty());
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_readers_of_one_camera_pull_it_once() {
+    let cam = Camera::start().await;
+    let app = start(&format!(
+        "[paths.\"door\"]\nsource = \"{}\"\n",
+        cam.url("h264_aac")
+    ))
+    .await;
+    wait_published(&app, "door").await;
+    let url = rtsp_url(&app, "door");
+    let readers: Vec<_> = (0..20)
+        .map(|i| {
+            let url = url.clone();
+            let transport = if i % 2 == 0 { "tcp" } else { "udp" };
+            tokio::spawn(async move {
+                let (ok, _, err) = run(
+                    "ffmpeg",
+                    &[
+                        "-v",
+                        "error",
+                        "-rtsp_transport",
+                        transport,
+                        "-i",
+                        &url,
+                        "-t",
+                        "4",
+                        "-c",
+                        "copy",
+                        "-f",
+                        "null",
+                        "-",
+                    ],
+                    Duration::from_secs(90),
+                )
+                .await;
+                (ok, transport, err)
+            })
+        })
+        .collect();
+    let peak = eventually(
+        Duration::from_secs(30),
+        "20 RTSP readers at once",
+        || async {
+            let p = path_json(&app, "door").await;
+            (p["readers_by_protocol"]["rtsp"].as_u64() >= Some(18)).then_some(p)
+        },
+    )
+    .await;
+    for r in readers {
+        let (ok, transport, err) = r.await.unwrap();
+        assert!(ok, "a reader over {transport} failed: {err}");
+    }
+    let source = &peak["source"];
+    assert_eq!(source["connects"], 1, "the camera is pulled once: {source}");
+    assert_eq!(source["retries"], 0, "{source}");
+    app.shutdown().await;
+    cam.stop().await;
+}
+
+/// One request on a connection: the status line and headers of the answer.
+async fn request(stream: &mut TcpStream, text: &str) -> String {
+    stream.write_all(text.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_string();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return String::from_utf8_lossy(&got[..end + 4 + length]).to_string();
+            }
+        }
+    }
+    String::from_utf8_lossy(&got).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_is_asked_for_and_digest_and_basic_are_accepted() {
+    let app = start(
+        "[[users]]\nuser = \"viewer\"\npass = \"plain:secret\"\npermissions = [{ action = \"read\" }]\n\
+         [[users]]\nuser = \"pub\"\npass = \"plain:pubpass\"\npermissions = [{ action = \"publish\" }]\n",
+    )
+    .await;
+    let _push = push(
+        fixture("res_a_320x240.flv").to_str().unwrap(),
+        &format!("{}?user=pub&pass=pubpass", rtmp_url(&app, "live/cam")),
+        true,
+    );
+    wait_published(&app, "live/cam").await;
+    let addr = app.rtsp_addr.unwrap();
+    // No credentials: 401 with a Digest and a Basic challenge.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let answer = request(
+        &mut s,
+        &format!("DESCRIBE rtsp://{addr}/live/cam RTSP/1.0\r\nCSeq: 1\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("RTSP/1.0 401"), "{answer}");
+    assert!(
+        answer.contains("WWW-Authenticate: Digest realm=\"mediarelay\""),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("WWW-Authenticate: Basic realm=\"mediarelay\""),
+        "{answer}"
+    );
+    assert!(answer.contains("CSeq: 1"), "{answer}");
+    // Basic with the right password: the SDP.
+    let basic = base64::engine::general_purpose::STANDARD.encode("viewer:secret");
+    let answer = request(
+        &mut s,
+        &format!("DESCRIBE rtsp://{addr}/live/cam RTSP/1.0\r\nCSeq: 2\r\nAuthorization: Basic {basic}\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("RTSP/1.0 200"), "{answer}");
+    assert!(answer.contains("m=video 0 RTP/AVP 96"), "{answer}");
+    // A user who may only publish is forbidden.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let basic = base64::engine::general_purpose::STANDARD.encode("pub:pubpass");
+    let answer = request(
+        &mut s,
+        &format!("DESCRIBE rtsp://{addr}/live/cam RTSP/1.0\r\nCSeq: 1\r\nAuthorization: Basic {basic}\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("RTSP/1.0 403"), "{answer}");
+    // ffmpeg answers the Digest challenge (it prefers Digest to Basic).
+    let url = format!("rtsp://viewer:secret@{addr}/live/cam");
+    assert_eq!(
+        rtsp_streams(&url, "tcp").await,
+        vec!["aac/48000", "h264/320x240"]
+    );
+    let (ok, _, err) = run(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-rtsp_transport",
+            "tcp",
+            &format!("rtsp://viewer:wrong@{addr}/live/cam"),
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        !ok && err.contains("401"),
+        "a wrong password is refused: {err}"
+    );
+    // Credentials in the query string, as for RTMP and HLS.
+    let url = format!("rtsp://{addr}/live/cam?user=viewer&pass=secret");
+    assert_eq!(
+        rtsp_streams(&url, "tcp").await,
+        vec!["aac/48000", "h264/320x240"]
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_their_status_and_end_only_their_connection() {
+    let app = start("write_timeout = \"2s\"\n").await;
+    let _push = push(
+        fixture("res_a_320x240.flv").to_str().unwrap(),
+        &rtmp_url(&app, "live/cam"),
+        true,
+    );
+    wait_published(&app, "live/cam").await;
+    let addr = app.rtsp_addr.unwrap();
+    let url = rtsp_url(&app, "live/cam");
+    // A healthy reader throughout.
+    let healthy = tokio::spawn({
+        let url = url.clone();
+        async move { rtsp_decode_errors(&url, "tcp", 8).await }
+    });
+    eventually(Duration::from_secs(10), "the healthy reader", || async {
+        (path_json(&app, "live/cam").await["readers_by_protocol"]["rtsp"] == 1).then_some(())
+    })
+    .await;
+
+    // Not RTSP at all: 400, then the connection is closed.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let answer = request(&mut s, "\x16\x03\x01 garbage \r\n\r\n").await;
+    assert!(answer.starts_with("RTSP/1.0 400"), "{answer:?}");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    // A request head that never ends: 413 after the bound.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let huge = format!(
+        "DESCRIBE {url} RTSP/1.0\r\nCSeq: 1\r\nX-Pad: {}",
+        "a".repeat(100 * 1024)
+    );
+    let answer = request(&mut s, &huge).await;
+    assert!(answer.starts_with("RTSP/1.0 413"), "{answer:?}");
+    // SETUP of a track the path does not have, a path that does not exist,
+    // an unsupported transport, a session that is not this one.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let answer = request(
+        &mut s,
+        &format!("SETUP {url}/trackID=9 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("RTSP/1.0 404"), "{answer}");
+    let answer = request(
+        &mut s,
+        &format!("DESCRIBE rtsp://{addr}/no/such RTSP/1.0\r\nCSeq: 2\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("RTSP/1.0 404"), "{answer}");
+    let answer = request(
+        &mut s,
+        &format!(
+            "SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 3\r\nTransport: RTP/AVP;multicast\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("RTSP/1.0 461"), "{answer}");
+    let answer = request(
+        &mut s,
+        &format!("PLAY {url} RTSP/1.0\r\nCSeq: 4\r\nSession: nosuch\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("RTSP/1.0 454"), "{answer}");
+    let answer = request(
+        &mut s,
+        &format!("ANNOUNCE {url} RTSP/1.0\r\nCSeq: 5\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("RTSP/1.0 501"), "{answer}");
+    // An interleaved frame whose length lies: the connection waits for
+    // bytes that never come and is closed by the idle timeout; others go on.
+    let mut liar = TcpStream::connect(addr).await.unwrap();
+    liar.write_all(b"$\x00\xff\xffshort").await.unwrap();
+
+    // A reader that stops reading: set up over TCP, PLAY, never read. It
+    // is dropped after write_timeout; the healthy reader is not disturbed.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    let answer = request(
+        &mut stalled,
+        &format!("SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("RTSP/1.0 200"), "{answer}");
+    let session = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("Session: "))
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_string();
+    stalled
+        .write_all(
+            format!("PLAY {url} RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "two RTSP readers", || async {
+        (path_json(&app, "live/cam").await["readers_by_protocol"]["rtsp"] == 2).then_some(())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the stalled reader dropped",
+        || async {
+            (path_json(&app, "live/cam").await["readers_by_protocol"]["rtsp"].as_u64() < Some(2))
+                .then_some(())
+        },
+    )
+    .await;
+    let errors = healthy.await.unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    drop((stalled, liar));
+    // And the server still answers.
+    assert_eq!(
+        rtsp_streams(&url, "udp").await,
+        vec!["aac/48000", "h264/320x240"]
+    );
+    app.shutdown().await;
+}
