@@ -51,7 +51,7 @@ LOG="$OUT/soak.log"
 MEDIARELAY_LIMITS_CONNECTION_RATE=0 MEDIARELAY_LIMITS_MAX_CONNECTIONS_PER_IP=0 \
   MEDIARELAY_LIMITS_WEBRTC_POST_RATE=0 \
   "$SOAK_SERVER_BIN" --rtmp-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --api-listen 127.0.0.1:0 \
-  --webrtc-listen 127.0.0.1:0 --webrtc-tcp-listen "" --rtmps-listen "" --log-level info \
+  --webrtc-listen 127.0.0.1:0 --webrtc-tcp-listen "" --rtsp-listen "" --rtmps-listen "" --log-level info \
   > "$LOG" 2>&1 &
 SERVER=$!
 PIDS+=("$SERVER")

@@ -34,6 +34,8 @@ async fn runs_with_flags_answers_the_api_and_stops_on_sigterm() {
             "127.0.0.1:0",
             "--webrtc-tcp-listen",
             "",
+            "--rtsp-listen",
+            "",
         ])
         .env("MEDIARELAY_HLS_SEGMENT_COUNT", "5")
         .stdout(Stdio::piped())
@@ -124,6 +126,8 @@ async fn a_listener_that_cannot_bind_is_reported() {
         "127.0.0.1:0",
         "--webrtc-tcp-listen",
         "",
+        "--rtsp-listen",
+        "",
     ]))
     .await;
     assert_eq!(code, 1, "{text}");
@@ -210,7 +214,7 @@ async fn get_json(addr: &str, target: &str) -> serde_json::Value {
 #[tokio::test]
 async fn the_config_file_is_reloaded_on_change_and_on_sighup() {
     let path = std::env::temp_dir().join(format!("mediarelay-reload-{}.toml", std::process::id()));
-    let base = "rtmp_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"\nwebrtc_listen = \"127.0.0.1:0\"\nwebrtc_tcp_listen = \"\"\n";
+    let base = "rtmp_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"\nwebrtc_listen = \"127.0.0.1:0\"\nwebrtc_tcp_listen = \"\"\nrtsp_listen = \"\"\n";
     std::fs::write(&path, format!("{base}[hls]\nsegment_count = 7\n")).unwrap();
     let (mut child, logs) = spawn_with_config(&path);
     let api = logs.listener("api").await;
@@ -344,7 +348,7 @@ async fn sigterm_tells_players_flushes_webhooks_and_exits_in_time() {
         &path,
         format!(
             "rtmp_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"\n\
-             webrtc_listen = \"127.0.0.1:0\"\nwebrtc_tcp_listen = \"\"\nshutdown_timeout = \"8s\"\n\
+             webrtc_listen = \"127.0.0.1:0\"\nwebrtc_tcp_listen = \"\"\nrtsp_listen = \"\"\nshutdown_timeout = \"8s\"\n\
              [[webhooks]]\nurl = \"http://{hook}/hook\"\nevents = [\"publish_stop\", \"read_stop\"]\n"
         ),
     )

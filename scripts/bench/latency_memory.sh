@@ -43,7 +43,7 @@ start_server() {
     MEDIARELAY_LIMITS_API_RATE=0 \
     taskset -c 0 "$BIN/mediarelay" --rtmp-listen "127.0.0.1:$RTMP" \
     --http-listen "127.0.0.1:$HTTP" --api-listen "127.0.0.1:$api" \
-    --webrtc-listen "127.0.0.1:$udp" --webrtc-tcp-listen "" \
+    --webrtc-listen "127.0.0.1:$udp" --webrtc-tcp-listen "" --rtsp-listen "" \
     --log-level warn >>"$TMP/mediarelay.log" 2>&1 &
   PID=$!; PIDS+=("$PID")   # taskset execs the server: this is its pid
   wait_port "$RTMP"
