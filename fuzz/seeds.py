@@ -231,6 +231,17 @@ def rtsp():
         b"TEARDOWN rtsp://127.0.0.1:8554/live/cam/ RTSP/1.0\r\nCSeq: 6\r\nSession: 3a9f1c2e\r\n\r\n"
     )
     write("rtsp_framer", "play", bytes([3]) + play)
+    # GStreamer's rtspsrc over UDP with ffmpeg's Digest answer (as captured
+    # from them against the server).
+    udp_digest = (
+        b"DESCRIBE rtsp://127.0.0.1:8554/live/cam RTSP/1.0\r\nCSeq: 1\r\nAuthorization: Digest username=\"viewer\", "
+        b"realm=\"mediarelay\", nonce=\"1d74c60c72b79bf3162e53824e570c69\", uri=\"rtsp://127.0.0.1:8554/live/cam\", "
+        b"response=\"9f264763f2ff88960b97f9295931b765\", algorithm=\"MD5\"\r\n\r\n"
+        b"SETUP rtsp://127.0.0.1:8554/live/cam/trackID=1 RTSP/1.0\r\nCSeq: 2\r\n"
+        b"Transport: RTP/AVP;unicast;client_port=40000-40001,RTP/AVP/TCP;unicast;interleaved=2-3\r\n"
+        b"Authorization: Basic dmlld2VyOnNlY3JldA==\r\n\r\n"
+    )
+    write("rtsp_framer", "udp_digest", bytes([4]) + udp_digest)
     sdp = read("rtp", "h264_opus.sdp")
     record = (
         b"ANNOUNCE rtsp://127.0.0.1:8554/live/in RTSP/1.0\r\nContent-Type: application/sdp\r\nCSeq: 2\r\n"

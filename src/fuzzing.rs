@@ -328,12 +328,30 @@ pub fn rtsp_framer(data: &[u8]) -> usize {
     let Some((&mode, rest)) = data.split_first() else {
         return 0;
     };
+    use crate::protocol::rtsp::{Incoming, digest, transport};
     let mut framer = crate::protocol::rtsp::Framer::new(16 * 1024);
     let mut units = 0;
     for piece in pieces(rest, mode) {
         framer.push(piece);
         loop {
             match framer.next_incoming() {
+                Ok(Some(Incoming::Request(req))) => {
+                    units += 1;
+                    // What the server reads from a request's headers: the
+                    // Transport offers of SETUP, a Digest answer, the URL.
+                    if let Ok(c) = transport::choose(req.typed_header(), mode & 1 == 0, 0) {
+                        let _ = transport::answer(&c, Some((8000, 8001)), 1);
+                    }
+                    if let Some(v) = req.header(&rtsp_types::headers::AUTHORIZATION)
+                        && let Some((_, params)) = v.as_str().split_once(' ')
+                        && let Ok(d) = digest::DigestResponse::parse(params)
+                    {
+                        let _ = d.verify("DESCRIBE", "secret");
+                    }
+                    if let Some(url) = req.request_uri() {
+                        let _ = crate::server::rtsp::split_url(url);
+                    }
+                }
                 Ok(Some(_)) => units += 1,
                 Ok(None) => break,
                 Err(_) => return units,
