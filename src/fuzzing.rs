@@ -323,7 +323,9 @@ pub fn config_toml(data: &[u8]) -> usize {
 
 /// What an RTSP client or camera sends: requests (and responses) parsed by
 /// `rtsp-types`, interleaved frames, split at the socket's reads as the
-/// first byte picks. Returns the units read.
+/// first byte picks; and what the RTSP server reads from them (Transport
+/// offers, Digest answers, URLs, a publisher's SDP, RTP headers). Returns
+/// the units read.
 pub fn rtsp_framer(data: &[u8]) -> usize {
     let Some((&mode, rest)) = data.split_first() else {
         return 0;
@@ -351,6 +353,14 @@ pub fn rtsp_framer(data: &[u8]) -> usize {
                     if let Some(url) = req.request_uri() {
                         let _ = crate::server::rtsp::split_url(url);
                     }
+                    // A publisher's ANNOUNCE body.
+                    if *req.method() == rtsp_types::Method::Announce {
+                        let _ = crate::ingest::rtsp_record::parse_announce(req.body());
+                    }
+                }
+                Ok(Some(Incoming::Interleaved { payload, .. })) => {
+                    units += 1;
+                    let _ = crate::ingest::rtsp_record::parse_rtp(&payload);
                 }
                 Ok(Some(_)) => units += 1,
                 Ok(None) => break,

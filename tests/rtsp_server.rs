@@ -362,9 +362,28 @@ async fn bad_requests_get_their_status_and_end_only_their_connection() {
     )
     .await;
     assert!(answer.starts_with("RTSP/1.0 454"), "{answer}");
+    // Publishing: an SDP with nothing the relay can carry, RECORD before
+    // SETUP, a method it does not serve.
+    let mut p = TcpStream::connect(addr).await.unwrap();
+    let sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n";
     let answer = request(
-        &mut s,
-        &format!("ANNOUNCE {url} RTSP/1.0\r\nCSeq: 5\r\n\r\n"),
+        &mut p,
+        &format!(
+            "ANNOUNCE rtsp://{addr}/live/in RTSP/1.0\r\nCSeq: 1\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("RTSP/1.0 415"), "{answer}");
+    let answer = request(
+        &mut p,
+        &format!("RECORD rtsp://{addr}/live/in RTSP/1.0\r\nCSeq: 2\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("RTSP/1.0 455"), "{answer}");
+    let answer = request(
+        &mut p,
+        &format!("REDIRECT rtsp://{addr}/live/in RTSP/1.0\r\nCSeq: 3\r\n\r\n"),
     )
     .await;
     assert!(answer.starts_with("RTSP/1.0 501"), "{answer}");
@@ -413,6 +432,146 @@ async fn bad_requests_get_their_status_and_end_only_their_connection() {
     // And the server still answers.
     assert_eq!(
         rtsp_streams(&url, "udp").await,
+        vec!["aac/48000", "h264/320x240"]
+    );
+    app.shutdown().await;
+}
+
+/// `ffmpeg -f rtsp` publishing (RTP over TCP after its UDP offer is
+/// refused with 461).
+fn rtsp_push(file: &str, url: &str, transport: Option<&str>) -> Proc {
+    let mut args = vec![
+        "-v",
+        "error",
+        "-re",
+        "-stream_loop",
+        "-1",
+        "-i",
+        file,
+        "-c",
+        "copy",
+        "-f",
+        "rtsp",
+    ];
+    if let Some(t) = transport {
+        args.extend(["-rtsp_transport", t]);
+    }
+    args.push(url);
+    Proc(
+        tokio::process::Command::new("ffmpeg")
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("ffmpeg must be installed (see README)"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_and_gstreamer_publish_over_rtsp_and_every_egress_plays_it() {
+    let app = start("").await;
+    let addr = app.rtsp_addr.unwrap();
+    let file = fixture("res_a_320x240.flv");
+    // ffmpeg, TCP asked for, and with its default (UDP first, then TCP).
+    let _tcp = rtsp_push(
+        file.to_str().unwrap(),
+        &format!("rtsp://{addr}/live/ff"),
+        Some("tcp"),
+    );
+    let _dflt = rtsp_push(
+        file.to_str().unwrap(),
+        &format!("rtsp://{addr}/live/ff2"),
+        None,
+    );
+    for path in ["live/ff", "live/ff2"] {
+        wait_published(&app, path).await;
+        let hls = codecs(&probe_streams(&hls_url(&app, path)).await);
+        assert_eq!(hls, vec!["aac/48000", "h264/320x240"], "{path} over HLS");
+        let rtmp = codecs(&probe_streams(&rtmp_url(&app, path)).await);
+        assert_eq!(rtmp, vec!["aac/48000", "h264/320x240"], "{path} over RTMP");
+        assert_eq!(
+            rtsp_streams(&rtsp_url(&app, path), "tcp").await,
+            vec!["aac/48000", "h264/320x240"],
+            "{path} over RTSP"
+        );
+    }
+    let errors = decode_errors(&hls_url(&app, "live/ff"), 3).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    let p = path_json(&app, "live/ff").await;
+    assert_eq!(p["source"]["type"], "rtsp", "{p}");
+
+    // GStreamer's rtspclientsink: H.264 and Opus (AAC for HLS made from it).
+    let pipeline = format!(
+        "rtspclientsink name=s location=rtsp://{addr}/live/gst protocols=tcp \
+         videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=15/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 bitrate=300 \
+         ! video/x-h264,profile=baseline ! s. \
+         audiotestsrc is-live=true ! audioconvert ! opusenc ! s."
+    );
+    let _gst = Proc(
+        tokio::process::Command::new("gst-launch-1.0")
+            .args(pipeline.split_whitespace())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("gst-launch-1.0 must be installed (see README)"),
+    );
+    wait_published(&app, "live/gst").await;
+    let hls = codecs(&probe_streams(&hls_url(&app, "live/gst")).await);
+    assert_eq!(hls, vec!["aac/48000", "h264/320x240"], "GStreamer over HLS");
+    let errors = decode_errors(&hls_url(&app, "live/gst"), 3).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_over_rtsp_needs_the_publish_permission() {
+    let app = start(
+        "[[users]]\nuser = \"pub\"\npass = \"plain:pubpass\"\npermissions = [{ action = \"publish\" }]\n\
+         [[users]]\nuser = \"any\"\npermissions = [{ action = \"read\" }]\n",
+    )
+    .await;
+    let addr = app.rtsp_addr.unwrap();
+    let file = fixture("res_a_320x240.flv");
+    let (ok, _, err) = run(
+        "ffmpeg",
+        &[
+            "-v",
+            "error",
+            "-re",
+            "-i",
+            file.to_str().unwrap(),
+            "-t",
+            "2",
+            "-c",
+            "copy",
+            "-f",
+            "rtsp",
+            "-rtsp_transport",
+            "tcp",
+            &format!("rtsp://{addr}/live/x"),
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        !ok && err.contains("401"),
+        "publishing without credentials: {err}"
+    );
+    assert!(app.hub.stream("live/x").is_none());
+    let _push = rtsp_push(
+        file.to_str().unwrap(),
+        &format!("rtsp://pub:pubpass@{addr}/live/x"),
+        Some("tcp"),
+    );
+    wait_published(&app, "live/x").await;
+    // Anyone may read it.
+    assert_eq!(
+        rtsp_streams(&rtsp_url(&app, "live/x"), "udp").await,
         vec!["aac/48000", "h264/320x240"]
     );
     app.shutdown().await;

@@ -6,6 +6,7 @@ pub mod pull;
 pub mod rtmp;
 pub mod rtmp_pull;
 pub mod rtsp;
+pub mod rtsp_record;
 pub mod source;
 pub mod whip;
 

@@ -300,13 +300,13 @@ impl Media {
 
 /// A stream of the camera the relay takes.
 #[derive(Debug, Clone)]
-struct Chosen {
-    stream: usize,
-    kind: ChosenKind,
+pub(crate) struct Chosen {
+    pub(crate) stream: usize,
+    pub(crate) kind: ChosenKind,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ChosenKind {
+pub(crate) enum ChosenKind {
     Video,
     Aac,
     G711(G711Law),
@@ -362,8 +362,9 @@ fn choose_streams(streams: &[retina::client::Stream]) -> Vec<Chosen> {
 }
 
 /// Turns retina's frames (or, in raw mode, our depacketizers' units) into
-/// hub frames for one connection.
-struct Ingest {
+/// hub frames for one connection. Also what an RTSP publisher's
+/// `RECORD` session feeds (`server::rtsp`, raw mode, [`Ingest::from_params`]).
+pub(crate) struct Ingest {
     chosen: Vec<Chosen>,
     /// Track index in the hub stream per chosen stream.
     track_of: Vec<usize>,
@@ -389,16 +390,34 @@ impl Ingest {
         raw: bool,
         max_frame_bytes: usize,
     ) -> Result<Self, AttemptError> {
+        let described = chosen
+            .iter()
+            .map(|c| {
+                let stream = streams.get(c.stream);
+                let p = stream.and_then(|s| stream_params(c.kind, s));
+                let encoding = stream.map(|s| s.encoding_name()).unwrap_or_default();
+                (p, encoding.to_string())
+            })
+            .collect();
+        Self::from_params(chosen, described, raw, max_frame_bytes)
+    }
+
+    /// An ingest of streams whose parameters (and encoding names, for a
+    /// video stream whose parameters come in-band) are known already.
+    pub(crate) fn from_params(
+        chosen: Vec<Chosen>,
+        described: Vec<(Option<CodecParams>, String)>,
+        raw: bool,
+        max_frame_bytes: usize,
+    ) -> Result<Self, AttemptError> {
         let mut params = Vec::new();
         let mut track_of = Vec::new();
         let mut transcoder = None;
         let mut depacketizers = Vec::new();
-        for c in &chosen {
+        for (c, (p, encoding)) in chosen.iter().zip(described) {
             track_of.push(params.len());
-            let stream = streams.get(c.stream);
-            let p = stream.and_then(|s| stream_params(c.kind, s));
+            let encoding = encoding.as_str();
             if raw {
-                let encoding = stream.map(|s| s.encoding_name()).unwrap_or_default();
                 depacketizers.push(match (&p, encoding) {
                     (Some(p), _) => Some(Depacketizer::new(p)),
                     // Parameter sets only in-band: learned from the stream.
@@ -525,11 +544,6 @@ impl Ingest {
         let Some(ci) = self.chosen_index(pkt.stream_id()) else {
             return;
         };
-        let track = self.track_of[ci];
-        let is_video = self.chosen[ci].kind == ChosenKind::Video;
-        let Some(Some(depacketizer)) = self.depacketizers.get_mut(ci) else {
-            return;
-        };
         let rate = i64::from(pkt.timestamp().clock_rate().get());
         let packet = rtp::Packet {
             sequence_number: pkt.sequence_number(),
@@ -537,6 +551,29 @@ impl Ingest {
             mark: pkt.mark(),
             loss: pkt.loss(),
             payload: pkt.into_payload_bytes(),
+        };
+        self.on_rtp(ci, rate, packet, publisher, status);
+    }
+
+    /// An RTP packet of chosen stream `ci` (its time extended to 64 bits,
+    /// counted from the stream's first packet) at clock rate `rate`.
+    pub(crate) fn on_rtp(
+        &mut self,
+        ci: usize,
+        rate: i64,
+        packet: rtp::Packet,
+        publisher: &mut Publisher,
+        status: &SourceStatus,
+    ) {
+        let Some(&track) = self.track_of.get(ci) else {
+            return;
+        };
+        let is_video = self
+            .chosen
+            .get(ci)
+            .is_some_and(|c| c.kind == ChosenKind::Video);
+        let Some(Some(depacketizer)) = self.depacketizers.get_mut(ci) else {
+            return;
         };
         if let Err(e) = depacketizer.push(packet) {
             tracing::debug!(error = %e, "RTP packet not depacketized");
@@ -656,6 +693,21 @@ impl Ingest {
         self.emit(track, pts, pts, true, data, publisher, status);
     }
 
+    /// A sender report of chosen stream `ci`: NTP time `ntp` at `elapsed`
+    /// seconds of the stream's time.
+    pub(crate) fn on_sender_report(&mut self, ci: usize, ntp: u64, elapsed: f64) {
+        if let Some(c) = self.chosen.get(ci) {
+            self.sr_sync
+                .observe(c.kind == ChosenKind::Video, ntp, elapsed);
+        }
+    }
+
+    /// Whether the stream has started in the hub (every track's parameters
+    /// known).
+    pub(crate) fn started(&self) -> bool {
+        self.started
+    }
+
     fn on_rtcp(&mut self, rtcp: &retina::rtcp::ReceivedCompoundPacket) {
         let Some(ci) = self.chosen_index(rtcp.stream_id()) else {
             return;
@@ -710,7 +762,7 @@ impl Ingest {
             .collect();
         self.started = true;
         status.set_ready();
-        tracing::info!(tracks = ?names, "camera stream ready");
+        tracing::info!(tracks = ?names, "RTSP stream ready");
         for (track, dts, pts, keyframe, data) in std::mem::take(&mut self.pending_raw) {
             if let Some(t) = self.tracks.get(track) {
                 publisher.write(Frame::new(Arc::clone(t), dts, pts, keyframe, data));

@@ -12,10 +12,15 @@
 //! whose wall clock comes from the stream's anchor so that clients can
 //! line audio up with video.
 //!
+//! Publishing: `ANNOUNCE` (the SDP, `ingest::rtsp_record`), `SETUP` with
+//! RTP over TCP interleaved (a UDP offer gets 461, and ffmpeg then offers
+//! TCP), `RECORD`; the packets go through the camera ingest's depacketizers
+//! into the hub like any publisher's.
+//!
 //! Auth is the control plane's: Basic, or Digest (RFC 2617) for users
 //! whose password is `plain:`, or `?user=&pass=` / `?token=` in the URL;
-//! `read` permission, checked before any reader is attached. Publishing
-//! (`ANNOUNCE`/`RECORD`) is answered 501 by this version.
+//! `read` permission to play, `publish` (and `on_publish`) to announce,
+//! checked before any reader or publisher is attached.
 //!
 //! Bad input ends only its connection: requests are framed within
 //! `limits.max_request_bytes`-like bounds by `protocol::rtsp::Framer`, a
@@ -45,6 +50,7 @@ use crate::egress::rtsp::rtp::{RTP_HEADER, TrackSender, interleaved_header};
 use crate::egress::rtsp::sdp::{MediaPlan, describe};
 use crate::gate::{Gate, Listener};
 use crate::hub::{Hub, Protocol, Reading, Role, SessionSpec, StartAt};
+use crate::ingest::rtsp_record::{Announcement, Recorder, parse_announce};
 use crate::media::{Frame, Track};
 use crate::protocol::rtsp::digest::{self, DigestResponse};
 use crate::protocol::rtsp::transport::{self, Delivery};
@@ -62,8 +68,7 @@ const BATCH: usize = 64;
 /// Realm of the authentication challenges.
 const REALM: &str = "mediarelay";
 /// The methods answered (RFC 2326 §12.33 `Public`).
-const PUBLIC: &str =
-    "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
+const PUBLIC: &str = "OPTIONS, DESCRIBE, ANNOUNCE, SETUP, PLAY, RECORD, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
 
 /// The server's two UDP ports for RTP and RTCP to RTSP readers (like
 /// MediaMTX's 8000/8001), shared by every session: datagrams go to the
@@ -216,6 +221,21 @@ struct Described {
     plans: Vec<MediaPlan>,
 }
 
+/// What an `ANNOUNCE` described.
+struct Announced {
+    path: String,
+    query: String,
+    medias: Announcement,
+    /// Set-up media: index in `medias.taken`, interleaved RTP and RTCP
+    /// channels. Sections the relay does not take are set up too (their
+    /// packets are dropped), without an entry here.
+    setups: Vec<(usize, u8, u8)>,
+    /// Channels handed out so far.
+    channels: u8,
+    /// The session id its `SETUP` gave.
+    session: Option<String>,
+}
+
 struct Session {
     id: String,
     described: Described,
@@ -236,8 +256,12 @@ struct Connection {
     out: VecDeque<Bytes>,
     /// The nonce of this connection's digest challenges.
     nonce: String,
-    /// The path whose `read` permission this connection proved.
-    authorized: Option<String>,
+    /// The paths and actions this connection proved permission for.
+    authorized: Vec<(String, Action)>,
+    /// What an `ANNOUNCE` described: the path to publish and its media.
+    announced: Option<Announced>,
+    /// Publishing (`RECORD`): the hub's publisher behind the depacketizers.
+    recording: Option<Recorder>,
     described: Option<Described>,
     session: Option<Session>,
     last_input: Instant,
@@ -315,7 +339,9 @@ impl Connection {
             framer: Framer::new(MAX_REQUEST),
             out: VecDeque::new(),
             nonce: random_hex(16),
-            authorized: None,
+            authorized: Vec::new(),
+            announced: None,
+            recording: None,
             described: None,
             session: None,
             last_input: Instant::now(),
@@ -329,7 +355,7 @@ impl Connection {
         loop {
             let config = self.hub.config();
             let playing = self.session.as_ref().is_some_and(|s| s.playing.is_some());
-            let idle = if playing {
+            let idle = if playing || self.recording.is_some() {
                 SESSION_TIMEOUT
             } else {
                 config.handshake_timeout.max(Duration::from_secs(1))
@@ -339,6 +365,7 @@ impl Connection {
                 .as_ref()
                 .map_or_else(|| Instant::now() + REPORT_EVERY, |s| s.next_report);
             let reader = self.session.as_mut().and_then(|s| s.playing.as_mut());
+            let kicked = self.recording.as_ref().map(|r| r.publisher());
             let idle_at = self.last_input + idle;
             tokio::select! {
                 biased;
@@ -369,8 +396,13 @@ impl Connection {
                         };
                         match incoming {
                             Incoming::Request(req) => self.on_request(req).await,
-                            // RTCP receiver reports over TCP: the client is alive.
-                            Incoming::Interleaved { .. } | Incoming::Response(_) => {}
+                            Incoming::Interleaved { channel, payload } => {
+                                if let Some(r) = self.recording.as_mut() {
+                                    r.on_interleaved(channel, payload);
+                                }
+                                // Otherwise RTCP receiver reports: the client is alive.
+                            }
+                            Incoming::Response(_) => {}
                         }
                         if self.close_after_flush {
                             break;
@@ -400,6 +432,15 @@ impl Connection {
                     }
                 }
                 _ = tokio::time::sleep_until(next_report), if playing => self.send_reports(),
+                _ = async {
+                    match kicked {
+                        Some(p) => p.cancelled().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.recording = None;
+                    return Ok("publisher kicked or replaced");
+                }
                 _ = tokio::time::sleep_until(idle_at) => return Err(RtspError::Idle(idle)),
             }
             self.flush(config.write_timeout).await?;
@@ -446,14 +487,15 @@ impl Connection {
             Method::Teardown => {
                 self.stop_playing("TEARDOWN");
                 self.session = None;
+                if self.recording.take().is_some() {
+                    tracing::info!("publishing ended: TEARDOWN");
+                }
                 self.close_after_flush = true;
                 Answer::ok()
             }
             Method::GetParameter | Method::SetParameter => Answer::ok(),
-            Method::Announce | Method::Record => {
-                tracing::info!(method = ?method, "publishing over RTSP is not served by this version");
-                Answer::status(StatusCode::NotImplemented)
-            }
+            Method::Announce => self.announce(&req).await,
+            Method::Record => self.record(&req).await,
             _ => Answer::status(StatusCode::NotImplemented),
         };
         if answer.status != StatusCode::Ok {
@@ -498,10 +540,15 @@ impl Connection {
     async fn authorize(
         &mut self,
         req: &Request<Bytes>,
+        action: Action,
         path: &str,
         query: &str,
     ) -> Result<(), Answer> {
-        if self.authorized.as_deref() == Some(path) {
+        if self
+            .authorized
+            .iter()
+            .any(|(p, a)| p == path && *a == action)
+        {
             return Ok(());
         }
         let config = self.hub.config();
@@ -533,7 +580,7 @@ impl Connection {
             .gate
             .authorize_path(
                 &config,
-                Action::Read,
+                action,
                 path,
                 "rtsp",
                 &credentials,
@@ -544,11 +591,11 @@ impl Connection {
             .await;
         match result {
             Ok(_) => {
-                self.authorized = Some(path.to_string());
+                self.authorized.push((path.to_string(), action));
                 Ok(())
             }
             Err(AuthError::Unauthenticated(why)) => {
-                tracing::info!(path, "RTSP read refused: {why}");
+                tracing::info!(path, %action, "RTSP request refused: {why}");
                 let mut answer = Answer::status(StatusCode::Unauthorized);
                 answer.raw_lines = vec![
                     format!(
@@ -560,7 +607,7 @@ impl Connection {
                 Err(answer)
             }
             Err(AuthError::Forbidden(why)) => {
-                tracing::info!(path, "RTSP read forbidden: {why}");
+                tracing::info!(path, %action, "RTSP request forbidden: {why}");
                 Err(Answer::status(StatusCode::Forbidden))
             }
             Err(AuthError::Unavailable(why)) => {
@@ -616,7 +663,7 @@ impl Connection {
         path: &str,
         query: &str,
     ) -> Result<Described, Answer> {
-        self.authorize(req, path, query).await?;
+        self.authorize(req, Action::Read, path, query).await?;
         let reader = match self.hub.read_internal(path, StartAt::LatestKeyframe).await {
             Ok(r) => r,
             Err(e) => {
@@ -694,6 +741,9 @@ impl Connection {
         let Some(url) = req.request_uri() else {
             return Answer::status(StatusCode::BadRequest);
         };
+        if self.announced.is_some() {
+            return self.setup_record(req, url.clone());
+        }
         if let Err(a) = self.check_session(req) {
             return a;
         }
@@ -712,7 +762,7 @@ impl Connection {
                 Err(a) => return a,
             }
         }
-        if let Err(a) = self.authorize(req, &path, &query).await {
+        if let Err(a) = self.authorize(req, Action::Read, &path, &query).await {
             return a;
         }
         let described = match &self.session {
@@ -793,6 +843,176 @@ impl Connection {
                 headers::SESSION,
                 format!("{};timeout={}", session.id, SESSION_TIMEOUT.as_secs()),
             )
+    }
+
+    /// `ANNOUNCE` (RFC 2326 §10.3): a publisher describes what it will
+    /// send. Permission to publish is checked first, then `on_publish`.
+    async fn announce(&mut self, req: &Request<Bytes>) -> Answer {
+        let Some(url) = req.request_uri() else {
+            return Answer::status(StatusCode::BadRequest);
+        };
+        if self.session.is_some() || self.recording.is_some() {
+            return Answer::status(StatusCode::MethodNotValidInThisState);
+        }
+        let (path, _, query) = split_url(url);
+        if let Err(a) = self.authorize(req, Action::Publish, &path, &query).await {
+            return a;
+        }
+        if let Err(e) = Box::pin(
+            self.gate
+                .allow_publish(&path, Protocol::Rtsp, Some(self.peer)),
+        )
+        .await
+        {
+            tracing::info!(path, "publish refused by on_publish: {e}");
+            return Answer::status(StatusCode::Forbidden);
+        }
+        let medias = match parse_announce(req.body()) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::info!(path, "ANNOUNCE: {e}");
+                return Answer::status(StatusCode::UnsupportedMediaType);
+            }
+        };
+        tracing::info!(path, media = ?medias.taken.iter().map(|m| m.encoding.as_str()).collect::<Vec<_>>(), "publisher announced");
+        self.announced = Some(Announced {
+            path,
+            query,
+            medias,
+            setups: Vec::new(),
+            channels: 0,
+            session: None,
+        });
+        Answer::ok()
+    }
+
+    /// `SETUP` of an announced stream: its media are received interleaved
+    /// in this connection (UDP is not taken for publishing).
+    fn setup_record(&mut self, req: &Request<Bytes>, url: url::Url) -> Answer {
+        let Some(announced) = self.announced.as_mut() else {
+            return Answer::status(StatusCode::MethodNotValidInThisState);
+        };
+        if self.recording.is_some() {
+            return Answer::status(StatusCode::MethodNotValidInThisState);
+        }
+        if let (Some(id), Some(named)) = (&announced.session, req.header(&headers::SESSION))
+            && named.as_str().split(';').next().map(str::trim) != Some(id.as_str())
+        {
+            return Answer::status(StatusCode::SessionNotFound);
+        }
+        // The control is relative to the announced path, or absolute.
+        let full = url.as_str().trim_end_matches('/');
+        let relative = percent_encoding::percent_decode_str(url.path().trim_matches('/'))
+            .decode_utf8_lossy()
+            .into_owned();
+        let relative = relative
+            .strip_prefix(announced.path.as_str())
+            .map(|r| r.trim_start_matches('/').to_string())
+            .unwrap_or_default();
+        let names = |control: &str| {
+            control == relative
+                || control.trim_end_matches('/') == full
+                || (control.is_empty() && announced.medias.taken.len() == 1)
+        };
+        let media = announced
+            .medias
+            .taken
+            .iter()
+            .position(|m| names(&m.control));
+        if media.is_none() && !announced.medias.ignored.iter().any(|c| names(c)) {
+            tracing::info!(path = %announced.path, control = %relative, "SETUP of a stream that was not announced");
+            return Answer::status(StatusCode::NotFound);
+        }
+        let free_channel = announced.channels;
+        let chosen = match transport::choose(req.typed_header(), false, free_channel) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::info!(path = %announced.path, "SETUP for publishing: {e} (RTP over TCP is taken)");
+                return Answer::status(StatusCode::UnsupportedTransport);
+            }
+        };
+        let Delivery::Interleaved { rtp, rtcp } = chosen.delivery else {
+            return Answer::status(StatusCode::UnsupportedTransport);
+        };
+        announced.channels = announced.channels.max(rtp.max(rtcp).saturating_add(1));
+        if let Some(media) = media {
+            announced.setups.retain(|(m, _, _)| *m != media);
+            announced.setups.push((media, rtp, rtcp));
+        }
+        let id = announced
+            .session
+            .get_or_insert_with(|| random_hex(8))
+            .clone();
+        let transport_value = Response::builder(Version::V1_0, StatusCode::Ok)
+            .typed_header(&transport::answer(&chosen, None, rand::random()))
+            .empty()
+            .header(&headers::TRANSPORT)
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default();
+        Answer::ok()
+            .header(headers::TRANSPORT, transport_value)
+            .header(
+                headers::SESSION,
+                format!("{id};timeout={}", SESSION_TIMEOUT.as_secs()),
+            )
+    }
+
+    /// `RECORD` (RFC 2326 §10.11): the path gets this publisher.
+    async fn record(&mut self, req: &Request<Bytes>) -> Answer {
+        let Some(announced) = self.announced.as_ref() else {
+            return Answer::status(StatusCode::MethodNotValidInThisState);
+        };
+        if self.recording.is_some() {
+            return Answer::ok();
+        }
+        if announced.setups.is_empty() {
+            return Answer::status(StatusCode::MethodNotValidInThisState);
+        }
+        if let (Some(id), Some(named)) = (&announced.session, req.header(&headers::SESSION))
+            && named.as_str().split(';').next().map(str::trim) != Some(id.as_str())
+        {
+            return Answer::status(StatusCode::SessionNotFound);
+        }
+        let spec = SessionSpec {
+            protocol: Protocol::Rtsp,
+            role: Role::Publisher,
+            path: announced.path.clone(),
+            remote: Some(self.peer),
+            query: announced.query.clone(),
+            token: None,
+        };
+        let publisher = match self.hub.publish(spec) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!(path = %announced.path, error = %e, "publish refused");
+                return Answer::status(match e {
+                    crate::hub::PublishError::InvalidPath { .. } => StatusCode::BadRequest,
+                    crate::hub::PublishError::TooManyPaths { .. } => StatusCode::ServiceUnavailable,
+                    _ => StatusCode::Forbidden,
+                });
+            }
+        };
+        let max_frame = self.hub.config().limits.max_frame_bytes;
+        match Recorder::new(
+            &announced.medias.taken,
+            &announced.setups,
+            publisher,
+            max_frame,
+        ) {
+            Ok(r) => {
+                tracing::info!(path = %announced.path, session = r.publisher().session().id, "publishing started");
+                self.recording = Some(r);
+                let mut answer = Answer::ok();
+                if let Some(id) = &announced.session {
+                    answer = answer.header(headers::SESSION, id.clone());
+                }
+                answer
+            }
+            Err(e) => {
+                tracing::info!(path = %announced.path, "RECORD: {e}");
+                Answer::status(StatusCode::InternalServerError)
+            }
+        }
     }
 
     async fn play(&mut self, req: &Request<Bytes>) -> Answer {

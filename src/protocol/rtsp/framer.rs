@@ -35,6 +35,14 @@ pub struct Framer {
     max_request: usize,
     /// Bytes consumed so far, for error offsets.
     consumed: u64,
+    /// Where the search for the end of the current message's head goes on
+    /// (bytes before it were searched already).
+    scanned: usize,
+    /// The buffer length the current message needs before it is parsed:
+    /// its head's end plus `Content-Length`, once the head has ended.
+    /// Parsing a message only when it can be whole keeps a peer that
+    /// trickles bytes from costing a parse of the whole buffer per byte.
+    need: usize,
 }
 
 impl Framer {
@@ -44,6 +52,8 @@ impl Framer {
             buf: BytesMut::new(),
             max_request,
             consumed: 0,
+            scanned: 0,
+            need: 0,
         }
     }
 
@@ -76,9 +86,42 @@ impl Framer {
                 Ok(Some(Incoming::Interleaved { channel, payload }))
             }
             Some(_) => {
+                let too_large = |len: usize| {
+                    if len > self.max_request {
+                        Err(FramerError::TooLarge {
+                            offset,
+                            limit: self.max_request,
+                        })
+                    } else {
+                        Ok(None)
+                    }
+                };
+                // A request starts with a method, a response with
+                // `RTSP/`: anything else (TLS, garbage) is refused at once
+                // rather than waited on.
+                if !self.buf.first().is_some_and(u8::is_ascii_uppercase) {
+                    return Err(self.malformed(offset));
+                }
+                if self.need == 0 {
+                    // The head ends at the first empty line (RFC 7826 §5).
+                    let from = self.scanned.saturating_sub(3);
+                    let tail = self.buf.get(from..).unwrap_or_default();
+                    let Some(end) = tail.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        self.scanned = self.buf.len();
+                        return too_large(self.buf.len());
+                    };
+                    let head_len = from.saturating_add(end).saturating_add(4);
+                    let head = self.buf.get(..head_len).unwrap_or_default();
+                    self.need = head_len.saturating_add(content_length(head));
+                }
+                if self.buf.len() < self.need {
+                    return too_large(self.need);
+                }
                 let parsed = rtsp_types::Message::<Vec<u8>>::parse(&self.buf[..]);
                 match parsed {
                     Ok((message, used)) => {
+                        self.scanned = 0;
+                        self.need = 0;
                         self.buf.advance(used);
                         self.consumed = self.consumed.wrapping_add(used as u64);
                         Ok(Some(match message {
@@ -94,27 +137,47 @@ impl Framer {
                             },
                         }))
                     }
+                    // The head said the message is whole and the parser
+                    // wants more: parse again only with more bytes.
                     Err(rtsp_types::ParseError::Incomplete(_)) => {
-                        if self.buf.len() > self.max_request {
-                            return Err(FramerError::TooLarge {
-                                offset,
-                                limit: self.max_request,
-                            });
-                        }
-                        Ok(None)
+                        self.need = self.buf.len().saturating_add(1);
+                        too_large(self.buf.len())
                     }
-                    Err(rtsp_types::ParseError::Error) => {
-                        let head = self.buf.get(..self.buf.len().min(40)).unwrap_or_default();
-                        let start: String = String::from_utf8_lossy(head)
-                            .chars()
-                            .map(|c| if c.is_control() { '.' } else { c })
-                            .collect();
-                        Err(FramerError::Malformed { offset, start })
-                    }
+                    Err(rtsp_types::ParseError::Error) => Err(self.malformed(offset)),
                 }
             }
         }
     }
+}
+
+impl Framer {
+    fn malformed(&self, offset: u64) -> FramerError {
+        let head = self.buf.get(..self.buf.len().min(40)).unwrap_or_default();
+        let start: String = String::from_utf8_lossy(head)
+            .chars()
+            .map(|c| if c.is_control() { '.' } else { c })
+            .collect();
+        FramerError::Malformed { offset, start }
+    }
+}
+
+/// The `Content-Length` of a message head (0 without one, or when it does
+/// not parse: the parser then says what is wrong).
+fn content_length(head: &[u8]) -> usize {
+    head.split(|&b| b == b'\n')
+        .find_map(|line| {
+            let colon = line.iter().position(|&b| b == b':')?;
+            let (name, value) = line.split_at(colon);
+            if !name.trim_ascii().eq_ignore_ascii_case(b"content-length") {
+                return None;
+            }
+            std::str::from_utf8(value.get(1..)?)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -162,6 +225,29 @@ mod tests {
             assert_eq!(g.body().as_ref(), b"ab\r\n");
             assert_eq!(f.buffered(), 0);
         }
+    }
+
+    /// A request trickled a byte at a time is parsed once, when whole (its
+    /// head ended and its body arrived), not once per byte.
+    #[test]
+    fn a_trickled_request_is_parsed_when_whole() {
+        let body = b"v=0\r\n";
+        let mut req =
+            b"ANNOUNCE rtsp://h/x RTSP/1.0\r\nCSeq: 1\r\ncontent-length:  5\r\n\r\n".to_vec();
+        req.extend_from_slice(body);
+        let mut f = Framer::new(4096);
+        for (i, b) in req.iter().enumerate() {
+            f.push(&[*b]);
+            let got = f.next_incoming().unwrap();
+            if i + 1 < req.len() {
+                assert_eq!(got, None, "byte {i}");
+                // Nothing is parsed before the message can be whole.
+                assert!(f.need == 0 || f.need == req.len(), "byte {i}: {}", f.need);
+            } else {
+                assert_eq!(request(got.unwrap()).body().as_ref(), body);
+            }
+        }
+        assert_eq!((f.buffered(), f.need, f.scanned), (0, 0, 0));
     }
 
     #[test]
