@@ -53,6 +53,8 @@ pub struct App {
     pub rtmps_addr: Option<SocketAddr>,
     /// The RTSP listener, if on.
     pub rtsp_addr: Option<SocketAddr>,
+    /// The RTSPS listener, if on (it needs a TLS pair).
+    pub rtsps_addr: Option<SocketAddr>,
     /// The UDP ports RTSP readers get RTP and RTCP from, if on.
     pub rtsp_udp_addrs: Option<(SocketAddr, SocketAddr)>,
     hls: Arc<HlsServer>,
@@ -190,9 +192,22 @@ impl App {
         if let Some((listener, _)) = rtsp {
             tasks.spawn(server::rtsp::serve(
                 listener,
+                None,
                 hub.clone(),
                 Arc::clone(&gate),
                 rtsp_udp,
+                shutdown.clone(),
+                tasks.clone(),
+            ));
+        }
+        let rtsps_addr = tls.rtsps_addr;
+        if let Some((listener, acceptor)) = tls.rtsps.take() {
+            tasks.spawn(server::rtsp::serve(
+                listener,
+                Some(acceptor),
+                hub.clone(),
+                Arc::clone(&gate),
+                None,
                 shutdown.clone(),
                 tasks.clone(),
             ));
@@ -273,6 +288,7 @@ impl App {
                 ("https_listen", https_addr),
                 ("rtmps_listen", rtmps_addr),
                 ("rtsp_listen", rtsp_addr),
+                ("rtsps_listen", rtsps_addr),
                 ("rtsp_udp_rtp_listen", rtsp_udp_addrs.map(|(a, _)| a)),
                 ("rtsp_udp_rtcp_listen", rtsp_udp_addrs.map(|(_, b)| b)),
             ]
@@ -307,6 +323,7 @@ impl App {
             https = %off(https_addr),
             rtmps = %off(rtmps_addr),
             rtsp = %off(rtsp_addr),
+            rtsps = %off(rtsps_addr),
             rtsp_udp = %off(rtsp_udp_addrs.map(|(a, _)| a)),
             "mediarelay listening"
         );
@@ -319,6 +336,7 @@ impl App {
             https_addr,
             rtmps_addr,
             rtsp_addr,
+            rtsps_addr,
             rtsp_udp_addrs,
             hls,
             shutdown,
@@ -383,10 +401,12 @@ struct TlsSetup {
     reload_interval: std::time::Duration,
     https: Option<(tokio::net::TcpListener, TlsAcceptor)>,
     rtmps: Option<(tokio::net::TcpListener, TlsAcceptor)>,
+    rtsps: Option<(tokio::net::TcpListener, TlsAcceptor)>,
     /// For the API listener when `tls.api_tls`.
     api: Option<TlsAcceptor>,
     https_addr: Option<SocketAddr>,
     rtmps_addr: Option<SocketAddr>,
+    rtsps_addr: Option<SocketAddr>,
 }
 
 impl TlsSetup {
@@ -430,9 +450,11 @@ impl TlsSetup {
             reload_interval: t.reload_interval,
             https: None,
             rtmps: None,
+            rtsps: None,
             api: None,
             https_addr: None,
             rtmps_addr: None,
+            rtsps_addr: None,
         };
         if let Some(addr) = config.https_listen
             && let Some(r) = reloader_for("tls.https_", &t.https_cert, &t.https_key)?
@@ -447,6 +469,14 @@ impl TlsSetup {
             let (listener, local) = bind("rtmps_listen", addr)?;
             setup.rtmps = Some((listener, TlsAcceptor::rtmps(&r).map_err(tls_setup)?));
             setup.rtmps_addr = Some(local);
+        }
+        if config.rtsp_listen.is_some()
+            && let Some(addr) = config.rtsps_listen
+            && let Some(r) = reloader_for("tls.rtsps_", &t.rtsps_cert, &t.rtsps_key)?
+        {
+            let (listener, local) = bind("rtsps_listen", addr)?;
+            setup.rtsps = Some((listener, TlsAcceptor::rtmps(&r).map_err(tls_setup)?));
+            setup.rtsps_addr = Some(local);
         }
         if t.api_tls
             && let Some(r) = reloader_for("tls.api_", &t.api_cert, &t.api_key)?

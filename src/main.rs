@@ -38,6 +38,9 @@ struct Args {
     /// RTSP listener, e.g. ":8554" ("" = off).
     #[arg(long)]
     rtsp_listen: Option<String>,
+    /// RTSPS (RTSP over TLS) listener, e.g. ":8322" (used when tls.cert and tls.key are set; "" = off).
+    #[arg(long)]
+    rtsps_listen: Option<String>,
     /// UDP port for RTSP readers' RTP, e.g. ":8000" ("" = RTP over TCP only).
     #[arg(long)]
     rtsp_udp_rtp_listen: Option<String>,
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         ("webrtc_listen", &args.webrtc_listen),
         ("webrtc_tcp_listen", &args.webrtc_tcp_listen),
         ("rtsp_listen", &args.rtsp_listen),
+        ("rtsps_listen", &args.rtsps_listen),
         ("rtsp_udp_rtp_listen", &args.rtsp_udp_rtp_listen),
         ("rtsp_udp_rtcp_listen", &args.rtsp_udp_rtcp_listen),
         ("log_level", &args.log_level),

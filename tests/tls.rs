@@ -390,3 +390,50 @@ async fn a_busy_https_port_is_a_bind_error_naming_the_key() {
         Ok(_) => panic!("started on a busy port"),
     }
 }
+
+/// RTSPS: a reader over TLS (RTP interleaved inside it) and a publisher
+/// over TLS, with ffmpeg.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_reads_and_publishes_over_rtsps() {
+    let certs = Certs::new("rtsps");
+    let app = start_tls(&certs, "", "").await;
+    let rtsps = app
+        .rtsps_addr
+        .expect("the RTSPS listener is on with a TLS pair");
+    assert_ne!(Some(rtsps), app.rtsp_addr);
+    let _push = push(
+        fixture("res_a_320x240.flv").to_str().unwrap(),
+        &rtmp_url(&app, "live/cam"),
+        true,
+    );
+    wait_published(&app, "live/cam").await;
+    let expected = vec!["aac".to_string(), "h264".to_string()];
+    let over_tls = probe_streams(&format!("rtsps://{rtsps}/live/cam")).await;
+    assert_eq!(codecs(&over_tls), expected, "{over_tls:?}");
+    let errors = decode_errors(&format!("rtsps://{rtsps}/live/cam"), 2).await;
+    assert!(errors.is_empty(), "decode errors over RTSPS: {errors:?}");
+
+    let file = fixture("res_a_320x240.flv");
+    let _publisher = Proc(
+        tokio::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-re", "-stream_loop", "-1", "-i"])
+            .arg(&file)
+            .args([
+                "-c",
+                "copy",
+                "-f",
+                "rtsp",
+                &format!("rtsps://{rtsps}/live/in"),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap(),
+    );
+    wait_published(&app, "live/in").await;
+    let plain = probe_streams(&rtmp_url(&app, "live/in")).await;
+    assert_eq!(codecs(&plain), expected, "{plain:?}");
+    app.shutdown().await;
+}

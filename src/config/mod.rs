@@ -61,6 +61,11 @@ pub struct Config {
     /// turns it off.
     #[serde(with = "optional_listen")]
     pub rtsp_listen: Option<ListenAddr>,
+    /// RTSP over TLS (RTSPS, RTP interleaved in the TLS connection). Opened
+    /// only when `tls.cert` and `tls.key` (or `tls.rtsps_cert`/`_key`) are
+    /// set; `""` turns it off.
+    #[serde(with = "optional_listen")]
+    pub rtsps_listen: Option<ListenAddr>,
     /// UDP port RTSP readers get RTP from (`server_port`); `""` offers RTP
     /// over TCP only.
     #[serde(with = "optional_listen")]
@@ -140,6 +145,7 @@ impl Default for Config {
             webrtc_tcp_listen: Some(ListenAddr::Any(8189)),
             webrtc_public_addresses: Vec::new(),
             rtsp_listen: Some(ListenAddr::Any(8554)),
+            rtsps_listen: Some(ListenAddr::Any(8322)),
             rtsp_udp_rtp_listen: Some(ListenAddr::Any(8000)),
             rtsp_udp_rtcp_listen: Some(ListenAddr::Any(8001)),
             read_timeout: Duration::from_secs(10),
@@ -249,6 +255,9 @@ pub struct TlsConfig {
     pub https_key: String,
     pub rtmps_cert: String,
     pub rtmps_key: String,
+    /// A pair for `rtsps_listen` only (else `cert`/`key`).
+    pub rtsps_cert: String,
+    pub rtsps_key: String,
     /// How often the files' modification times are checked; a change loads
     /// the new pair (a broken pair keeps the old one and logs an error).
     #[serde(with = "humantime_serde")]
@@ -267,6 +276,8 @@ impl Default for TlsConfig {
             https_key: String::new(),
             rtmps_cert: String::new(),
             rtmps_key: String::new(),
+            rtsps_cert: String::new(),
+            rtsps_key: String::new(),
             reload_interval: Duration::from_secs(5),
         }
     }

@@ -12,6 +12,9 @@
 //! whose wall clock comes from the stream's anchor so that clients can
 //! line audio up with video.
 //!
+//! RTSPS (`rtsps_listen`) runs the same connections over TLS, with RTP
+//! interleaved only.
+//!
 //! Publishing: `ANNOUNCE` (the SDP, `ingest::rtsp_record`), `SETUP` with
 //! RTP over TCP interleaved (a UDP offer gets 461, and ffmpeg then offers
 //! TCP), `RECORD`; the packets go through the camera ingest's depacketizers
@@ -37,7 +40,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use rtsp_types::headers::{self, HeaderName};
 use rtsp_types::{Method, Request, Response, StatusCode, Version};
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -55,6 +58,8 @@ use crate::media::{Frame, Track};
 use crate::protocol::rtsp::digest::{self, DigestResponse};
 use crate::protocol::rtsp::transport::{self, Delivery};
 use crate::protocol::rtsp::{Framer, Incoming};
+use crate::server::conn::BoxedStream;
+use crate::tls::TlsAcceptor;
 
 /// Longest request (head and body) read.
 pub const MAX_REQUEST: usize = 64 * 1024;
@@ -123,9 +128,13 @@ impl UdpPorts {
     }
 }
 
-/// Accepts RTSP connections until `shutdown`.
+/// Accepts RTSP connections (RTSPS with `tls`: each connection's TLS
+/// handshake runs in its own task, and only RTP over TCP is offered, so
+/// media stays inside TLS) until `shutdown`.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     hub: Hub,
     gate: Arc<Gate>,
     udp: Option<Arc<UdpPorts>>,
@@ -155,12 +164,13 @@ pub async fn serve(
                 continue;
             }
         };
-        let (hub, gate, udp, shutdown) = (
-            hub.clone(),
-            Arc::clone(&gate),
-            udp.clone(),
-            shutdown.clone(),
-        );
+        let (hub, gate, shutdown) = (hub.clone(), Arc::clone(&gate), shutdown.clone());
+        let (udp, tls) = (udp.clone(), tls.clone());
+        let span = if tls.is_some() {
+            tracing::info_span!("rtsps", %peer)
+        } else {
+            tracing::info_span!("rtsp", %peer)
+        };
         tasks.spawn(
             async move {
                 let _admitted = admitted;
@@ -169,7 +179,20 @@ pub async fn serve(
                     .local_addr()
                     .map(crate::net::canonical_peer)
                     .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
-                let mut conn = Connection::new(socket, peer, local, hub, gate, udp);
+                let stream: BoxedStream = match tls {
+                    None => Box::new(socket),
+                    Some(acceptor) => tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        tls = acceptor.accept(socket) => match tls {
+                            Ok(tls) => Box::new(tls),
+                            Err(e) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                        },
+                    },
+                };
+                let mut conn = Connection::new(stream, peer, local, hub, gate, udp);
                 match conn.run(shutdown).await {
                     Ok(why) => tracing::debug!("RTSP connection closed: {why}"),
                     // Players often reset the connection right after TEARDOWN.
@@ -185,7 +208,7 @@ pub async fn serve(
                 }
                 conn.stop_playing("connection closed");
             }
-            .instrument(tracing::info_span!("rtsp", %peer)),
+            .instrument(span),
         );
     }
 }
@@ -246,7 +269,7 @@ struct Session {
 }
 
 struct Connection {
-    socket: TcpStream,
+    socket: BoxedStream,
     peer: SocketAddr,
     local: SocketAddr,
     hub: Hub,
@@ -322,7 +345,7 @@ fn random_hex(bytes: usize) -> String {
 
 impl Connection {
     fn new(
-        socket: TcpStream,
+        socket: BoxedStream,
         peer: SocketAddr,
         local: SocketAddr,
         hub: Hub,

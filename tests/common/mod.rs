@@ -57,6 +57,7 @@ pub fn config(toml: &str) -> Config {
             "webrtc_listen",
             "webrtc_tcp_listen",
             "rtsp_listen",
+            "rtsps_listen",
             "rtsp_udp_rtp_listen",
             "rtsp_udp_rtcp_listen",
         ]
