@@ -60,8 +60,20 @@ pub struct Announcement {
 /// Parses an `ANNOUNCE` body; sections the relay cannot carry are left out
 /// with a log line.
 pub fn parse_announce(body: &[u8]) -> Result<Announcement, AnnounceError> {
-    // sdp-types 0.1.8 asserts on some malformed media sections (found by
-    // the fuzz smoke test): its panic is this request's 415, not the task's.
+    // sdp-types 0.1.8 asserts when a line that is not `k=value` is followed
+    // by a line other than `m=` (its peekable line reader skips the bad
+    // line on the second look): such bodies are refused before it sees
+    // them, and its parse runs under catch_unwind in case of another.
+    if let Some(n) = body
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .position(|l| !l.is_empty() && l.get(1) != Some(&b'='))
+    {
+        return Err(AnnounceError::Sdp(format!(
+            "line {} is not key=value",
+            n + 1
+        )));
+    }
     let parsed = std::panic::catch_unwind(|| sdp_types::Session::parse(body))
         .map_err(|_| AnnounceError::Sdp("the SDP parser gave up on it".into()))?;
     let session = parsed.map_err(|e| AnnounceError::Sdp(format!("{e:?}")))?;
@@ -460,6 +472,13 @@ m=audio 0 RTP/AVP 0\r\na=control:stream=2\r\n";
         assert_eq!(m[1].kind, ChosenKind::G711(G711Law::MuLaw));
         assert_eq!(m[1].clock_rate, 8000);
         assert!(parse_announce(b"garbage").is_err());
+        // What made sdp-types assert: a bad line, then a line other than m=.
+        let bad = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\n\
+                   a=rtpmap:96 H264/90000\r\nnot a line\r\na=control:x\r\n";
+        assert!(matches!(
+            parse_announce(bad.as_bytes()),
+            Err(AnnounceError::Sdp(_))
+        ));
         let vp8_only = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n";
         assert_eq!(
             parse_announce(vp8_only.as_bytes()),
