@@ -576,3 +576,114 @@ async fn publishing_over_rtsp_needs_the_publish_permission() {
     );
     app.shutdown().await;
 }
+
+/// What an RTSP reader gets over TCP: every track's first interleaved frame
+/// is an RTCP sender report (RFC 3550 §6.4.1) with the SSRC of the track's
+/// RTP, mapping RTP time to a wall clock near now; both tracks map onto one
+/// clock (their first packets' wall times are close), so players can sync
+/// audio and video from the first frame. Video RTP time runs at 90 kHz.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_reports_come_first_and_put_both_tracks_on_one_clock() {
+    let app = start("").await;
+    let _push = push(
+        fixture("res_a_320x240.flv").to_str().unwrap(),
+        &rtmp_url(&app, "live/cam"),
+        true,
+    );
+    wait_published(&app, "live/cam").await;
+    let url = rtsp_url(&app, "live/cam");
+    let mut s = TcpStream::connect(app.rtsp_addr.unwrap()).await.unwrap();
+    let answer = request(
+        &mut s,
+        &format!("SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("RTSP/1.0 200"), "{answer}");
+    let session = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("Session: "))
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_string();
+    let answer = request(
+        &mut s,
+        &format!("SETUP {url}/trackID=1 RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\nTransport: RTP/AVP/TCP;unicast;interleaved=2-3\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("RTSP/1.0 200"), "{answer}");
+    // PLAY: its answer, then interleaved frames on the same bytes.
+    s.write_all(
+        format!("PLAY {url}/ RTSP/1.0\r\nCSeq: 3\r\nSession: {session}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(2500);
+    let mut chunk = vec![0u8; 65536];
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let answer = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    assert!(answer.starts_with("RTSP/1.0 200"), "{answer}");
+    assert!(answer.contains("RTP-Info: url="), "{answer}");
+    let mut frames: Vec<(u8, Vec<u8>)> = Vec::new();
+    let mut at = head_end;
+    while at + 4 <= buf.len() && buf[at] == b'$' {
+        let len = u16::from_be_bytes([buf[at + 2], buf[at + 3]]) as usize;
+        if at + 4 + len > buf.len() {
+            break;
+        }
+        frames.push((buf[at + 1], buf[at + 4..at + 4 + len].to_vec()));
+        at += 4 + len;
+    }
+    assert!(frames.len() > 50, "{} frames", frames.len());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let mut first_wall = Vec::new();
+    for (rtp_ch, rtcp_ch, clock) in [(0u8, 1u8, 90_000f64), (2, 3, 48_000f64)] {
+        let first = frames
+            .iter()
+            .position(|(c, _)| *c == rtp_ch || *c == rtcp_ch)
+            .unwrap();
+        let (c, sr) = &frames[first];
+        assert_eq!(
+            *c, rtcp_ch,
+            "a sender report before channel {rtp_ch}'s first RTP"
+        );
+        assert_eq!(sr[1], 200, "RTCP SR");
+        let ntp = u64::from_be_bytes(sr[8..16].try_into().unwrap());
+        let wall =
+            (ntp >> 32) as f64 - 2_208_988_800.0 + (ntp & 0xffff_ffff) as f64 / 4_294_967_296.0;
+        assert!(
+            (wall - now).abs() < 30.0,
+            "SR wall clock {wall} vs now {now}"
+        );
+        let sr_rtp = u32::from_be_bytes(sr[16..20].try_into().unwrap());
+        let rtp: Vec<&Vec<u8>> = frames
+            .iter()
+            .filter(|(c, _)| *c == rtp_ch)
+            .map(|(_, d)| d)
+            .collect();
+        assert!(rtp.len() > 10, "channel {rtp_ch}: {} packets", rtp.len());
+        assert_eq!(rtp[0][0] >> 6, 2, "RTP version 2");
+        assert_eq!(&rtp[0][8..12], &sr[4..8], "the SR's SSRC is the RTP's");
+        let ts = |p: &Vec<u8>| u32::from_be_bytes(p[4..8].try_into().unwrap());
+        // The first packet's wall time by the SR's mapping.
+        first_wall.push(wall + f64::from(ts(rtp[0]).wrapping_sub(sr_rtp) as i32) / clock);
+        if rtp_ch == 0 {
+            let span = ts(rtp.last().unwrap()).wrapping_sub(ts(rtp[0])) as f64 / clock;
+            assert!((0.3..10.0).contains(&span), "video RTP time spans {span} s");
+        }
+    }
+    assert!(
+        (first_wall[0] - first_wall[1]).abs() < 1.0,
+        "video and audio start on one clock: {first_wall:?}"
+    );
+    app.shutdown().await;
+}
