@@ -16,6 +16,28 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// ffmpeg pushing the 320x240 H.264 + AAC fixture over RTMP to `path`,
+/// once it is published.
+async fn publish_fixture(app: &mediarelay::app::App, path: &str) -> Proc {
+    let p = push(
+        fixture("res_a_320x240.flv").to_str().unwrap(),
+        &rtmp_url(app, path),
+        true,
+    );
+    wait_published(app, path).await;
+    p
+}
+
+/// The session id of a `SETUP` answer.
+fn session_of(answer: &str) -> String {
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix("Session: "))
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_else(|| panic!("no session in {answer}"))
+        .to_string()
+}
+
 fn rtsp_url(app: &mediarelay::app::App, path: &str) -> String {
     format!(
         "rtsp://{}/{path}",
@@ -23,24 +45,9 @@ fn rtsp_url(app: &mediarelay::app::App, path: &str) -> String {
     )
 }
 
-fn codecs(streams: &[Value]) -> Vec<String> {
-    let mut c: Vec<String> = streams
-        .iter()
-        .map(|s| {
-            let extra = match s["codec_type"].as_str() {
-                Some("audio") => format!("/{}", s["sample_rate"].as_str().unwrap_or("")),
-                _ => format!("/{}x{}", s["width"], s["height"]),
-            };
-            format!("{}{}", s["codec_name"].as_str().unwrap_or(""), extra)
-        })
-        .collect();
-    c.sort();
-    c
-}
-
 async fn rtsp_streams(url: &str, transport: &str) -> Vec<String> {
     let v = ffprobe(url, &["-rtsp_transport", transport, "-show_streams"]).await;
-    codecs(
+    codec_names(
         v["streams"]
             .as_array()
             .map(Vec::as_slice)
@@ -98,12 +105,7 @@ async fn path_json(app: &mediarelay::app::App, path: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_and_gstreamer_read_a_pushed_stream_over_tcp_and_udp() {
     let app = start("").await;
-    let _push = push(
-        fixture("res_a_320x240.flv").to_str().unwrap(),
-        &rtmp_url(&app, "live/cam"),
-        true,
-    );
-    wait_published(&app, "live/cam").await;
+    let _push = publish_fixture(&app, "live/cam").await;
     let url = rtsp_url(&app, "live/cam");
     for transport in ["tcp", "udp"] {
         assert_eq!(
@@ -301,12 +303,7 @@ async fn auth_is_asked_for_and_digest_and_basic_are_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_their_status_and_end_only_their_connection() {
     let app = start("write_timeout = \"2s\"\n").await;
-    let _push = push(
-        fixture("res_a_320x240.flv").to_str().unwrap(),
-        &rtmp_url(&app, "live/cam"),
-        true,
-    );
-    wait_published(&app, "live/cam").await;
+    let _push = publish_fixture(&app, "live/cam").await;
     let addr = app.rtsp_addr.unwrap();
     let url = rtsp_url(&app, "live/cam");
     // A healthy reader throughout.
@@ -401,12 +398,7 @@ async fn bad_requests_get_their_status_and_end_only_their_connection() {
     )
     .await;
     assert!(answer.starts_with("RTSP/1.0 200"), "{answer}");
-    let session = answer
-        .lines()
-        .find_map(|l| l.strip_prefix("Session: "))
-        .and_then(|v| v.split(';').next())
-        .unwrap()
-        .to_string();
+    let session = session_of(&answer);
     stalled
         .write_all(
             format!("PLAY {url} RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\n\r\n").as_bytes(),
@@ -487,9 +479,9 @@ async fn ffmpeg_and_gstreamer_publish_over_rtsp_and_every_egress_plays_it() {
     );
     for path in ["live/ff", "live/ff2"] {
         wait_published(&app, path).await;
-        let hls = codecs(&probe_streams(&hls_url(&app, path)).await);
+        let hls = codec_names(&probe_streams(&hls_url(&app, path)).await);
         assert_eq!(hls, vec!["aac/48000", "h264/320x240"], "{path} over HLS");
-        let rtmp = codecs(&probe_streams(&rtmp_url(&app, path)).await);
+        let rtmp = codec_names(&probe_streams(&rtmp_url(&app, path)).await);
         assert_eq!(rtmp, vec!["aac/48000", "h264/320x240"], "{path} over RTMP");
         assert_eq!(
             rtsp_streams(&rtsp_url(&app, path), "tcp").await,
@@ -521,7 +513,7 @@ async fn ffmpeg_and_gstreamer_publish_over_rtsp_and_every_egress_plays_it() {
             .expect("gst-launch-1.0 must be installed (see README)"),
     );
     wait_published(&app, "live/gst").await;
-    let hls = codecs(&probe_streams(&hls_url(&app, "live/gst")).await);
+    let hls = codec_names(&probe_streams(&hls_url(&app, "live/gst")).await);
     assert_eq!(hls, vec!["aac/48000", "h264/320x240"], "GStreamer over HLS");
     let errors = decode_errors(&hls_url(&app, "live/gst"), 3).await;
     assert!(errors.is_empty(), "{errors:?}");
@@ -585,12 +577,7 @@ async fn publishing_over_rtsp_needs_the_publish_permission() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sender_reports_come_first_and_put_both_tracks_on_one_clock() {
     let app = start("").await;
-    let _push = push(
-        fixture("res_a_320x240.flv").to_str().unwrap(),
-        &rtmp_url(&app, "live/cam"),
-        true,
-    );
-    wait_published(&app, "live/cam").await;
+    let _push = publish_fixture(&app, "live/cam").await;
     let url = rtsp_url(&app, "live/cam");
     let mut s = TcpStream::connect(app.rtsp_addr.unwrap()).await.unwrap();
     let answer = request(
@@ -599,12 +586,7 @@ async fn sender_reports_come_first_and_put_both_tracks_on_one_clock() {
     )
     .await;
     assert!(answer.starts_with("RTSP/1.0 200"), "{answer}");
-    let session = answer
-        .lines()
-        .find_map(|l| l.strip_prefix("Session: "))
-        .and_then(|v| v.split(';').next())
-        .unwrap()
-        .to_string();
+    let session = session_of(&answer);
     let answer = request(
         &mut s,
         &format!("SETUP {url}/trackID=1 RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\nTransport: RTP/AVP/TCP;unicast;interleaved=2-3\r\n\r\n"),

@@ -34,21 +34,6 @@ async fn start_pulling(cam: &Camera, name: &str, mount: &str) -> App {
     .await
 }
 
-fn codecs(streams: &[Value]) -> Vec<String> {
-    let mut c: Vec<String> = streams
-        .iter()
-        .map(|s| {
-            let extra = match s["codec_type"].as_str() {
-                Some("audio") => format!("/{}", s["sample_rate"].as_str().unwrap_or("")),
-                _ => format!("/{}x{}", s["width"], s["height"]),
-            };
-            format!("{}{}", s["codec_name"].as_str().unwrap_or(""), extra)
-        })
-        .collect();
-    c.sort();
-    c
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_demand_camera_starts_with_the_first_reader_and_stops_when_idle() {
     let cam = Camera::start().await;
@@ -77,7 +62,11 @@ async fn on_demand_camera_starts_with_the_first_reader_and_stops_when_idle() {
     // HLS and RTMP players get H.264 and the G.711 audio as AAC.
     for url in [hls_url(&app, "door"), rtmp_url(&app, "door")] {
         let streams = probe_streams(&url).await;
-        assert_eq!(codecs(&streams), vec!["aac/48000", "h264/320x240"], "{url}");
+        assert_eq!(
+            codec_names(&streams),
+            vec!["aac/48000", "h264/320x240"],
+            "{url}"
+        );
     }
     let errors = decode_errors(&hls_url(&app, "door"), 3).await;
     assert!(errors.is_empty(), "{errors:?}");
@@ -129,9 +118,9 @@ async fn every_camera_codec_reaches_hls_and_rtmp_readers() {
         ("inband", &["h264/320x240"], &["h264/320x240"]),
     ];
     for (mount, hls, rtmp) in expected {
-        let s = codecs(&probe_streams(&hls_url(&app, mount)).await);
+        let s = codec_names(&probe_streams(&hls_url(&app, mount)).await);
         assert_eq!(s, hls.to_vec(), "{mount} over HLS");
-        let s = codecs(&probe_streams(&rtmp_url(&app, mount)).await);
+        let s = codec_names(&probe_streams(&rtmp_url(&app, mount)).await);
         assert_eq!(s, rtmp.to_vec(), "{mount} over RTMP");
     }
     let errors = decode_errors(&hls_url(&app, "h265_aac"), 2).await;
@@ -221,7 +210,7 @@ async fn udp_tcp_and_auto_transports() {
     for path in ["udp", "tcp", "auto"] {
         wait_published(&app, path).await;
         let streams = probe_streams(&hls_url(&app, path)).await;
-        assert_eq!(codecs(&streams).len(), 2, "{path}");
+        assert_eq!(codec_names(&streams).len(), 2, "{path}");
     }
     app.shutdown().await;
     cam.stop().await;
@@ -625,7 +614,7 @@ async fn a_lossy_camera_drops_to_the_next_keyframe_and_readers_keep_playing() {
     let errors = decode_errors(&hls_url(&app, "cam"), 4).await;
     assert!(errors.is_empty(), "{errors:?}");
     let streams = probe_streams(&rtmp_url(&app, "cam")).await;
-    assert_eq!(codecs(&streams), vec!["h264/320x240"]);
+    assert_eq!(codec_names(&streams), vec!["h264/320x240"]);
     app.shutdown().await;
     cam.stop().await;
 }
@@ -662,7 +651,11 @@ async fn camera_opus_reaches_hls_rtmp_as_aac_and_webrtc_as_opus() {
     assert_eq!(tracks, vec!["h264", "opus", "aac"], "{api}");
     for url in [hls_url(&app, "door"), rtmp_url(&app, "door")] {
         let streams = probe_streams(&url).await;
-        assert_eq!(codecs(&streams), vec!["aac/48000", "h264/320x240"], "{url}");
+        assert_eq!(
+            codec_names(&streams),
+            vec!["aac/48000", "h264/320x240"],
+            "{url}"
+        );
     }
     let errors = decode_errors(&hls_url(&app, "door"), 3).await;
     assert!(errors.is_empty(), "{errors:?}");
@@ -698,7 +691,7 @@ async fn camera_opus_reaches_hls_rtmp_as_aac_and_webrtc_as_opus() {
     // Over UDP too (retina's raw packets from its UDP sockets); the HLS
     // request starts the pull.
     let streams = probe_streams(&hls_url(&app, "udp")).await;
-    assert_eq!(codecs(&streams), vec!["aac/48000", "h264/320x240"]);
+    assert_eq!(codec_names(&streams), vec!["aac/48000", "h264/320x240"]);
     let source = path_json(&app, "udp").await["source"].clone();
     assert_eq!(source["retries"], 0, "{source}");
     app.shutdown().await;
@@ -723,7 +716,7 @@ async fn an_h265_camera_with_in_band_parameters_and_opus_plays_its_video() {
         .collect();
     assert_eq!(tracks, vec!["h265"], "{api}");
     let streams = probe_streams(&hls_url(&app, "door")).await;
-    assert_eq!(codecs(&streams), vec!["hevc/320x240"]);
+    assert_eq!(codec_names(&streams), vec!["hevc/320x240"]);
     let errors = decode_errors(&hls_url(&app, "door"), 2).await;
     assert!(errors.is_empty(), "{errors:?}");
     app.shutdown().await;

@@ -854,18 +854,7 @@ impl Connection {
             sender,
             reported: false,
         });
-        let transport_value = Response::builder(Version::V1_0, StatusCode::Ok)
-            .typed_header(&answer_transport)
-            .empty()
-            .header(&headers::TRANSPORT)
-            .map(|v| v.as_str().to_string())
-            .unwrap_or_default();
-        Answer::ok()
-            .header(headers::TRANSPORT, transport_value)
-            .header(
-                headers::SESSION,
-                format!("{};timeout={}", session.id, SESSION_TIMEOUT.as_secs()),
-            )
+        setup_answer(&answer_transport, &session.id)
     }
 
     /// `ANNOUNCE` (RFC 2326 §10.3): a publisher describes what it will
@@ -918,9 +907,7 @@ impl Connection {
         if self.recording.is_some() {
             return Answer::status(StatusCode::MethodNotValidInThisState);
         }
-        if let (Some(id), Some(named)) = (&announced.session, req.header(&headers::SESSION))
-            && named.as_str().split(';').next().map(str::trim) != Some(id.as_str())
-        {
+        if !names_session(req, announced.session.as_deref()) {
             return Answer::status(StatusCode::SessionNotFound);
         }
         // The control is relative to the announced path, or absolute.
@@ -966,18 +953,7 @@ impl Connection {
             .session
             .get_or_insert_with(|| random_hex(8))
             .clone();
-        let transport_value = Response::builder(Version::V1_0, StatusCode::Ok)
-            .typed_header(&transport::answer(&chosen, None, rand::random()))
-            .empty()
-            .header(&headers::TRANSPORT)
-            .map(|v| v.as_str().to_string())
-            .unwrap_or_default();
-        Answer::ok()
-            .header(headers::TRANSPORT, transport_value)
-            .header(
-                headers::SESSION,
-                format!("{id};timeout={}", SESSION_TIMEOUT.as_secs()),
-            )
+        setup_answer(&transport::answer(&chosen, None, rand::random()), &id)
     }
 
     /// `RECORD` (RFC 2326 §10.11): the path gets this publisher.
@@ -991,9 +967,7 @@ impl Connection {
         if announced.setups.is_empty() {
             return Answer::status(StatusCode::MethodNotValidInThisState);
         }
-        if let (Some(id), Some(named)) = (&announced.session, req.header(&headers::SESSION))
-            && named.as_str().split(';').next().map(str::trim) != Some(id.as_str())
-        {
+        if !names_session(req, announced.session.as_deref()) {
             return Answer::status(StatusCode::SessionNotFound);
         }
         let spec = SessionSpec {
@@ -1121,15 +1095,7 @@ impl Connection {
         let Some(out) = session.outs.iter_mut().find(|o| o.track == index) else {
             return;
         };
-        let track = &frame.track;
-        let packets = frame.memo.rtp_packets(|| {
-            packetize::packetize(
-                &track.params,
-                frame.keyframe,
-                &frame.data,
-                packetize::MAX_PAYLOAD,
-            )
-        });
+        let packets = packetize::of_frame(frame);
         if packets.is_empty() {
             return;
         }
@@ -1214,6 +1180,31 @@ impl Connection {
             }
         }
     }
+}
+
+/// Whether a request's `Session` header (if any) names `session` (if the
+/// connection has one yet).
+fn names_session(req: &Request<Bytes>, session: Option<&str>) -> bool {
+    match (session, req.header(&headers::SESSION)) {
+        (Some(id), Some(named)) => named.as_str().split(';').next().map(str::trim) == Some(id),
+        _ => true,
+    }
+}
+
+/// The answer to a `SETUP`: the chosen transport and the session with its
+/// timeout (RFC 2326 §12.37).
+fn setup_answer(transport: &rtsp_types::headers::transport::Transports, session: &str) -> Answer {
+    // rtsp-types writes typed headers into its own header map only.
+    let value = Response::builder(Version::V1_0, StatusCode::Ok)
+        .typed_header(transport)
+        .empty()
+        .header(&headers::TRANSPORT)
+        .map(|v| v.as_str().to_string())
+        .unwrap_or_default();
+    Answer::ok().header(headers::TRANSPORT, value).header(
+        headers::SESSION,
+        format!("{session};timeout={}", SESSION_TIMEOUT.as_secs()),
+    )
 }
 
 fn send_rtcp(

@@ -179,6 +179,23 @@ pub async fn probe_streams(url: &str) -> Vec<Value> {
     v["streams"].as_array().cloned().unwrap_or_default()
 }
 
+/// ffprobe's streams as sorted `codec/size` (video) or `codec/rate`
+/// (audio) names.
+pub fn codec_names(streams: &[Value]) -> Vec<String> {
+    let mut c: Vec<String> = streams
+        .iter()
+        .map(|s| {
+            let extra = match s["codec_type"].as_str() {
+                Some("audio") => format!("/{}", s["sample_rate"].as_str().unwrap_or("")),
+                _ => format!("/{}x{}", s["width"], s["height"]),
+            };
+            format!("{}{}", s["codec_name"].as_str().unwrap_or(""), extra)
+        })
+        .collect();
+    c.sort();
+    c
+}
+
 /// Decodes `secs` of `url` with ffmpeg; returns the error lines that are
 /// decode errors (not the muxer's complaints about millisecond timestamps,
 /// which nginx-rtmp's output triggers just the same).

@@ -109,6 +109,20 @@ pub fn packetize(params: &CodecParams, keyframe: bool, data: &Bytes, max: usize)
     out
 }
 
+/// A hub frame's RTP payloads at [`MAX_PAYLOAD`], packetized by the first
+/// reader that sends it (WebRTC viewer or RTSP reader) and memoised on the
+/// frame for every other.
+pub fn of_frame(frame: &crate::media::Frame) -> Arc<[Payload]> {
+    frame.memo.rtp_packets(|| {
+        packetize(
+            &frame.track.params,
+            frame.keyframe,
+            &frame.data,
+            MAX_PAYLOAD,
+        )
+    })
+}
+
 /// RFC 3640 AAC-hbr (§3.3.6: `sizeLength=13`, `indexLength=3`,
 /// `indexDeltaLength=3`, what the SDP of `egress::rtsp::sdp` announces): one
 /// access unit per packet behind a 16-bit AU-headers-length (§3.2.1) and

@@ -615,14 +615,7 @@ fn write(
     wallclock: Instant,
 ) -> Result<(), str0m::RtcError> {
     let track = &frame.track;
-    let packets = frame.memo.rtp_packets(|| {
-        packetize::packetize(
-            &track.params,
-            frame.keyframe,
-            &frame.data,
-            packetize::MAX_PAYLOAD,
-        )
-    });
+    let packets = packetize::of_frame(frame);
     if packets.is_empty() {
         return Ok(());
     }
