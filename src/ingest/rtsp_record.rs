@@ -67,7 +67,7 @@ pub fn parse_announce(body: &[u8]) -> Result<Announcement, AnnounceError> {
     if let Some(n) = body
         .split(|&b| b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .position(|l| !l.is_empty() && l.get(1) != Some(&b'='))
+        .position(|l| !l.is_empty() && l.iter().position(|&b| b == b'=') != Some(1))
     {
         return Err(AnnounceError::Sdp(format!(
             "line {} is not key=value",
@@ -475,6 +475,12 @@ m=audio 0 RTP/AVP 0\r\na=control:stream=2\r\n";
         // What made sdp-types assert: a bad line, then a line other than m=.
         let bad = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\n\
                    a=rtpmap:96 H264/90000\r\nnot a line\r\na=control:x\r\n";
+        assert!(matches!(
+            parse_announce(bad.as_bytes()),
+            Err(AnnounceError::Sdp(_))
+        ));
+        // `=` first is not a one-letter key either.
+        let bad = bad.replace("not a line", "==x");
         assert!(matches!(
             parse_announce(bad.as_bytes()),
             Err(AnnounceError::Sdp(_))
