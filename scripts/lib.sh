@@ -5,8 +5,9 @@ BUILD_PACKAGES=(gcc pkg-config clang libclang-dev libavcodec-dev libavformat-dev
   libswresample-dev)
 # Real peers the tests start: ffmpeg/ffprobe as publisher and players,
 # Chromium for hls.js in a browser, VLC as a desktop player, a GStreamer RTSP
-# server as the IP camera.
-TEST_PACKAGES=(ffmpeg chromium vlc-bin vlc-plugin-base
+# server as the IP camera, gst-launch-1.0 (rtspsrc, rtspclientsink) as an
+# RTSP reader and publisher.
+TEST_PACKAGES=(ffmpeg chromium vlc-bin vlc-plugin-base gstreamer1.0-tools
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 
