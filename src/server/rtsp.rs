@@ -85,6 +85,11 @@ pub struct UdpPorts {
     ports: (u16, u16),
     /// Datagrams not sent because the socket buffer was full.
     dropped: AtomicU64,
+    /// When each playing UDP session's client last sent RTCP (receiver
+    /// reports) to the RTCP port, by the client's RTCP address: a client
+    /// that keeps its session alive that way only (RFC 2326 §12.37 allows
+    /// it) is not timed out. Only addresses of set-up sessions are kept.
+    seen: std::sync::Mutex<std::collections::HashMap<SocketAddr, std::time::Instant>>,
 }
 
 impl UdpPorts {
@@ -99,6 +104,7 @@ impl UdpPorts {
             rtcp,
             ports,
             dropped: AtomicU64::new(0),
+            seen: Default::default(),
         })
     }
 
@@ -113,8 +119,29 @@ impl UdpPorts {
         }
     }
 
-    /// Reads and discards what clients send to the ports (receiver reports,
-    /// NAT hole punching), so the receive buffers never fill.
+    fn lock_seen(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<SocketAddr, std::time::Instant>> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts noting RTCP from `addr` (a session's client RTCP address).
+    fn watch(&self, addr: SocketAddr) {
+        self.lock_seen().insert(addr, std::time::Instant::now());
+    }
+
+    fn unwatch(&self, addr: SocketAddr) {
+        self.lock_seen().remove(&addr);
+    }
+
+    /// When `addr` last sent RTCP, if it is watched.
+    fn last_seen(&self, addr: SocketAddr) -> Option<std::time::Instant> {
+        self.lock_seen().get(&addr).copied()
+    }
+
+    /// Reads what clients send to the ports (receiver reports, NAT hole
+    /// punching) so the receive buffers never fill, noting when watched
+    /// clients sent RTCP.
     async fn drain(self: Arc<Self>, shutdown: CancellationToken) {
         let mut buf = vec![0u8; 2048];
         let mut buf2 = vec![0u8; 2048];
@@ -122,7 +149,15 @@ impl UdpPorts {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = self.rtp.recv_from(&mut buf) => if r.is_err() { tokio::time::sleep(Duration::from_millis(50)).await },
-                r = self.rtcp.recv_from(&mut buf2) => if r.is_err() { tokio::time::sleep(Duration::from_millis(50)).await },
+                r = self.rtcp.recv_from(&mut buf2) => match r {
+                    Ok((_, from)) => {
+                        let from = crate::net::canonical_peer(from);
+                        if let Some(at) = self.lock_seen().get_mut(&from) {
+                            *at = std::time::Instant::now();
+                        }
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                },
             }
         }
     }
@@ -207,6 +242,7 @@ pub async fn serve(
                     Err(e) => tracing::info!(error = %e, "RTSP connection ended"),
                 }
                 conn.stop_playing("connection closed");
+                conn.unwatch_udp();
             }
             .instrument(span),
         );
@@ -464,7 +500,15 @@ impl Connection {
                     self.recording = None;
                     return Ok("publisher kicked or replaced");
                 }
-                _ = tokio::time::sleep_until(idle_at) => return Err(RtspError::Idle(idle)),
+                _ = tokio::time::sleep_until(idle_at) => {
+                    // A UDP client may keep its session alive with RTCP only.
+                    match self.udp_rtcp_seen() {
+                        Some(at) if at.elapsed() < idle => {
+                            self.last_input = Instant::now() - at.elapsed();
+                        }
+                        _ => return Err(RtspError::Idle(idle)),
+                    }
+                }
             }
             self.flush(config.write_timeout).await?;
             if self.close_after_flush {
@@ -489,6 +533,36 @@ impl Connection {
         Ok(())
     }
 
+    /// The client RTCP addresses of this session's UDP tracks.
+    fn udp_rtcp_addrs(&self) -> Vec<SocketAddr> {
+        self.session
+            .iter()
+            .flat_map(|s| &s.outs)
+            .filter_map(|o| match o.delivery {
+                Delivery::Udp { rtcp, .. } => Some(SocketAddr::new(self.peer.ip(), rtcp)),
+                Delivery::Interleaved { .. } => None,
+            })
+            .collect()
+    }
+
+    /// When this session's client last sent RTCP to the UDP port.
+    fn udp_rtcp_seen(&self) -> Option<std::time::Instant> {
+        let udp = self.udp.as_ref()?;
+        self.udp_rtcp_addrs()
+            .into_iter()
+            .filter_map(|a| udp.last_seen(a))
+            .max()
+    }
+
+    /// Stops noting the session's UDP RTCP (the session ends).
+    fn unwatch_udp(&self) {
+        if let Some(udp) = &self.udp {
+            for a in self.udp_rtcp_addrs() {
+                udp.unwatch(a);
+            }
+        }
+    }
+
     fn stop_playing(&mut self, why: &str) {
         if let Some(s) = self.session.as_mut()
             && let Some(r) = s.playing.take()
@@ -509,6 +583,7 @@ impl Connection {
             Method::Pause => self.pause(&req),
             Method::Teardown => {
                 self.stop_playing("TEARDOWN");
+                self.unwatch_udp();
                 self.session = None;
                 if self.recording.take().is_some() {
                     tracing::info!("publishing ended: TEARDOWN");
@@ -847,6 +922,9 @@ impl Connection {
             return Answer::status(StatusCode::InternalServerError);
         };
         session.outs.retain(|o| o.track != plan.track);
+        if let (Delivery::Udp { rtcp, .. }, Some(udp)) = (chosen.delivery, &self.udp) {
+            udp.watch(SocketAddr::new(self.peer.ip(), rtcp));
+        }
         session.outs.push(TrackOut {
             track: plan.track,
             control: plan.control.clone(),
@@ -1239,6 +1317,51 @@ fn unix_nanos(t: SystemTime) -> i128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RTCP a watched UDP client sends to the RTCP port is noted (what
+    /// keeps its session alive); an unwatched sender is not kept.
+    #[tokio::test]
+    async fn rtcp_from_a_watched_udp_client_is_noted() {
+        let bind = || std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (rtp, rtcp) = (bind(), bind());
+        for s in [&rtp, &rtcp] {
+            s.set_nonblocking(true).unwrap();
+        }
+        let ports = Arc::new(
+            UdpPorts::new(
+                UdpSocket::from_std(rtp).unwrap(),
+                UdpSocket::from_std(rtcp).unwrap(),
+            )
+            .unwrap(),
+        );
+        let stop = CancellationToken::new();
+        tokio::spawn(Arc::clone(&ports).drain(stop.clone()));
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let me = client.local_addr().unwrap();
+        ports.watch(me);
+        let watched_at = ports.last_seen(me).unwrap();
+        let to = ports.local_addrs().1.unwrap();
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            client
+                .send_to(&[0x81, 201, 0, 1, 0, 0, 0, 1], to)
+                .await
+                .unwrap();
+            stranger
+                .send_to(&[0x81, 201, 0, 1, 0, 0, 0, 2], to)
+                .await
+                .unwrap();
+            if ports.last_seen(me).unwrap() > watched_at {
+                break;
+            }
+        }
+        assert!(ports.last_seen(me).unwrap() > watched_at);
+        assert!(ports.last_seen(stranger.local_addr().unwrap()).is_none());
+        ports.unwatch(me);
+        assert!(ports.last_seen(me).is_none());
+        stop.cancel();
+    }
 
     #[test]
     fn urls_split_into_path_control_and_query() {
