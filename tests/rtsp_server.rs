@@ -669,3 +669,87 @@ async fn sender_reports_come_first_and_put_both_tracks_on_one_clock() {
     );
     app.shutdown().await;
 }
+
+/// Liveness: a connection that sends nothing before PLAY is closed after
+/// `handshake_timeout`; a UDP reader that plays and sends nothing is closed
+/// after `rtsp_session_timeout`, and one that sends RTCP receiver reports
+/// to the server's RTCP port (and nothing on its RTSP connection) is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sessions_time_out_and_rtcp_over_udp_keeps_one_alive() {
+    let app = start("handshake_timeout = \"2s\"\nrtsp_session_timeout = \"3s\"\n").await;
+    let _push = publish_fixture(&app, "live/cam").await;
+    let url = rtsp_url(&app, "live/cam");
+    let addr = app.rtsp_addr.unwrap();
+    let (_, rtcp_port) = app.rtsp_udp_addrs.unwrap();
+    let closed_within = |mut s: TcpStream, limit: Duration| async move {
+        let mut sink = vec![0u8; 65536];
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, s.read(&mut sink)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    };
+    // Silent before PLAY.
+    let quiet = TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(quiet, Duration::from_secs(8)).await,
+        "closed by handshake_timeout"
+    );
+
+    // Two UDP readers; one sends receiver reports from its RTCP port.
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let rtcp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (p1, p2) = (
+            rtp.local_addr().unwrap().port(),
+            rtcp.local_addr().unwrap().port(),
+        );
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let answer = request(
+            &mut s,
+            &format!("SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP;unicast;client_port={p1}-{p2}\r\n\r\n"),
+        )
+        .await;
+        assert!(answer.starts_with("RTSP/1.0 200"), "{answer}");
+        assert!(answer.contains(";timeout=3"), "{answer}");
+        let session = session_of(&answer);
+        let answer = request(
+            &mut s,
+            &format!("PLAY {url}/ RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\n\r\n"),
+        )
+        .await;
+        assert!(answer.starts_with("RTSP/1.0 200"), "{answer}");
+        let mut datagram = vec![0u8; 2048];
+        let n = tokio::time::timeout(Duration::from_secs(5), rtp.recv(&mut datagram))
+            .await
+            .expect("RTP over UDP")
+            .unwrap();
+        assert!(n > 12 && datagram[0] >> 6 == 2);
+        readers.push((s, rtp, rtcp));
+    }
+    let (kept, _kept_rtp, kept_rtcp) = readers.remove(0);
+    let (silent, _silent_rtp, _silent_rtcp) = readers.remove(0);
+    let keepalive = tokio::spawn(async move {
+        // An empty receiver report (RFC 3550 §6.4.2), every 500 ms.
+        let rr = [0x80u8, 201, 0, 1, 0, 0, 0, 7];
+        loop {
+            let _ = kept_rtcp.send_to(&rr, rtcp_port).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    assert!(
+        closed_within(silent, Duration::from_secs(10)).await,
+        "closed by rtsp_session_timeout"
+    );
+    // The one sending RTCP is still open well past the timeout.
+    assert!(
+        !closed_within(kept, Duration::from_secs(5)).await,
+        "kept by its RTCP"
+    );
+    keepalive.abort();
+    app.shutdown().await;
+}

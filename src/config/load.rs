@@ -278,6 +278,9 @@ pub(crate) fn validate(c: &Config) -> Result<(), (String, String)> {
     if h.idle_timeout < Duration::from_secs(1) {
         return err("hls.idle_timeout", "must be at least 1s".into());
     }
+    if c.rtsp_session_timeout < Duration::from_secs(1) {
+        return err("rtsp_session_timeout", "must be at least 1s".into());
+    }
     if h.viewer_timeout < Duration::from_secs(1) {
         return err("hls.viewer_timeout", "must be at least 1s".into());
     }

@@ -66,6 +66,11 @@ pub struct Config {
     /// set; `""` turns it off.
     #[serde(with = "optional_listen")]
     pub rtsps_listen: Option<ListenAddr>,
+    /// An RTSP session that is playing or recording and sends nothing (no
+    /// request, no RTCP over TCP or to the UDP RTCP port) for this long is
+    /// closed; announced in `Session: …;timeout=`.
+    #[serde(with = "humantime_serde")]
+    pub rtsp_session_timeout: Duration,
     /// UDP port RTSP readers get RTP from (`server_port`); `""` offers RTP
     /// over TCP only.
     #[serde(with = "optional_listen")]
@@ -146,6 +151,7 @@ impl Default for Config {
             webrtc_public_addresses: Vec::new(),
             rtsp_listen: Some(ListenAddr::Any(8554)),
             rtsps_listen: Some(ListenAddr::Any(8322)),
+            rtsp_session_timeout: Duration::from_secs(60),
             rtsp_udp_rtp_listen: Some(ListenAddr::Any(8000)),
             rtsp_udp_rtcp_listen: Some(ListenAddr::Any(8001)),
             read_timeout: Duration::from_secs(10),

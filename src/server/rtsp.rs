@@ -63,9 +63,6 @@ use crate::tls::TlsAcceptor;
 
 /// Longest request (head and body) read.
 pub const MAX_REQUEST: usize = 64 * 1024;
-/// `Session` timeout announced; a playing session that sends nothing
-/// (no request, no interleaved RTCP) for this long is closed.
-pub const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Sender reports per track, at most this often (RFC 3550 §6.2 suggests 5 s).
 const REPORT_EVERY: Duration = Duration::from_secs(5);
 /// Frames taken from the reader's queue per batch.
@@ -415,7 +412,7 @@ impl Connection {
             let config = self.hub.config();
             let playing = self.session.as_ref().is_some_and(|s| s.playing.is_some());
             let idle = if playing || self.recording.is_some() {
-                SESSION_TIMEOUT
+                config.rtsp_session_timeout
             } else {
                 config.handshake_timeout.max(Duration::from_secs(1))
             };
@@ -932,7 +929,11 @@ impl Connection {
             sender,
             reported: false,
         });
-        setup_answer(&answer_transport, &session.id)
+        setup_answer(
+            &answer_transport,
+            &session.id,
+            self.hub.config().rtsp_session_timeout,
+        )
     }
 
     /// `ANNOUNCE` (RFC 2326 §10.3): a publisher describes what it will
@@ -1031,7 +1032,11 @@ impl Connection {
             .session
             .get_or_insert_with(|| random_hex(8))
             .clone();
-        setup_answer(&transport::answer(&chosen, None, rand::random()), &id)
+        setup_answer(
+            &transport::answer(&chosen, None, rand::random()),
+            &id,
+            self.hub.config().rtsp_session_timeout,
+        )
     }
 
     /// `RECORD` (RFC 2326 §10.11): the path gets this publisher.
@@ -1271,7 +1276,11 @@ fn names_session(req: &Request<Bytes>, session: Option<&str>) -> bool {
 
 /// The answer to a `SETUP`: the chosen transport and the session with its
 /// timeout (RFC 2326 §12.37).
-fn setup_answer(transport: &rtsp_types::headers::transport::Transports, session: &str) -> Answer {
+fn setup_answer(
+    transport: &rtsp_types::headers::transport::Transports,
+    session: &str,
+    timeout: Duration,
+) -> Answer {
     // rtsp-types writes typed headers into its own header map only.
     let value = Response::builder(Version::V1_0, StatusCode::Ok)
         .typed_header(transport)
@@ -1281,7 +1290,7 @@ fn setup_answer(transport: &rtsp_types::headers::transport::Transports, session:
         .unwrap_or_default();
     Answer::ok().header(headers::TRANSPORT, value).header(
         headers::SESSION,
-        format!("{session};timeout={}", SESSION_TIMEOUT.as_secs()),
+        format!("{session};timeout={}", timeout.as_secs().max(1)),
     )
 }
 
