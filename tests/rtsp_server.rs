@@ -698,6 +698,30 @@ async fn silent_sessions_time_out_and_rtcp_over_udp_keeps_one_alive() {
         closed_within(quiet, Duration::from_secs(8)).await,
         "closed by handshake_timeout"
     );
+    // A paused session lives by the session timeout, not handshake_timeout.
+    let mut paused = TcpStream::connect(addr).await.unwrap();
+    let answer = request(
+        &mut paused,
+        &format!("SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"),
+    )
+    .await;
+    let session = session_of(&answer);
+    let answer = request(
+        &mut paused,
+        &format!("PAUSE {url}/ RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("RTSP/1.0 200"), "{answer}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let answer = request(
+        &mut paused,
+        &format!("GET_PARAMETER {url}/ RTSP/1.0\r\nCSeq: 3\r\nSession: {session}\r\n\r\n"),
+    )
+    .await;
+    assert!(
+        answer.starts_with("RTSP/1.0 200"),
+        "paused past handshake_timeout: {answer:?}"
+    );
 
     // Two UDP readers; one sends receiver reports from its RTCP port.
     let mut readers = Vec::new();

@@ -411,7 +411,12 @@ impl Connection {
         loop {
             let config = self.hub.config();
             let playing = self.session.as_ref().is_some_and(|s| s.playing.is_some());
-            let idle = if playing || self.recording.is_some() {
+            // A set-up session (playing, paused, recording) lives by the
+            // session timeout it was told; before that, requests must come
+            // within handshake_timeout of each other.
+            let set_up = self.session.is_some()
+                || self.announced.as_ref().is_some_and(|a| a.session.is_some());
+            let idle = if set_up {
                 config.rtsp_session_timeout
             } else {
                 config.handshake_timeout.max(Duration::from_secs(1))
