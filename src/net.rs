@@ -117,6 +117,32 @@ impl<'de> Deserialize<'de> for ListenAddr {
     }
 }
 
+/// The next connection on `listener` (peer shown as in
+/// [`canonical_peer`], Nagle off), or `None` once `shutdown` is cancelled.
+/// A failed accept (EMFILE and friends) is logged with the listener's
+/// `name` and retried after a short pause instead of spinning.
+pub async fn accept(
+    listener: &TcpListener,
+    name: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    return Some((socket, canonical_peer(peer)));
+                }
+                Err(e) => {
+                    tracing::warn!(listener = name, error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
 /// Shows IPv4-mapped IPv6 peers (from a dual-stack socket) as plain IPv4.
 pub fn canonical_peer(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())

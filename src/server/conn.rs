@@ -49,8 +49,32 @@ pub trait RtmpStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> RtmpStream for T {}
 
 /// The stream of one connection, boxed once when it is accepted so the
-/// session code is the same for RTMP and RTMPS.
+/// session code is the same for RTMP and RTMPS (and RTSP and RTSPS).
 pub type BoxedStream = Box<dyn RtmpStream>;
+
+/// The stream a protocol runs over: the socket itself, or with `tls` the
+/// TLS session after a completed handshake (bounded by the acceptor's
+/// timeout). `None`: the handshake failed or timed out, or the server is
+/// shutting down.
+pub async fn open(
+    socket: tokio::net::TcpStream,
+    tls: Option<&crate::tls::TlsAcceptor>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Option<BoxedStream> {
+    let Some(acceptor) = tls else {
+        return Some(Box::new(socket));
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => None,
+        tls = acceptor.accept(socket) => match tls {
+            Ok(tls) => Some(Box::new(tls)),
+            Err(e) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                None
+            }
+        },
+    }
+}
 
 pub struct RtmpConn {
     pub session: ServerSession,

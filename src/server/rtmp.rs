@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -19,15 +19,6 @@ use crate::protocol::rtmp::chunk::ChunkLimits;
 use crate::protocol::rtmp::{ServerConfig, ServerEvent, ServerSession};
 use crate::tls::TlsAcceptor;
 
-/// What runs on an accepted TCP connection before RTMP.
-#[derive(Clone)]
-enum Transport {
-    /// RTMP straight on TCP.
-    Plain,
-    /// RTMPS: RTMP inside TLS (RFC 8446), after the acceptor's handshake.
-    Tls(TlsAcceptor),
-}
-
 /// Accepts RTMP connections until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
@@ -36,7 +27,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    accept_loop(listener, Transport::Plain, hub, gate, shutdown, tasks).await
+    accept_loop(listener, None, hub, gate, shutdown, tasks).await
 }
 
 /// Accepts RTMPS connections until `shutdown`. Each connection runs its TLS
@@ -50,38 +41,22 @@ pub async fn serve_tls(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let transport = Transport::Tls(acceptor);
-    accept_loop(listener, transport, hub, gate, shutdown, tasks).await
+    accept_loop(listener, Some(acceptor), hub, gate, shutdown, tasks).await
 }
 
-/// The accept loop of both listeners: admission right after accept, then
-/// one task per connection. Nothing here waits on a peer.
+/// The accept loop of both listeners (RTMPS with `tls`: RTMP inside TLS,
+/// RFC 8446, after the acceptor's handshake): admission right after accept,
+/// then one task per connection. Nothing here waits on a peer.
 async fn accept_loop(
     listener: TcpListener,
-    transport: Transport,
+    tls: Option<TlsAcceptor>,
     hub: Hub,
     gate: Arc<Gate>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let name = match transport {
-        Transport::Plain => "rtmp",
-        Transport::Tls(_) => "rtmps",
-    };
-    loop {
-        let (socket, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: wait a little instead of spinning.
-                    tracing::warn!(listener = name, error = %e, "RTMP accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let peer = crate::net::canonical_peer(peer);
+    let name = if tls.is_some() { "rtmps" } else { "rtmp" };
+    while let Some((socket, peer)) = crate::net::accept(&listener, name, &shutdown).await {
         // IP rule, connection rate and caps: a refused client is dropped.
         let admitted = match gate.admit_connection(Listener::Rtmp, peer.ip()) {
             Ok(guard) => guard,
@@ -92,15 +67,16 @@ async fn accept_loop(
             }
         };
         let (hub, gate) = (hub.clone(), Arc::clone(&gate));
-        let (transport, shutdown) = (transport.clone(), shutdown.clone());
-        let span = match transport {
-            Transport::Plain => tracing::info_span!("rtmp", %peer),
-            Transport::Tls(_) => tracing::info_span!("rtmps", %peer),
+        let (tls, shutdown) = (tls.clone(), shutdown.clone());
+        let span = if tls.is_some() {
+            tracing::info_span!("rtmps", %peer)
+        } else {
+            tracing::info_span!("rtmp", %peer)
         };
         tasks.spawn(
             async move {
                 let _admitted = admitted;
-                let Some(stream) = open(socket, transport, shutdown).await else {
+                let Some(stream) = super::conn::open(socket, tls.as_ref(), &shutdown).await else {
                     return;
                 };
                 match handle(stream, peer, hub, gate).await {
@@ -110,30 +86,6 @@ async fn accept_loop(
             }
             .instrument(span),
         );
-    }
-}
-
-/// The stream RTMP runs over: the socket itself, or the TLS session after
-/// a completed handshake (`None`: the handshake failed, timed out or the
-/// server is shutting down).
-async fn open(
-    socket: TcpStream,
-    transport: Transport,
-    shutdown: CancellationToken,
-) -> Option<BoxedStream> {
-    let _ = socket.set_nodelay(true);
-    match transport {
-        Transport::Plain => Some(Box::new(socket)),
-        Transport::Tls(acceptor) => tokio::select! {
-            _ = shutdown.cancelled() => None,
-            tls = acceptor.accept(socket) => match tls {
-                Ok(tls) => Some(Box::new(tls)),
-                Err(e) => {
-                    tracing::debug!(error = %e, "TLS handshake failed");
-                    None
-                }
-            },
-        },
     }
 }
 

@@ -176,19 +176,8 @@ pub async fn serve(
     if let Some(udp) = &udp {
         tasks.spawn(Arc::clone(udp).drain(shutdown.clone()));
     }
-    loop {
-        let (socket, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "RTSP accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let peer = crate::net::canonical_peer(peer);
+    let name = if tls.is_some() { "rtsps" } else { "rtsp" };
+    while let Some((socket, peer)) = crate::net::accept(&listener, name, &shutdown).await {
         let admitted = match gate.admit_connection(Listener::Rtsp, peer.ip()) {
             Ok(guard) => guard,
             Err(refusal) => {
@@ -206,23 +195,12 @@ pub async fn serve(
         tasks.spawn(
             async move {
                 let _admitted = admitted;
-                let _ = socket.set_nodelay(true);
                 let local = socket
                     .local_addr()
                     .map(crate::net::canonical_peer)
                     .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
-                let stream: BoxedStream = match tls {
-                    None => Box::new(socket),
-                    Some(acceptor) => tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        tls = acceptor.accept(socket) => match tls {
-                            Ok(tls) => Box::new(tls),
-                            Err(e) => {
-                                tracing::debug!(error = %e, "TLS handshake failed");
-                                return;
-                            }
-                        },
-                    },
+                let Some(stream) = super::conn::open(socket, tls.as_ref(), &shutdown).await else {
+                    return;
                 };
                 let mut conn = Connection::new(stream, peer, local, hub, gate, udp);
                 match conn.run(shutdown).await {

@@ -52,21 +52,8 @@ async fn serve(
     header_timeout: std::time::Duration,
 ) {
     let tasks = TaskTracker::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: wait a little instead of spinning.
-                    tracing::warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let peer = crate::net::canonical_peer(peer);
-        let _ = tcp.set_nodelay(true);
+    let name = if acceptor.is_some() { "https" } else { "http" };
+    while let Some((tcp, peer)) = crate::net::accept(&listener, name, &shutdown).await {
         let acceptor = acceptor.clone();
         let router = router.clone();
         let shutdown = shutdown.clone();

@@ -91,20 +91,7 @@ pub async fn serve<F>(
     F: Fn() -> Timeouts + Send + 'static,
 {
     let tasks = TaskTracker::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: wait a little instead of spinning.
-                    tracing::warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, peer)) = crate::net::accept(&listener, "http", &shutdown).await {
         tasks.spawn(connection(
             tcp,
             peer,
