@@ -109,9 +109,20 @@ impl UdpPorts {
         (self.rtp.local_addr().ok(), self.rtcp.local_addr().ok())
     }
 
-    fn send(&self, rtcp: bool, data: &[u8], to: SocketAddr) {
+    /// Sends one datagram made of `parts` (an RTP header of the reader's
+    /// and the path's shared payload) with one `sendmsg`: the payload is
+    /// not copied into a buffer first. A full socket buffer drops it.
+    fn send(&self, rtcp: bool, parts: &[&[u8]], to: SocketAddr) {
         let socket = if rtcp { &self.rtcp } else { &self.rtp };
-        if socket.try_send_to(data, to).is_err() {
+        let slices: [std::io::IoSlice<'_>; 2] = [
+            std::io::IoSlice::new(parts.first().copied().unwrap_or_default()),
+            std::io::IoSlice::new(parts.get(1).copied().unwrap_or_default()),
+        ];
+        let to = socket2::SockAddr::from(to);
+        let sent = socket.try_io(tokio::io::Interest::WRITABLE, || {
+            socket2::SockRef::from(socket).send_to_vectored(&slices, &to)
+        });
+        if sent.is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -288,6 +299,9 @@ struct Connection {
     udp: Option<Arc<UdpPorts>>,
     framer: Framer,
     out: VecDeque<Bytes>,
+    /// Where the per-reader packet heads (interleaved frame header and RTP
+    /// header) are written; split off per frame, reused once written.
+    heads: BytesMut,
     /// The nonce of this connection's digest challenges.
     nonce: String,
     /// The paths and actions this connection proved permission for.
@@ -372,6 +386,7 @@ impl Connection {
             udp,
             framer: Framer::new(MAX_REQUEST),
             out: VecDeque::new(),
+            heads: BytesMut::new(),
             nonce: random_hex(16),
             authorized: Vec::new(),
             announced: None,
@@ -1188,13 +1203,17 @@ impl Connection {
         }
         match out.delivery {
             Delivery::Interleaved { rtp, .. } => {
-                let mut heads = BytesMut::with_capacity(packets.len() * (4 + RTP_HEADER));
+                // The heads go in the connection's own buffer: once the
+                // socket took the last frame's, `reserve` gets the same
+                // allocation back (no allocation per frame in steady state).
+                let heads = &mut self.heads;
+                heads.reserve(packets.len() * (4 + RTP_HEADER));
                 for p in packets.iter() {
                     let ts = time.wrapping_add(p.time_offset);
                     heads.put_slice(&interleaved_header(rtp, RTP_HEADER + p.bytes.len()));
                     heads.put_slice(&out.sender.header(p.marker, ts, p.bytes.len()));
                 }
-                let mut heads = heads.freeze();
+                let mut heads = heads.split().freeze();
                 for p in packets.iter() {
                     self.out.push_back(heads.split_to(4 + RTP_HEADER));
                     self.out.push_back(p.bytes.clone());
@@ -1205,15 +1224,12 @@ impl Connection {
                     return;
                 };
                 let to = SocketAddr::new(self.peer.ip(), rtp);
-                let mut datagram = Vec::with_capacity(RTP_HEADER + packetize::MAX_PAYLOAD);
                 let mut bytes = 0u64;
                 for p in packets.iter() {
-                    datagram.clear();
                     let ts = time.wrapping_add(p.time_offset);
-                    datagram.extend_from_slice(&out.sender.header(p.marker, ts, p.bytes.len()));
-                    datagram.extend_from_slice(&p.bytes);
-                    udp.send(false, &datagram, to);
-                    bytes += datagram.len() as u64;
+                    let head = out.sender.header(p.marker, ts, p.bytes.len());
+                    udp.send(false, &[&head, &p.bytes], to);
+                    bytes += (head.len() + p.bytes.len()) as u64;
                 }
                 if let Some(r) = &session.playing {
                     r.session.add_bytes_out(bytes);
@@ -1293,7 +1309,7 @@ fn send_rtcp(
         }
         Delivery::Udp { rtcp, .. } => {
             if let Some(udp) = udp {
-                udp.send(true, report, SocketAddr::new(peer.ip(), rtcp));
+                udp.send(true, &[report], SocketAddr::new(peer.ip(), rtcp));
             }
         }
     }
