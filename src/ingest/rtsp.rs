@@ -702,12 +702,6 @@ impl Ingest {
         }
     }
 
-    /// Whether the stream has started in the hub (every track's parameters
-    /// known).
-    pub(crate) fn started(&self) -> bool {
-        self.started
-    }
-
     fn on_rtcp(&mut self, rtcp: &retina::rtcp::ReceivedCompoundPacket) {
         let Some(ci) = self.chosen_index(rtcp.stream_id()) else {
             return;

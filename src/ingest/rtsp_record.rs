@@ -365,11 +365,6 @@ impl Recorder {
         &self.publisher
     }
 
-    /// Whether the stream has started (every track's parameters known).
-    pub fn started(&self) -> bool {
-        self.ingest.started()
-    }
-
     /// An interleaved frame from the publisher.
     pub fn on_interleaved(&mut self, channel: u8, payload: Bytes) {
         self.publisher

@@ -263,6 +263,8 @@ struct TrackOut {
 struct Described {
     path: String,
     tracks: Vec<Arc<Track>>,
+    /// The SDP a `DESCRIBE` answers with, and how each track is sent.
+    sdp: String,
     plans: Vec<MediaPlan>,
 }
 
@@ -770,13 +772,14 @@ impl Connection {
         };
         let tracks = reader.stream().tracks();
         drop(reader);
-        let (_, plans) = describe(&tracks, self.local.ip(), 0);
+        let (sdp, plans) = describe(&tracks, self.local.ip(), u64::from(rand::random::<u32>()));
         if plans.is_empty() {
             return Err(Answer::status(StatusCode::UnsupportedMediaType));
         }
         Ok(Described {
             path: path.to_string(),
             tracks,
+            sdp,
             plans,
         })
     }
@@ -798,8 +801,7 @@ impl Connection {
             Ok(d) => d,
             Err(answer) => return answer,
         };
-        let session_id = rand::random::<u32>();
-        let (sdp, _) = describe(&described.tracks, self.local.ip(), u64::from(session_id));
+        let sdp = described.sdp.clone();
         let base = Self::base_url(url, &path);
         self.described = Some(described);
         Answer {
@@ -916,10 +918,19 @@ impl Connection {
         let Some(session) = self.session.as_mut() else {
             return Answer::status(StatusCode::InternalServerError);
         };
-        session.outs.retain(|o| o.track != plan.track);
-        if let (Delivery::Udp { rtcp, .. }, Some(udp)) = (chosen.delivery, &self.udp) {
-            udp.watch(SocketAddr::new(self.peer.ip(), rtcp));
+        // A track set up again replaces its transport; the UDP RTCP
+        // addresses watched stay those of the session's current tracks.
+        if let Some(udp) = &self.udp {
+            for old in session.outs.iter().filter(|o| o.track == plan.track) {
+                if let Delivery::Udp { rtcp, .. } = old.delivery {
+                    udp.unwatch(SocketAddr::new(self.peer.ip(), rtcp));
+                }
+            }
+            if let Delivery::Udp { rtcp, .. } = chosen.delivery {
+                udp.watch(SocketAddr::new(self.peer.ip(), rtcp));
+            }
         }
+        session.outs.retain(|o| o.track != plan.track);
         session.outs.push(TrackOut {
             track: plan.track,
             control: plan.control.clone(),
