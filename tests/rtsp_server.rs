@@ -38,6 +38,41 @@ fn session_of(answer: &str) -> String {
         .to_string()
 }
 
+/// An RTSP/1.0 request's text: method, URI, CSeq and the given headers.
+fn msg(method: &str, uri: &str, cseq: u32, headers: &[(&str, &str)]) -> String {
+    let mut m = format!("{method} {uri} RTSP/1.0\r\nCSeq: {cseq}\r\n");
+    for (k, v) in headers {
+        m.push_str(&format!("{k}: {v}\r\n"));
+    }
+    m + "\r\n"
+}
+
+/// `SETUP` of `url`'s track `track` with `transport` (in `session`, if
+/// any): the answer.
+async fn setup(
+    s: &mut TcpStream,
+    url: &str,
+    track: u32,
+    transport: &str,
+    session: Option<&str>,
+    cseq: u32,
+) -> String {
+    let mut headers = vec![("Transport", transport)];
+    if let Some(id) = session {
+        headers.push(("Session", id));
+    }
+    request(
+        s,
+        &msg("SETUP", &format!("{url}/trackID={track}"), cseq, &headers),
+    )
+    .await
+}
+
+/// The interleaved TCP transport on channels `rtp` and `rtp + 1`.
+fn tcp_channels(rtp: u8) -> String {
+    format!("RTP/AVP/TCP;unicast;interleaved={rtp}-{}", rtp + 1)
+}
+
 fn rtsp_url(app: &mediarelay::app::App, path: &str) -> String {
     format!(
         "rtsp://{}/{path}",
@@ -333,11 +368,7 @@ async fn bad_requests_get_their_status_and_end_only_their_connection() {
     // SETUP of a track the path does not have, a path that does not exist,
     // an unsupported transport, a session that is not this one.
     let mut s = TcpStream::connect(addr).await.unwrap();
-    let answer = request(
-        &mut s,
-        &format!("SETUP {url}/trackID=9 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"),
-    )
-    .await;
+    let answer = setup(&mut s, &url, 9, &tcp_channels(0), None, 1).await;
     assert!(answer.starts_with("RTSP/1.0 404"), "{answer}");
     let answer = request(
         &mut s,
@@ -353,11 +384,7 @@ async fn bad_requests_get_their_status_and_end_only_their_connection() {
     )
     .await;
     assert!(answer.starts_with("RTSP/1.0 461"), "{answer}");
-    let answer = request(
-        &mut s,
-        &format!("PLAY {url} RTSP/1.0\r\nCSeq: 4\r\nSession: nosuch\r\n\r\n"),
-    )
-    .await;
+    let answer = request(&mut s, &msg("PLAY", &url, 4, &[("Session", "nosuch")])).await;
     assert!(answer.starts_with("RTSP/1.0 454"), "{answer}");
     // Publishing: an SDP with nothing the relay can carry, RECORD before
     // SETUP, a method it does not serve.
@@ -392,17 +419,11 @@ async fn bad_requests_get_their_status_and_end_only_their_connection() {
     // A reader that stops reading: set up over TCP, PLAY, never read. It
     // is dropped after write_timeout; the healthy reader is not disturbed.
     let mut stalled = TcpStream::connect(addr).await.unwrap();
-    let answer = request(
-        &mut stalled,
-        &format!("SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"),
-    )
-    .await;
+    let answer = setup(&mut stalled, &url, 0, &tcp_channels(0), None, 1).await;
     assert!(answer.starts_with("RTSP/1.0 200"), "{answer}");
     let session = session_of(&answer);
     stalled
-        .write_all(
-            format!("PLAY {url} RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\n\r\n").as_bytes(),
-        )
+        .write_all(msg("PLAY", &url, 2, &[("Session", &session)]).as_bytes())
         .await
         .unwrap();
     eventually(Duration::from_secs(10), "two RTSP readers", || async {
@@ -580,25 +601,15 @@ async fn sender_reports_come_first_and_put_both_tracks_on_one_clock() {
     let _push = publish_fixture(&app, "live/cam").await;
     let url = rtsp_url(&app, "live/cam");
     let mut s = TcpStream::connect(app.rtsp_addr.unwrap()).await.unwrap();
-    let answer = request(
-        &mut s,
-        &format!("SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"),
-    )
-    .await;
+    let answer = setup(&mut s, &url, 0, &tcp_channels(0), None, 1).await;
     assert!(answer.starts_with("RTSP/1.0 200"), "{answer}");
     let session = session_of(&answer);
-    let answer = request(
-        &mut s,
-        &format!("SETUP {url}/trackID=1 RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\nTransport: RTP/AVP/TCP;unicast;interleaved=2-3\r\n\r\n"),
-    )
-    .await;
+    let answer = setup(&mut s, &url, 1, &tcp_channels(2), Some(&session), 2).await;
     assert!(answer.starts_with("RTSP/1.0 200"), "{answer}");
     // PLAY: its answer, then interleaved frames on the same bytes.
-    s.write_all(
-        format!("PLAY {url}/ RTSP/1.0\r\nCSeq: 3\r\nSession: {session}\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
+    s.write_all(msg("PLAY", &format!("{url}/"), 3, &[("Session", &session)]).as_bytes())
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_millis(2500);
     let mut chunk = vec![0u8; 65536];
@@ -700,22 +711,23 @@ async fn silent_sessions_time_out_and_rtcp_over_udp_keeps_one_alive() {
     );
     // A paused session lives by the session timeout, not handshake_timeout.
     let mut paused = TcpStream::connect(addr).await.unwrap();
-    let answer = request(
-        &mut paused,
-        &format!("SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"),
-    )
-    .await;
+    let answer = setup(&mut paused, &url, 0, &tcp_channels(0), None, 1).await;
     let session = session_of(&answer);
     let answer = request(
         &mut paused,
-        &format!("PAUSE {url}/ RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\n\r\n"),
+        &msg("PAUSE", &format!("{url}/"), 2, &[("Session", &session)]),
     )
     .await;
     assert!(answer.starts_with("RTSP/1.0 200"), "{answer}");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let answer = request(
         &mut paused,
-        &format!("GET_PARAMETER {url}/ RTSP/1.0\r\nCSeq: 3\r\nSession: {session}\r\n\r\n"),
+        &msg(
+            "GET_PARAMETER",
+            &format!("{url}/"),
+            3,
+            &[("Session", &session)],
+        ),
     )
     .await;
     assert!(
@@ -735,7 +747,15 @@ async fn silent_sessions_time_out_and_rtcp_over_udp_keeps_one_alive() {
         let mut s = TcpStream::connect(addr).await.unwrap();
         let answer = request(
             &mut s,
-            &format!("SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP;unicast;client_port={p1}-{p2}\r\n\r\n"),
+            &msg(
+                "SETUP",
+                &format!("{url}/trackID=0"),
+                1,
+                &[(
+                    "Transport",
+                    &format!("RTP/AVP;unicast;client_port={p1}-{p2}"),
+                )],
+            ),
         )
         .await;
         assert!(answer.starts_with("RTSP/1.0 200"), "{answer}");
@@ -743,7 +763,7 @@ async fn silent_sessions_time_out_and_rtcp_over_udp_keeps_one_alive() {
         let session = session_of(&answer);
         let answer = request(
             &mut s,
-            &format!("PLAY {url}/ RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\n\r\n"),
+            &msg("PLAY", &format!("{url}/"), 2, &[("Session", &session)]),
         )
         .await;
         assert!(answer.starts_with("RTSP/1.0 200"), "{answer}");
