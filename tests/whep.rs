@@ -63,13 +63,15 @@ fn browser_dir() -> PathBuf {
 
 /// Runs a browser script and parses its last output line.
 async fn browser(script: &str, url: &str, seconds: &str) -> Value {
+    browser_with(script, &[url, seconds]).await
+}
+
+/// [`browser`] with the script's arguments as given.
+async fn browser_with(script: &str, args: &[&str]) -> Value {
     let script = browser_dir().join(script);
-    let (ok, out, err) = run(
-        "node",
-        &[script.to_str().unwrap(), url, seconds],
-        Duration::from_secs(50),
-    )
-    .await;
+    let mut argv = vec![script.to_str().unwrap()];
+    argv.extend_from_slice(args);
+    let (ok, out, err) = run("node", &argv, Duration::from_secs(50)).await;
     assert!(ok, "node failed: {err}");
     let line = out.lines().last().unwrap_or_default();
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {out} {err}"))
@@ -482,16 +484,7 @@ async fn player_page_plays_webrtc_and_falls_back_to_hls_for_b_frames() {
     );
     assert_eq!(probe.delete().await, 200);
     probe.close().await;
-    // The path's HLS muxer starts with its first request. Started here and
-    // given two segments, as it would be with viewers already watching, so
-    // the page's hls.js joins a full window (joining a muxer that has one
-    // part made it stall for seconds on a loaded 2-core CI machine).
-    let playlist = "/live/bframes/index.m3u8";
-    eventually(Duration::from_secs(15), "two HLS segments", || async {
-        let r = http("GET", app.http_addr, playlist, b"").await;
-        (r.status == 200 && r.text().matches("#EXTINF").count() >= 2).then_some(())
-    })
-    .await;
+    hls_window_ready(&app, "live/bframes").await;
     let r = browser(
         "player_page.mjs",
         &format!("http://{}/live/bframes/", app.http_addr),
@@ -513,6 +506,42 @@ async fn player_page_plays_webrtc_and_falls_back_to_hls_for_b_frames() {
         || async { (webrtc_readers(&app, "live/bframes") == 0).then_some(()) },
     )
     .await;
+    app.shutdown().await;
+}
+
+/// Starts the path's HLS muxer and waits for two segments, as they would be
+/// with viewers already watching: the page's hls.js then joins a full window
+/// (joining a muxer that has one part made it stall for seconds on a loaded
+/// 2-core CI machine).
+async fn hls_window_ready(app: &App, path: &str) {
+    let playlist = format!("/{path}/index.m3u8");
+    eventually(Duration::from_secs(15), "two HLS segments", || async {
+        let r = http("GET", app.http_addr, &playlist, b"").await;
+        (r.status == 200 && r.text().matches("#EXTINF").count() >= 2).then_some(())
+    })
+    .await;
+}
+
+/// A player stalled on LL-HLS for over a second while the live edge moves on
+/// jumps to hls.js's live sync position instead of staying frozen (the page's
+/// answer to an hls.js fault that leaves it waiting for parts it never asks
+/// for, seen on loaded machines). The stall here is a media part held back
+/// for 6 s by the browser script: without the jump the page would sit at the
+/// held part for 6 s and advance less than 3 s in 5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn player_page_jumps_to_the_live_edge_when_hls_stalls() {
+    let _heavy = MACHINE.write().await;
+    let app = start("").await;
+    let path = "live/stall";
+    let _push = publish(&app, B_FRAMES, path).await;
+    hls_window_ready(&app, path).await;
+    let url = format!("http://{}/{path}/", app.http_addr);
+    let r = browser_with("player_page.mjs", &[&url, "5", "6000"]).await;
+    eprintln!("player page with a held part: {r}");
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["mode"], "hls", "{r}");
+    assert!(r["jumps"].as_u64().unwrap_or(0) >= 1, "{r}");
+    assert!(r["advanced"].as_f64().unwrap() > 3.0, "{r}");
     app.shutdown().await;
 }
 
