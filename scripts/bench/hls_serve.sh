@@ -10,7 +10,9 @@
 #
 # SECONDS_PER_RUN (default 15): length of each wrk run. SEGMENTS (default 4):
 # how many of the most recent complete segments, with all their parts, make
-# the request mix (plus the playlist and the init segment).
+# the request mix (plus the playlist and the init segment). NGINX_SENDFILE
+# (default on): nginx's `sendfile`; `off` makes it copy its files into the
+# sockets as mediarelay copies its memory.
 #
 # Every request carries a `mediarelay_hls` cookie, one of as many ids as
 # there are connections, so mediarelay tracks as many HLS viewer sessions as
@@ -26,6 +28,7 @@ COUNTS=("${@:-1000 5000 10000}")
 read -r -a COUNTS <<<"${COUNTS[*]}"
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-15}"
 SEGMENTS="${SEGMENTS:-4}"
+NGINX_SENDFILE="${NGINX_SENDFILE:-on}"
 . scripts/bench/common.sh
 
 # mediarelay on core 0, publishing for the whole benchmark. The window holds
@@ -110,26 +113,41 @@ done = function(summary, latency, requests)
 end
 LUA
 
-echo "server,connections,seconds,requests,requests_per_second,bytes_per_second,cpu_seconds,cpu_ms_per_1000_requests,errors" >"$OUT/hls_serve.csv"
+echo "server,connections,seconds,requests,requests_per_second,bytes_per_second,cpu_seconds,cpu_ms_per_1000_requests,errors,client_cpu_seconds,total_cpu_ms_per_1000_requests" >"$OUT/hls_serve.csv"
+
+# Runs a command and then prints "CLIENT_CPU <user + system seconds>" of it
+# (and its children): wrk's own CPU, so that the client's share of the
+# loopback TCP work is seen next to the server's.
+with_cpu() {
+  python3 -c 'import resource, subprocess, sys
+r = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, text=True)
+sys.stdout.write(r.stdout)
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(f"CLIENT_CPU {u.ru_utime + u.ru_stime:.3f}")' "$@"
+}
 
 # measure SERVER CONNECTIONS PORT PID
 measure() {
   local server=$1 n=$2 port=$3 pid=$4
-  local before after line
+  local before after out line client
   before=$(cpu_of "$pid")
-  line=$(HLS_PATHS="$TMP/paths" HLS_VIEWERS="$n" timeout $((SECONDS_PER_RUN + 60)) \
+  out=$(with_cpu env HLS_PATHS="$TMP/paths" HLS_VIEWERS="$n" timeout $((SECONDS_PER_RUN + 60)) \
     taskset -c 1 wrk -t1 -c "$n" -d "${SECONDS_PER_RUN}s" --timeout 10s -s "$TMP/mix.lua" \
-    "http://127.0.0.1:$port" | grep '^RESULT' || true)
+    "http://127.0.0.1:$port" || true)
   after=$(cpu_of "$pid")
+  line=$(grep '^RESULT' <<<"$out" || true)
+  client=$(grep '^CLIENT_CPU' <<<"$out" | cut -d' ' -f2 || true)
   [ -n "$line" ] || { echo "wrk gave no result for $server at $n connections" >&2; return 1; }
-  python3 - "$server" "$n" "$before" "$after" $line >>"$OUT/hls_serve.csv" <<'PY'
+  python3 - "$server" "$n" "$before" "$after" "${client:-nan}" $line >>"$OUT/hls_serve.csv" <<'PY'
 import sys
 server, n, before, after = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-micros, reqs, nbytes, sock_errors, status_errors = map(int, sys.argv[6:11])
+client = float(sys.argv[5])
+micros, reqs, nbytes, sock_errors, status_errors = map(int, sys.argv[7:12])
 secs = micros / 1e6
 cpu = after - before
+per = 1000 * 1000 / max(reqs, 1)
 print(f"{server},{n},{secs:.2f},{reqs},{reqs / secs:.0f},{nbytes / secs:.0f},{cpu:.2f},"
-      f"{1000 * 1000 * cpu / max(reqs, 1):.3f},{sock_errors + status_errors}")
+      f"{per * cpu:.3f},{sock_errors + status_errors},{client:.2f},{per * (cpu + client):.3f}")
 PY
 }
 
@@ -152,7 +170,7 @@ events { worker_connections 16384; use epoll; }
 http {
   types { application/vnd.apple.mpegurl m3u8; video/mp4 mp4 m4s; }
   access_log off;
-  sendfile on;
+  sendfile $NGINX_SENDFILE;
   tcp_nopush on;
   tcp_nodelay on;
   keepalive_timeout 65;
@@ -177,12 +195,13 @@ rows = list(csv.DictReader(open(sys.argv[1])))
 stream_cpu = float(sys.argv[2])
 print(f"mediarelay CPU for the stream alone (ingest + muxing): {stream_cpu:.3f} s per second")
 print()
-print("| connections | server | requests/s | MB/s | CPU s | CPU ms per 1000 requests | errors |")
-print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+print("| connections | server | requests/s | MB/s | CPU s | CPU ms per 1000 requests | errors | wrk CPU s | server + wrk CPU ms per 1000 requests |")
+print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for r in rows:
     print(f'| {r["connections"]} | {r["server"]} | {float(r["requests_per_second"]):.0f} | '
           f'{float(r["bytes_per_second"]) / 1e6:.1f} | {float(r["cpu_seconds"]):.2f} | '
-          f'{float(r["cpu_ms_per_1000_requests"]):.1f} | {r["errors"]} |')
+          f'{float(r["cpu_ms_per_1000_requests"]):.1f} | {r["errors"]} | '
+          f'{float(r["client_cpu_seconds"]):.2f} | {float(r["total_cpu_ms_per_1000_requests"]):.1f} |')
 by = {}
 for r in rows:
     by.setdefault(r["connections"], {})[r["server"]] = r
