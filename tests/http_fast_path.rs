@@ -136,6 +136,24 @@ async fn real_clients_get_hls_over_one_connection_http_1_0_head_and_h2() {
     assert!(segment.len() > 1000, "a segment: {} bytes", segment.len());
     let direct = http("GET", app.http_addr, &format!("/live/fast/{seg}"), b"").await;
     assert_eq!(direct.body.as_ref(), segment.as_slice(), "the same bytes");
+    // Its parts (sent with sendfile from the segment's memory file, as the
+    // segment is) are the segment in pieces.
+    let msn = seg.trim_start_matches("seg_").trim_end_matches(".m4s");
+    let prefix = format!("URI=\"part_{msn}_");
+    let mut joined = Vec::new();
+    for line in playlist.lines().filter(|l| l.contains(&prefix)) {
+        let part = line
+            .split("URI=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let r = http("GET", app.http_addr, &format!("/live/fast/{part}"), b"").await;
+        assert_eq!(r.status, 200, "{part}");
+        joined.extend_from_slice(&r.body);
+    }
+    assert_eq!(joined, segment, "the parts of {seg} joined");
     assert!(std::fs::read(&f2).unwrap().len() > 100, "an init segment");
 
     // HEAD: the GET's length, no body.

@@ -6,6 +6,7 @@
 //! `init_{id}.mp4`, `seg_{msn}.m4s`, `part_{msn}_{n}.m4s`.
 
 mod body;
+pub mod file;
 mod muxer;
 pub mod playlist;
 pub mod segmenter;
@@ -21,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
 use crate::hub::{Hub, ReadError};
+use crate::net::sendfile::FileRange;
 use body::ChunksBody;
 pub use muxer::Muxer;
 
@@ -109,6 +111,15 @@ fn reply(content_type: &'static str, cache: &'static str, body: Body) -> Respons
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     r
+}
+
+/// Marks `response` as sendable from `file` (the same bytes as its body):
+/// the plain HTTP/1.1 path then `sendfile`s them.
+fn with_file(mut response: Response, file: Option<FileRange>) -> Response {
+    if let Some(range) = file {
+        response.extensions_mut().insert(range);
+    }
+    response
 }
 
 /// Live playlists change every part: never cached.
@@ -267,9 +278,12 @@ impl HlsServer {
         match muxer.with_window(|w| {
             w.segment(msn)
                 .filter(|s| s.is_complete())
-                .map(|s| s.parts.clone())
+                .map(|s| (s.parts.clone(), s.file_range()))
         }) {
-            Some(parts) => reply(MP4_TYPE, IMMUTABLE, Body::new(ChunksBody::new(parts))),
+            Some((parts, file)) => with_file(
+                reply(MP4_TYPE, IMMUTABLE, Body::new(ChunksBody::new(parts))),
+                file,
+            ),
             None => error(StatusCode::NOT_FOUND, format!("no segment {msn}")),
         }
     }
@@ -298,7 +312,10 @@ impl HlsServer {
             None => None,
         };
         match found {
-            Some(p) => reply(MP4_TYPE, IMMUTABLE, Body::from(p.data.clone())),
+            Some(p) => with_file(
+                reply(MP4_TYPE, IMMUTABLE, Body::from(p.data.clone())),
+                p.file.clone(),
+            ),
             None => error(
                 StatusCode::NOT_FOUND,
                 format!("no part {part} of segment {msn}"),

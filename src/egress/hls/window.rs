@@ -11,6 +11,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::file::SegmentFile;
+use crate::net::sendfile::FileRange;
+
 /// One partial segment (RFC 8216bis §4.4.4.9).
 #[derive(Debug)]
 pub struct Part {
@@ -22,6 +25,8 @@ pub struct Part {
     pub data: Bytes,
     /// Length of the header at the start of `data`.
     pub header_len: usize,
+    /// The same bytes in the segment's memory file, when they are there.
+    pub file: Option<FileRange>,
 }
 
 impl Part {
@@ -47,6 +52,7 @@ impl Part {
             independent,
             data: Bytes::from(data),
             header_len: header.len(),
+            file: None,
         }
     }
 
@@ -82,11 +88,20 @@ pub struct Segment {
     pub discontinuity: bool,
     /// Set once the segment is closed.
     pub duration_nanos: Option<i64>,
+    /// The parts' bytes back to back in a memory file, for `sendfile`.
+    pub file: Option<SegmentFile>,
 }
 
 impl Segment {
     pub fn is_complete(&self) -> bool {
         self.duration_nanos.is_some()
+    }
+
+    /// The complete segment's bytes in its memory file, if all are there.
+    pub fn file_range(&self) -> Option<FileRange> {
+        self.is_complete()
+            .then(|| self.file.as_ref().and_then(SegmentFile::whole))
+            .flatten()
     }
 }
 
@@ -171,12 +186,14 @@ impl Window {
             init_id,
             discontinuity,
             duration_nanos: None,
+            file: SegmentFile::create(),
         });
         self.version += 1;
     }
 
-    pub(crate) fn push_part(&mut self, part: Part) {
+    pub(crate) fn push_part(&mut self, mut part: Part) {
         if let Some(seg) = self.segments.back_mut().filter(|s| !s.is_complete()) {
+            part.file = seg.file.as_mut().and_then(|f| f.append(&part.data));
             seg.parts.push(Arc::new(part));
             self.version += 1;
         }

@@ -50,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::net::sendfile::{self, FileRange};
 use crate::protocol::http1::request::{could_be_request, head_end_in, line_end_in};
 use crate::protocol::http1::response::{LAST_CHUNK, RequestInfo, chunk_size_line};
 use crate::protocol::http1::{
@@ -289,14 +290,44 @@ async fn respond(
         shutdown.is_cancelled(),
     );
     let head = encode_head(parts.status, &parts.headers, &plan, &date_now());
+    // A body that is also a file range (HLS parts and segments) goes out
+    // with sendfile(2): the kernel takes the file's pages, nothing is
+    // copied into the socket.
+    let file = parts
+        .extensions
+        .get::<FileRange>()
+        .filter(|r| plan.framing == Framing::Length(r.len))
+        .cloned();
     drop(parts);
-    match send(tcp, head, body, plan.framing, write_timeout).await {
+    let sent = match file {
+        Some(range) => {
+            drop(body);
+            send_range(tcp, head, &range, write_timeout).await
+        }
+        None => send(tcp, head, body, plan.framing, write_timeout).await,
+    };
+    match sent {
         Ok(()) => plan.keep_alive,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "HTTP response not sent");
             false
         }
     }
+}
+
+/// Writes the head, then `range` with `sendfile(2)`, within `limit`.
+async fn send_range(
+    tcp: &mut TcpStream,
+    head: Vec<u8>,
+    range: &FileRange,
+    limit: Duration,
+) -> io::Result<()> {
+    tokio::time::timeout(limit, async {
+        tcp.write_all(&head).await?;
+        sendfile::send_file(tcp, range).await
+    })
+    .await
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))?
 }
 
 /// Writes the head and the body's frames as they come, in vectored writes

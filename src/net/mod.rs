@@ -1,5 +1,7 @@
 //! Listen addresses and socket helpers shared by every listener.
 
+pub mod sendfile;
+
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;

@@ -1,0 +1,117 @@
+//! Byte ranges of a file sent to a TCP socket with `sendfile(2)`: the
+//! kernel hands the file's pages to the socket instead of copying a user
+//! buffer into it. A response that can be sent this way carries a
+//! [`FileRange`] in its extensions next to its ordinary body; the plain
+//! HTTP/1.1 path ([`crate::server::h1`]) sends the range, every other path
+//! (TLS, HTTP/2, hyper) the body, which holds the same bytes.
+//!
+//! Measured on the HLS benchmark (BENCHMARKS.md): the copy into the socket
+//! was the whole difference between mediarelay and nginx serving parts.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+/// `len` bytes of `file` from `offset`: a response body's exact bytes.
+#[derive(Debug, Clone)]
+pub struct FileRange {
+    pub file: Arc<File>,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Sends `range` to `tcp`, waiting for the socket to take it.
+pub async fn send_file(tcp: &TcpStream, range: &FileRange) -> io::Result<()> {
+    let mut offset = range.offset;
+    let end = range.offset.saturating_add(range.len);
+    while offset < end {
+        tcp.writable().await?;
+        let sent = tcp.try_io(Interest::WRITABLE, || {
+            send_some(tcp.as_raw_fd(), &range.file, offset, end - offset)
+        });
+        match sent {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file ended before the range",
+                ));
+            }
+            Ok(n) => offset += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// One `sendfile(2)` call: how many bytes the socket took.
+fn send_some(socket: i32, file: &File, offset: u64, len: u64) -> io::Result<u64> {
+    let mut off = libc::off_t::try_from(offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset out of range"))?;
+    let count = usize::try_from(len).unwrap_or(usize::MAX);
+    // SAFETY: both descriptors are open for the duration of the call (the
+    // socket is borrowed from `tcp`, the file from `range`), and `off` is a
+    // valid `off_t` the kernel may update.
+    let n = unsafe { libc::sendfile(socket, file.as_raw_fd(), &mut off, count) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn sends_exactly_the_range() {
+        let mut file = tempfile_in_memory();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        file.write_all(&data).unwrap();
+        let range = FileRange {
+            file: Arc::new(file),
+            offset: 1000,
+            len: 250_000,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let (tcp, _) = listener.accept().await.unwrap();
+        send_file(&tcp, &range).await.unwrap();
+        drop(tcp);
+        let got = reader.await.unwrap();
+        assert_eq!(got, &data[1000..251_000]);
+    }
+
+    #[tokio::test]
+    async fn a_range_past_the_file_s_end_is_an_error() {
+        let mut file = tempfile_in_memory();
+        file.write_all(b"short").unwrap();
+        let range = FileRange {
+            file: Arc::new(file),
+            offset: 0,
+            len: 10,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let e = send_file(&tcp, &range).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    fn tempfile_in_memory() -> File {
+        crate::egress::hls::file::memory_file().expect("memfd_create")
+    }
+}
