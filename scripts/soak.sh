@@ -47,9 +47,11 @@ trap cleanup EXIT
 # The server on free ports, its log in the output directory.
 LOG="$OUT/soak.log"
 # Every viewer comes from 127.0.0.1: the per-client admission limits
-# (connection and WHEP POST rates, connections per client) are off.
+# (connection and WHEP POST rates, connections per client) are off. The HLS
+# muxer stops 10 s after its last request (default 60 s), so the fd check
+# below also sees the window's segment memory files closed in its 30 s.
 MEDIARELAY_LIMITS_CONNECTION_RATE=0 MEDIARELAY_LIMITS_MAX_CONNECTIONS_PER_IP=0 \
-  MEDIARELAY_LIMITS_WEBRTC_POST_RATE=0 \
+  MEDIARELAY_LIMITS_WEBRTC_POST_RATE=0 MEDIARELAY_HLS_IDLE_TIMEOUT=10s \
   "$SOAK_SERVER_BIN" --rtmp-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --api-listen 127.0.0.1:0 \
   --webrtc-listen 127.0.0.1:0 --webrtc-tcp-listen "" --rtsp-listen "" --rtmps-listen "" --log-level info \
   > "$LOG" 2>&1 &
@@ -88,6 +90,7 @@ while kill -0 "$LOAD" 2>/dev/null; do
 done
 wait "$LOAD" || true
 # Viewers gone: HLS viewer sessions expire after hls.viewer_timeout (15 s),
+# the HLS muxer and its segment files after hls.idle_timeout (10 s here),
 # WebRTC sessions on DTLS close or ICE timeout.
 for _ in $(seq 30); do
   sleep 1

@@ -90,6 +90,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     log_panics();
+    raise_open_file_limit();
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -173,4 +174,28 @@ fn log_panics() {
             "panic: {message}; the task that panicked has ended, the server goes on"
         );
     }));
+}
+
+/// Raises the soft limit on open files to the hard one: every viewer's
+/// connection and every HLS segment's memory file is a descriptor, and the
+/// common soft default (1024) would refuse connections long before the
+/// machine runs out (as Go's runtime and nginx's `worker_rlimit_nofile` do).
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit the call fills in.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
+        || lim.rlim_cur >= lim.rlim_max
+    {
+        return;
+    }
+    let before = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: `lim` is a valid rlimit; raising the soft limit up to the hard
+    // one needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+        tracing::debug!(from = before, to = lim.rlim_cur, "open file limit raised");
+    }
 }

@@ -15,8 +15,16 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::net::sendfile::FileRange;
+
+/// Segment files held by windows at most, all paths together (a window holds
+/// ~8): past it, new segments are sent by copy, so memory files never take
+/// the descriptors that connections need.
+const MAX_FILES: usize = 2048;
+
+static FILES: AtomicUsize = AtomicUsize::new(0);
 
 /// A new anonymous memory file, closed on exec.
 pub fn memory_file() -> io::Result<File> {
@@ -40,8 +48,13 @@ pub struct SegmentFile {
 }
 
 impl SegmentFile {
-    /// A new, empty segment file; `None` (logged) if the system gives none.
+    /// A new, empty segment file; `None` if [`MAX_FILES`] are alive or the
+    /// system gives none (logged).
     pub fn create() -> Option<SegmentFile> {
+        if FILES.fetch_add(1, Ordering::Relaxed) >= MAX_FILES {
+            FILES.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
         match memory_file() {
             Ok(file) => Some(SegmentFile {
                 file: Arc::new(file),
@@ -49,6 +62,7 @@ impl SegmentFile {
                 whole: true,
             }),
             Err(e) => {
+                FILES.fetch_sub(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, "no memory file for an HLS segment: sent by copy");
                 None
             }
@@ -82,6 +96,12 @@ impl SegmentFile {
             offset: 0,
             len: self.len,
         })
+    }
+}
+
+impl Drop for SegmentFile {
+    fn drop(&mut self) {
+        FILES.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

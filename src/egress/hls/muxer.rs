@@ -99,6 +99,10 @@ impl Muxer {
                 }
             }
             m.alive.store(false, Ordering::Relaxed);
+            // A stopped muxer stays in the server's map until the next HLS
+            // request; its window (the parts' bytes, the segments' memory
+            // files) is let go now.
+            m.lock().window.segments.clear();
         });
         Ok(muxer)
     }
