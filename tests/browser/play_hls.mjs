@@ -35,8 +35,26 @@ try {
     await video.play().catch(e => errors.push(String(e)));
     const start = performance.now();
     let started = null;
+    // The player page's workaround for hls.js 1.7.4's LL-HLS freeze (see
+    // web/player.html and ARCHITECTURE.md), as any page embedding hls.js
+    // needs it: stuck for over a second with the live edge ahead, jump to
+    // the live sync position.
+    let stalledSince = 0;
+    let jumps = 0;
+    const unstick = () => {
+      if (video.paused || video.readyState >= 3) { stalledSince = 0; return; }
+      const now = performance.now();
+      if (!stalledSince) { stalledSince = now; return; }
+      const target = hls.liveSyncPosition;
+      if (now - stalledSince >= 1000 && target !== null && target - video.currentTime > 0.5) {
+        stalledSince = now;
+        jumps += 1;
+        video.currentTime = target;
+      }
+    };
     while (performance.now() - start < seconds * 1000 + 10000) {
       await new Promise(r => setTimeout(r, 200));
+      if (started !== null) unstick();
       if (started === null && video.currentTime > 0) started = performance.now();
       if (started !== null && performance.now() - started > seconds * 1000) break;
       if (errors.length) break;
@@ -52,6 +70,7 @@ try {
       height: video.videoHeight,
       latency: live,
       lowLatency: hls.lowLatencyMode,
+      jumps,
       error: errors.join('; ') || null,
     };
   }, { url, seconds: Number(seconds) });
