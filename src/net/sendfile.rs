@@ -71,14 +71,8 @@ mod tests {
 
     #[tokio::test]
     async fn sends_exactly_the_range() {
-        let mut file = tempfile_in_memory();
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        file.write_all(&data).unwrap();
-        let range = FileRange {
-            file: Arc::new(file),
-            offset: 1000,
-            len: 250_000,
-        };
+        let range = range_of(&data, 1000, 250_000);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let reader = tokio::spawn(async move {
@@ -96,13 +90,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_range_past_the_file_s_end_is_an_error() {
-        let mut file = tempfile_in_memory();
-        file.write_all(b"short").unwrap();
-        let range = FileRange {
-            file: Arc::new(file),
-            offset: 0,
-            len: 10,
-        };
+        let range = range_of(b"short", 0, 10);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -111,7 +99,14 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 
-    fn tempfile_in_memory() -> File {
-        crate::egress::hls::file::memory_file().expect("memfd_create")
+    /// `len` bytes from `offset` of a memory file holding `data`.
+    fn range_of(data: &[u8], offset: u64, len: u64) -> FileRange {
+        let mut file = crate::egress::hls::file::memory_file().expect("memfd_create");
+        file.write_all(data).unwrap();
+        FileRange {
+            file: Arc::new(file),
+            offset,
+            len,
+        }
     }
 }
