@@ -129,6 +129,10 @@ async fn handle(
         (Method::GET | Method::HEAD, "hls.min.js") => {
             static_reply("text/javascript; charset=utf-8", crate::web::HLS_JS)
         }
+        (Method::GET | Method::HEAD, "hls_watchdog.js") => static_reply(
+            "text/javascript; charset=utf-8",
+            crate::web::HLS_WATCHDOG_JS.as_bytes(),
+        ),
         (Method::GET | Method::HEAD, _) => match HlsFile::parse(file) {
             Some(f) => {
                 let canonical = crate::net::canonical_peer(peer);

@@ -6,6 +6,7 @@ import { createRequire } from 'node:module';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 const require = createRequire(import.meta.url);
 const [url, seconds = '6'] = process.argv.slice(2);
@@ -24,37 +25,24 @@ try {
   const page = await context.newPage();
   await page.setContent('<video id="v" muted playsinline></video>');
   await page.addScriptTag({ path: hlsPath });
+  await page.addScriptTag({ path: fileURLToPath(new URL('../../web/hls_watchdog.js', import.meta.url)) });
   result = await page.evaluate(async ({ url, seconds }) => {
     const video = document.getElementById('v');
     if (!Hls.isSupported()) return { ok: false, error: 'hls.js: MSE not supported' };
     const errors = [];
     const hls = new Hls({ lowLatencyMode: true });
     hls.on(Hls.Events.ERROR, (_, d) => { if (d.fatal) errors.push(`${d.type}/${d.details}`); });
+    // The player page's workaround for hls.js's LL-HLS freeze, as any page
+    // embedding hls.js needs it (web/hls_watchdog.js).
+    let jumps = 0;
+    mediarelayHlsWatchdog(hls, video, () => { jumps += 1; });
     hls.loadSource(url);
     hls.attachMedia(video);
     await video.play().catch(e => errors.push(String(e)));
     const start = performance.now();
     let started = null;
-    // The player page's workaround for hls.js 1.7.4's LL-HLS freeze (see
-    // web/player.html and ARCHITECTURE.md), as any page embedding hls.js
-    // needs it: stuck for over a second with the live edge ahead, jump to
-    // the live sync position.
-    let stalledSince = 0;
-    let jumps = 0;
-    const unstick = () => {
-      if (video.paused || video.readyState >= 3) { stalledSince = 0; return; }
-      const now = performance.now();
-      if (!stalledSince) { stalledSince = now; return; }
-      const target = hls.liveSyncPosition;
-      if (now - stalledSince >= 1000 && target !== null && target - video.currentTime > 0.5) {
-        stalledSince = now;
-        jumps += 1;
-        video.currentTime = target;
-      }
-    };
     while (performance.now() - start < seconds * 1000 + 10000) {
       await new Promise(r => setTimeout(r, 200));
-      if (started !== null) unstick();
       if (started === null && video.currentTime > 0) started = performance.now();
       if (started !== null && performance.now() - started > seconds * 1000) break;
       if (errors.length) break;
