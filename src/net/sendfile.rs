@@ -24,28 +24,100 @@ pub struct FileRange {
     pub len: u64,
 }
 
-/// Sends `range` to `tcp`, waiting for the socket to take it.
-pub async fn send_file(tcp: &TcpStream, range: &FileRange) -> io::Result<()> {
-    let mut offset = range.offset;
-    let end = range.offset.saturating_add(range.len);
-    while offset < end {
-        tcp.writable().await?;
-        let sent = tcp.try_io(Interest::WRITABLE, || {
-            send_some(tcp.as_raw_fd(), &range.file, offset, end - offset)
-        });
-        match sent {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the file ended before the range",
-                ));
-            }
-            Ok(n) => offset += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+/// A response head followed by a file range, on its way into a TCP socket.
+///
+/// The head is sent with `MSG_MORE` (send(2)): the accepted sockets have
+/// `TCP_NODELAY`, so a head sent alone would leave as a segment of its own
+/// and wake the reader once for it and again for the body; with `MSG_MORE`
+/// the kernel holds it and the file's first pages join it in the same
+/// segment, as nginx's `tcp_nopush` does. Progress is kept here, so a send
+/// may be tried at once without a timer ([`try_send`](Self::try_send)) and
+/// finished later under one ([`send`](Self::send)).
+#[derive(Debug)]
+pub struct HeadAndFile<'a> {
+    head: &'a [u8],
+    head_sent: usize,
+    file: &'a File,
+    offset: u64,
+    end: u64,
+}
+
+impl<'a> HeadAndFile<'a> {
+    pub fn new(head: &'a [u8], range: &'a FileRange) -> Self {
+        Self {
+            head,
+            head_sent: 0,
+            file: &range.file,
+            offset: range.offset,
+            end: range.offset.saturating_add(range.len),
         }
     }
-    Ok(())
+
+    /// Sends what the socket takes without waiting: `true` once everything
+    /// is sent, `false` when the socket is full.
+    pub fn try_send(&mut self, tcp: &TcpStream) -> io::Result<bool> {
+        loop {
+            let result =
+                if let Some(rest) = self.head.get(self.head_sent..).filter(|r| !r.is_empty()) {
+                    // More follows only if the range is not empty: a head held
+                    // back with nothing after it would wait for the cork timer.
+                    let more = self.offset < self.end;
+                    tcp.try_io(Interest::WRITABLE, || {
+                        send_head(tcp.as_raw_fd(), rest, more)
+                    })
+                    .map(|n| self.head_sent += n)
+                } else if self.offset < self.end {
+                    let (offset, len) = (self.offset, self.end - self.offset);
+                    match tcp.try_io(Interest::WRITABLE, || {
+                        send_some(tcp.as_raw_fd(), self.file, offset, len)
+                    }) {
+                        Ok(0) => Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the file ended before the range",
+                        )),
+                        Ok(n) => {
+                            self.offset += n;
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    return Ok(true);
+                };
+            match result {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends the rest, waiting for the socket to take it. Cancel-safe: what
+    /// was sent is remembered.
+    pub async fn send(&mut self, tcp: &TcpStream) -> io::Result<()> {
+        while !self.try_send(tcp)? {
+            tcp.writable().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends `head` and then `range` to `tcp`, waiting for the socket to take
+/// them.
+pub async fn send_file(tcp: &TcpStream, head: &[u8], range: &FileRange) -> io::Result<()> {
+    HeadAndFile::new(head, range).send(tcp).await
+}
+
+/// One `send(2)` of head bytes, with `MSG_MORE` when a body follows.
+fn send_head(socket: i32, bytes: &[u8], more: bool) -> io::Result<usize> {
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    // SAFETY: `bytes` is a valid slice for the duration of the call and the
+    // socket is borrowed from a live `TcpStream`.
+    let n = unsafe { libc::send(socket, bytes.as_ptr().cast(), bytes.len(), flags) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 /// One `sendfile(2)` call: how many bytes the socket took.
@@ -82,10 +154,11 @@ mod tests {
             got
         });
         let (tcp, _) = listener.accept().await.unwrap();
-        send_file(&tcp, &range).await.unwrap();
+        send_file(&tcp, b"head ", &range).await.unwrap();
         drop(tcp);
         let got = reader.await.unwrap();
-        assert_eq!(got, &data[1000..251_000]);
+        assert_eq!(&got[..5], b"head ");
+        assert_eq!(&got[5..], &data[1000..251_000]);
     }
 
     #[tokio::test]
@@ -95,7 +168,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (tcp, _) = listener.accept().await.unwrap();
-        let e = send_file(&tcp, &range).await.unwrap_err();
+        let e = send_file(&tcp, b"", &range).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 

@@ -38,6 +38,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::Method;
 use http_body::Body as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -315,19 +316,21 @@ async fn respond(
     }
 }
 
-/// Writes the head, then `range` with `sendfile(2)`, within `limit`.
+/// Writes the head, then `range` with `sendfile(2)`, within `limit`. Most
+/// answers fit in the socket at once: those arm no timer.
 async fn send_range(
     tcp: &mut TcpStream,
     head: Vec<u8>,
     range: &FileRange,
     limit: Duration,
 ) -> io::Result<()> {
-    tokio::time::timeout(limit, async {
-        tcp.write_all(&head).await?;
-        sendfile::send_file(tcp, range).await
-    })
-    .await
-    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))?
+    let mut out = sendfile::HeadAndFile::new(&head, range);
+    if out.try_send(tcp)? {
+        return Ok(());
+    }
+    tokio::time::timeout(limit, out.send(tcp))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))?
 }
 
 /// Writes the head and the body's frames as they come, in vectored writes
@@ -396,9 +399,21 @@ async fn send(
             }
         }
         if !chunks.is_empty() {
-            tokio::time::timeout(limit, crate::net::write_all_chunks(tcp, &mut chunks))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))??;
+            // Tried once without a timer (the socket usually takes it all);
+            // `write_all_chunks` keeps its progress in `chunks`.
+            let at_once = crate::net::write_all_chunks(tcp, &mut chunks).now_or_never();
+            match at_once {
+                Some(done) => {
+                    done?;
+                }
+                None => {
+                    tokio::time::timeout(limit, crate::net::write_all_chunks(tcp, &mut chunks))
+                        .await
+                        .map_err(|_| {
+                            io::Error::new(io::ErrorKind::TimedOut, "write timed out")
+                        })??;
+                }
+            }
         }
         if ended {
             return Ok(());
