@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -55,6 +55,9 @@ pub struct Engine {
     tcp_peers: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
     /// The socket is IPv6 (dual stack): IPv4 peers are sent to as mapped.
     dual_stack: bool,
+    /// Batches go with UDP segmentation offload ([`udp_batch`]): the kernel
+    /// knows it; cleared for good when a device cannot do it (`EIO`).
+    gso: AtomicBool,
     candidates: Vec<SocketAddr>,
     cert: DtlsCert,
     table: Mutex<Table>,
@@ -132,6 +135,7 @@ impl Engine {
         tracing::info!(udp = ?local, candidates = ?candidates, tcp = ?tcp_candidates, "WebRTC listening");
         let engine = Arc::new(Engine {
             dual_stack: local.is_some_and(|l| l.is_ipv6()),
+            gso: AtomicBool::new(socket.as_ref().is_some_and(udp_batch::gso_supported)),
             socket: socket.map(Arc::new),
             local,
             tcp_candidates,
@@ -254,12 +258,23 @@ impl Engine {
         };
         let to = self.socket_addr(destination);
         let mut rest = datagrams;
+        let mut gso = self.gso.load(Ordering::Relaxed);
         while !rest.is_empty() {
             match socket.try_io(Interest::WRITABLE, || {
-                udp_batch::send_batch(&**socket, to, rest)
+                udp_batch::send_batch(&**socket, to, rest, gso)
             }) {
                 Ok(n) => rest = rest.get(n.max(1)..).unwrap_or_default(),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                // Segmentation offload refused: by the device (`EIO`: no
+                // checksum offload; never again) or for this batch (e.g. a
+                // datagram above the path MTU): the same without it.
+                Err(e) if gso => {
+                    if e.raw_os_error() == Some(libc::EIO) {
+                        self.gso.store(false, Ordering::Relaxed);
+                        tracing::info!(error = %e, "UDP segmentation offload unavailable; WebRTC sends without it");
+                    }
+                    gso = false;
+                }
                 Err(e) => {
                     tracing::trace!(error = %e, %destination, "WebRTC batch send failed; sending one by one");
                     for d in rest {

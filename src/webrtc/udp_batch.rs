@@ -5,7 +5,14 @@
 //! [`Outbox`] gathers what one session produces in one wake, grouped by
 //! destination; [`send_batch`] hands a group to the kernel with one
 //! `sendmmsg(2)` (Linux) instead of one `sendto(2)` per datagram.
-
+//!
+//! With UDP segmentation offload (`UDP_SEGMENT`, Linux ≥ 4.18; udp(7)),
+//! datagrams of one size in a row — a frame's fragmentation units, the
+//! last one possibly shorter — go down the stack as *one* buffer that the
+//! kernel (or the network card) cuts into datagrams at the end: one pass
+//! through routing, netfilter and the device queue per frame instead of
+//! per packet. [`gso_runs`] decides which datagrams travel together; the
+//! receiver sees the same datagrams either way.
 use std::io;
 use std::net::SocketAddr;
 
@@ -54,16 +61,90 @@ impl Outbox {
     }
 }
 
+/// Most bytes of one segmentation-offload send: the UDP payload of one
+/// IPv4 datagram at most (65 535 less the IP and UDP headers), with room to
+/// spare for IPv6's header.
+const MAX_GSO_BYTES: usize = 65_000;
+
+/// Splits datagrams of the given sizes, in order, into runs that may be
+/// sent as one segmentation-offload buffer: datagrams of one size, then at
+/// most one shorter datagram that ends the run (the kernel cuts the buffer
+/// every `size` bytes; only the last piece may be short), within
+/// [`MAX_GSO_BYTES`]. Writes each run's length into `runs` and returns how
+/// many runs there are (`runs` must hold one per datagram). A run of one is
+/// a plain datagram.
+pub(crate) fn gso_runs(sizes: &[usize], runs: &mut [usize]) -> usize {
+    let mut count = 0;
+    let mut i = 0;
+    while i < sizes.len() && count < runs.len() {
+        let size = sizes[i];
+        let mut len = 1;
+        let mut bytes = size;
+        if size > 0 {
+            while let Some(&next) = sizes.get(i + len) {
+                if next > size || next == 0 || bytes + next > MAX_GSO_BYTES {
+                    break;
+                }
+                len += 1;
+                bytes += next;
+                if next < size {
+                    break; // the short one ends the run
+                }
+            }
+        }
+        runs[count] = len;
+        count += 1;
+        i += len;
+    }
+    count
+}
+
+/// Whether the kernel knows `UDP_SEGMENT` on this socket (asked once, when
+/// the socket is made; a device that cannot checksum segments still fails a
+/// send with `EIO`, which the caller handles).
+#[cfg(target_os = "linux")]
+pub(crate) fn gso_supported(fd: &impl std::os::fd::AsFd) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes of the sizes given.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_fd().as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    r == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn gso_supported(_fd: &impl std::os::fd::AsFd) -> bool {
+    false
+}
+
+/// Room for one control message carrying a `u16` (`CMSG_SPACE(2)` is 24
+/// bytes on 64-bit Linux), aligned for `cmsghdr`.
+#[cfg(target_os = "linux")]
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct ControlBuf([u8; 32]);
+
 /// Sends the first `min(datagrams.len(), MAX_BATCH)` datagrams to `to` on
 /// the non-blocking socket `fd` with one `sendmmsg(2)`; returns how many the
-/// kernel took (a prefix; 0 only for an empty slice). Errors are those of
-/// the first datagram that was not sent (`WouldBlock` when the socket
-/// buffer is full).
+/// kernel took (a prefix; 0 only for an empty slice). With `gso`, runs of
+/// [`gso_runs`] go as one message each with a `UDP_SEGMENT` control message
+/// (the datagrams are the message's iovecs: nothing is copied). Errors are
+/// those of the first message that was not sent (`WouldBlock` when the
+/// socket buffer is full).
 #[cfg(target_os = "linux")]
 pub(crate) fn send_batch(
     fd: &impl std::os::fd::AsFd,
     to: SocketAddr,
     datagrams: &[Vec<u8>],
+    gso: bool,
 ) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
     let datagrams = datagrams.get(..MAX_BATCH).unwrap_or(datagrams);
@@ -71,35 +152,68 @@ pub(crate) fn send_batch(
         return Ok(0);
     }
     let addr = socket2::SockAddr::from(to);
-    // SAFETY (zeroed): iovec and mmsghdr are plain C structs of pointers and
-    // integers, for which all-zero bytes are a valid value (null pointers,
-    // zero lengths); the fields that matter are set below.
+    let mut runs = [1usize; MAX_BATCH];
+    let run_count = if gso {
+        let mut sizes = [0usize; MAX_BATCH];
+        for (s, d) in sizes.iter_mut().zip(datagrams) {
+            *s = d.len();
+        }
+        gso_runs(&sizes[..datagrams.len()], &mut runs)
+    } else {
+        datagrams.len()
+    };
+    // SAFETY (zeroed): iovec, mmsghdr and the control buffers are plain C
+    // data for which all-zero bytes are a valid value (null pointers, zero
+    // lengths); the fields that matter are set below.
     let mut iovecs: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
     let mut msgs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
-    for ((d, iov), msg) in datagrams.iter().zip(&mut iovecs).zip(&mut msgs) {
+    let mut controls = [ControlBuf([0; 32]); MAX_BATCH];
+    for (d, iov) in datagrams.iter().zip(&mut iovecs) {
         iov.iov_base = d.as_ptr() as *mut libc::c_void;
         iov.iov_len = d.len();
-        msg.msg_hdr.msg_name = addr.as_ptr() as *mut libc::c_void;
-        msg.msg_hdr.msg_namelen = addr.len();
-        msg.msg_hdr.msg_iov = iov;
-        msg.msg_hdr.msg_iovlen = 1;
     }
-    // SAFETY: `msgs[..n]` are initialized headers whose pointers (the
-    // address, one iovec each, the iovec's buffer) point into `addr`,
-    // `iovecs` and `datagrams`, which all outlive the call; the kernel only
-    // reads them (and writes `msg_len`); n ≤ MAX_BATCH fits `c_uint`.
+    let mut start = 0;
+    for ((&len, msg), control) in runs[..run_count].iter().zip(&mut msgs).zip(&mut controls) {
+        let hdr = &mut msg.msg_hdr;
+        hdr.msg_name = addr.as_ptr() as *mut libc::c_void;
+        hdr.msg_namelen = addr.len();
+        hdr.msg_iov = iovecs[start..].as_mut_ptr();
+        hdr.msg_iovlen = len;
+        if len > 1 {
+            let size = datagrams[start].len() as u16; // ≤ MAX_GSO_BYTES
+            // SAFETY: `control` is 32 bytes, aligned for `cmsghdr`, which
+            // holds CMSG_SPACE(2) (24); CMSG_FIRSTHDR of a header whose
+            // control length is that much is a pointer into it, and
+            // CMSG_DATA points at 2 writable bytes inside it.
+            unsafe {
+                hdr.msg_control = control.0.as_mut_ptr().cast();
+                hdr.msg_controllen = libc::CMSG_SPACE(2) as usize;
+                let c = libc::CMSG_FIRSTHDR(hdr);
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = libc::UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), size);
+            }
+        }
+        start += len;
+    }
+    // SAFETY: `msgs[..run_count]` are initialized headers whose pointers
+    // (the address, their iovecs, the iovecs' buffers, the control
+    // messages) point into `addr`, `iovecs`, `datagrams` and `controls`,
+    // which all outlive the call; the kernel only reads them (and writes
+    // `msg_len`); run_count ≤ MAX_BATCH fits `c_uint`.
     let sent = unsafe {
         libc::sendmmsg(
             fd.as_fd().as_raw_fd(),
             msgs.as_mut_ptr(),
-            datagrams.len() as libc::c_uint,
+            run_count as libc::c_uint,
             libc::MSG_DONTWAIT,
         )
     };
     if sent < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(sent as usize)
+    Ok(runs[..sent as usize].iter().sum())
 }
 
 /// Other systems: not batched; the caller sends one datagram at a time.
@@ -108,6 +222,7 @@ pub(crate) fn send_batch(
     _fd: &impl std::os::fd::AsFd,
     _to: SocketAddr,
     _datagrams: &[Vec<u8>],
+    _gso: bool,
 ) -> io::Result<usize> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
@@ -154,9 +269,12 @@ mod tests {
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = rx.local_addr().unwrap();
         let datagrams: Vec<Vec<u8>> = (0..MAX_BATCH + 6).map(|i| vec![i as u8; 100 + i]).collect();
-        assert_eq!(send_batch(&tx, to, &datagrams).unwrap(), MAX_BATCH);
-        assert_eq!(send_batch(&tx, to, &datagrams[MAX_BATCH..]).unwrap(), 6);
-        assert_eq!(send_batch(&tx, to, &[]).unwrap(), 0);
+        assert_eq!(send_batch(&tx, to, &datagrams, false).unwrap(), MAX_BATCH);
+        assert_eq!(
+            send_batch(&tx, to, &datagrams[MAX_BATCH..], false).unwrap(),
+            6
+        );
+        assert_eq!(send_batch(&tx, to, &[], false).unwrap(), 0);
         let mut buf = [0u8; 512];
         for d in &datagrams {
             let (n, from) = rx.recv_from(&mut buf).unwrap();
@@ -171,6 +289,57 @@ mod tests {
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         // An IPv6 destination on an IPv4 socket.
         let to: SocketAddr = "[::1]:9".parse().unwrap();
-        assert!(send_batch(&tx, to, &[vec![0u8; 10]]).is_err());
+        assert!(send_batch(&tx, to, &[vec![0u8; 10]], false).is_err());
+        assert!(send_batch(&tx, to, &[vec![0u8; 10], vec![1u8; 10]], true).is_err());
+    }
+
+    #[test]
+    fn runs_are_equal_sizes_ending_with_at_most_one_shorter() {
+        let runs_of = |sizes: &[usize]| {
+            let mut runs = vec![0; sizes.len()];
+            let n = gso_runs(sizes, &mut runs);
+            runs.truncate(n);
+            runs
+        };
+        // A frame: equal fragments and a short last one; then audio.
+        assert_eq!(runs_of(&[1200, 1200, 1200, 700, 160]), vec![4, 1]);
+        // A longer datagram starts a new run; a short one ends a run.
+        assert_eq!(runs_of(&[500, 1200, 1200, 300, 300]), vec![1, 3, 1]);
+        assert_eq!(runs_of(&[100, 100, 100]), vec![3]);
+        assert_eq!(runs_of(&[100]), vec![1]);
+        assert_eq!(runs_of(&[]), Vec::<usize>::new());
+        // Empty datagrams travel alone.
+        assert_eq!(runs_of(&[0, 0, 5, 0]), vec![1, 1, 1, 1]);
+        // No run is longer than MAX_GSO_BYTES.
+        let big = vec![1200; 60];
+        let runs = runs_of(&big);
+        assert_eq!(runs.iter().sum::<usize>(), 60);
+        assert!(runs.iter().all(|&r| r * 1200 <= MAX_GSO_BYTES), "{runs:?}");
+        assert_eq!(runs[0], MAX_GSO_BYTES / 1200);
+    }
+
+    /// With segmentation offload the receiver still gets every datagram,
+    /// whole and in order: runs of equal sizes, short last ones, singles.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn segmented_batches_arrive_as_the_same_datagrams() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(gso_supported(&tx), "this kernel has UDP_SEGMENT");
+        let to = rx.local_addr().unwrap();
+        let sizes = [1200, 1200, 1200, 700, 160, 1200, 1200, 90, 90, 90, 1300];
+        let datagrams: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|k| (i * 7 + k) as u8).collect())
+            .collect();
+        assert_eq!(send_batch(&tx, to, &datagrams, true).unwrap(), sizes.len());
+        let mut buf = [0u8; 2048];
+        for d in &datagrams {
+            let (n, _) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &d[..], "datagram of {} bytes", d.len());
+        }
     }
 }
