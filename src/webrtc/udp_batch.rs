@@ -260,14 +260,20 @@ mod tests {
         assert_eq!(flushed[3].1, vec![vec![MAX_BATCH as u8]]);
     }
 
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn a_batch_arrives_as_separate_datagrams_in_order() {
+    /// A sender, a receiver with a read timeout, and the receiver's address.
+    fn loopback_pair() -> (std::net::UdpSocket, std::net::UdpSocket, SocketAddr) {
         let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
             .unwrap();
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = rx.local_addr().unwrap();
+        (tx, rx, to)
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_batch_arrives_as_separate_datagrams_in_order() {
+        let (tx, rx, to) = loopback_pair();
         let datagrams: Vec<Vec<u8>> = (0..MAX_BATCH + 6).map(|i| vec![i as u8; 100 + i]).collect();
         assert_eq!(send_batch(&tx, to, &datagrams, false).unwrap(), MAX_BATCH);
         assert_eq!(
@@ -323,12 +329,8 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn segmented_batches_arrive_as_the_same_datagrams() {
-        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
-            .unwrap();
-        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (tx, rx, to) = loopback_pair();
         assert!(gso_supported(&tx), "this kernel has UDP_SEGMENT");
-        let to = rx.local_addr().unwrap();
         let sizes = [1200, 1200, 1200, 700, 160, 1200, 1200, 90, 90, 90, 1300];
         let datagrams: Vec<Vec<u8>> = sizes
             .iter()
