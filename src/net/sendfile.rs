@@ -30,9 +30,9 @@ pub struct FileRange {
 /// `TCP_NODELAY`, so a head sent alone would leave as a segment of its own
 /// and wake the reader once for it and again for the body; with `MSG_MORE`
 /// the kernel holds it and the file's first pages join it in the same
-/// segment, as nginx's `tcp_nopush` does. Progress is kept here, so a send
-/// may be tried at once without a timer ([`try_send`](Self::try_send)) and
-/// finished later under one ([`send`](Self::send)).
+/// segment, as nginx's `tcp_nopush` does. Progress is kept here, so
+/// [`send`](Self::send) is cancel-safe: it may be polled once without a
+/// timer and finished later under one.
 #[derive(Debug)]
 pub struct HeadAndFile<'a> {
     head: &'a [u8],
@@ -55,7 +55,7 @@ impl<'a> HeadAndFile<'a> {
 
     /// Sends what the socket takes without waiting: `true` once everything
     /// is sent, `false` when the socket is full.
-    pub fn try_send(&mut self, tcp: &TcpStream) -> io::Result<bool> {
+    fn try_send(&mut self, tcp: &TcpStream) -> io::Result<bool> {
         loop {
             let result =
                 if let Some(rest) = self.head.get(self.head_sent..).filter(|r| !r.is_empty()) {
@@ -100,12 +100,6 @@ impl<'a> HeadAndFile<'a> {
         }
         Ok(())
     }
-}
-
-/// Sends `head` and then `range` to `tcp`, waiting for the socket to take
-/// them.
-pub async fn send_file(tcp: &TcpStream, head: &[u8], range: &FileRange) -> io::Result<()> {
-    HeadAndFile::new(head, range).send(tcp).await
 }
 
 /// One `send(2)` of head bytes, with `MSG_MORE` when a body follows.
@@ -154,7 +148,7 @@ mod tests {
             got
         });
         let (tcp, _) = listener.accept().await.unwrap();
-        send_file(&tcp, b"head ", &range).await.unwrap();
+        HeadAndFile::new(b"head ", &range).send(&tcp).await.unwrap();
         drop(tcp);
         let got = reader.await.unwrap();
         assert_eq!(&got[..5], b"head ");
@@ -168,7 +162,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (tcp, _) = listener.accept().await.unwrap();
-        let e = send_file(&tcp, b"", &range).await.unwrap_err();
+        let e = HeadAndFile::new(b"", &range).send(&tcp).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 

@@ -325,12 +325,16 @@ async fn send_range(
     limit: Duration,
 ) -> io::Result<()> {
     let mut out = sendfile::HeadAndFile::new(&head, range);
-    if out.try_send(tcp)? {
-        return Ok(());
+    match out.send(tcp).now_or_never() {
+        Some(done) => done,
+        None => tokio::time::timeout(limit, out.send(tcp))
+            .await
+            .map_err(|_| timed_out())?,
     }
-    tokio::time::timeout(limit, out.send(tcp))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))?
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "write timed out")
 }
 
 /// Writes the head and the body's frames as they come, in vectored writes
@@ -401,19 +405,12 @@ async fn send(
         if !chunks.is_empty() {
             // Tried once without a timer (the socket usually takes it all);
             // `write_all_chunks` keeps its progress in `chunks`.
-            let at_once = crate::net::write_all_chunks(tcp, &mut chunks).now_or_never();
-            match at_once {
-                Some(done) => {
-                    done?;
-                }
-                None => {
-                    tokio::time::timeout(limit, crate::net::write_all_chunks(tcp, &mut chunks))
-                        .await
-                        .map_err(|_| {
-                            io::Error::new(io::ErrorKind::TimedOut, "write timed out")
-                        })??;
-                }
-            }
+            match crate::net::write_all_chunks(tcp, &mut chunks).now_or_never() {
+                Some(done) => done?,
+                None => tokio::time::timeout(limit, crate::net::write_all_chunks(tcp, &mut chunks))
+                    .await
+                    .map_err(|_| timed_out())??,
+            };
         }
         if ended {
             return Ok(());
