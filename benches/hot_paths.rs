@@ -122,6 +122,7 @@ fn window() -> Window {
             init_id: 0,
             discontinuity: false,
             duration_nanos: (msn < 7).then_some(1_000_000_000),
+            file: None,
         })
         .collect();
     let mut w = Window::default();
