@@ -58,6 +58,7 @@ pub struct App {
     /// The UDP ports RTSP readers get RTP and RTCP from, if on.
     pub rtsp_udp_addrs: Option<(SocketAddr, SocketAddr)>,
     hls: Arc<HlsServer>,
+    hls_shortcut: Arc<server::hls_shortcut::HlsShortcut>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     webhooks: Webhooks,
@@ -226,13 +227,15 @@ impl App {
             ));
         }
         let requests = Arc::new(crate::metrics::RequestCounter::default());
-        let http_router = server::http::router(Arc::new(HttpState {
+        let http_state = Arc::new(HttpState {
             hls: Arc::clone(&hls),
             whep,
             whip,
             requests: Arc::clone(&requests),
             gate: Arc::clone(&gate),
-        }));
+        });
+        let http_router = server::http::router(Arc::clone(&http_state));
+        let hls_shortcut = Arc::new(server::hls_shortcut::HlsShortcut::new(http_state));
         if let Some((https, acceptor)) = tls.https.take() {
             tasks.spawn(crate::tls::serve_tls(
                 https,
@@ -246,6 +249,7 @@ impl App {
         tasks.spawn(server::h1::serve(
             http,
             http_router,
+            Some(Arc::clone(&hls_shortcut) as Arc<dyn server::h1::Shortcut>),
             move || {
                 let c = timeouts_hub.config();
                 server::h1::Timeouts {
@@ -339,6 +343,7 @@ impl App {
             rtsps_addr,
             rtsp_udp_addrs,
             hls,
+            hls_shortcut,
             shutdown,
             tasks,
             webhooks,
@@ -350,6 +355,12 @@ impl App {
     /// requests in process.
     pub fn hls(&self) -> &Arc<HlsServer> {
         &self.hls
+    }
+
+    /// The plain HTTP listener's shortcut for HLS file requests, for tests
+    /// that ask which requests it takes.
+    pub fn hls_shortcut(&self) -> &Arc<server::hls_shortcut::HlsShortcut> {
+        &self.hls_shortcut
     }
 
     /// Reloads the configuration from `origin` on SIGHUP and when the file

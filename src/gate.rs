@@ -88,12 +88,21 @@ impl Gate {
 
     fn rule(&self, listener: Listener) -> IpRule {
         let c = self.now();
+        Self::rule_of(&c, listener).clone()
+    }
+
+    fn rule_of(c: &Current, listener: Listener) -> &IpRule {
         match listener {
-            Listener::Api => c.ip_rules.api.clone(),
-            Listener::Http => c.ip_rules.http.clone(),
-            Listener::Rtmp => c.ip_rules.rtmp.clone(),
-            Listener::Rtsp => c.ip_rules.rtsp.clone(),
+            Listener::Api => &c.ip_rules.api,
+            Listener::Http => &c.ip_rules.http,
+            Listener::Rtmp => &c.ip_rules.rtmp,
+            Listener::Rtsp => &c.ip_rules.rtsp,
         }
+    }
+
+    /// Whether `listener`'s IP rule lets `ip` in.
+    pub fn permits(&self, listener: Listener, ip: IpAddr) -> bool {
+        Self::rule_of(&self.now(), listener).permits(ip)
     }
 
     /// A new RTMP (or RTSP) connection from `ip`: its listener's IP rule,
@@ -213,7 +222,7 @@ fn peer(req: &Request) -> Option<IpAddr> {
 pub async fn guard_api(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Response {
     let ip = peer(&req);
     if let Some(ip) = ip {
-        if !gate.rule(Listener::Api).permits(ip) {
+        if !gate.permits(Listener::Api, ip) {
             return refused(StatusCode::FORBIDDEN, format!("{ip} may not use the API"));
         }
         if let Err(wait) = rate(&gate.limits().api, ip) {
@@ -255,7 +264,7 @@ pub async fn guard_api(State(gate): State<Arc<Gate>>, req: Request, next: Next) 
 /// WHEP/WHIP POSTs, the rate limit (429).
 pub async fn guard_http(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Response {
     if let Some(ip) = peer(&req) {
-        if !gate.rule(Listener::Http).permits(ip) {
+        if !gate.permits(Listener::Http, ip) {
             return refused(StatusCode::FORBIDDEN, format!("{ip} is not allowed here"));
         }
         if req.method() == axum::http::Method::POST

@@ -348,3 +348,264 @@ async fn oversized_heads_get_431_garbage_gets_400_and_serving_goes_on() {
     assert_eq!((again.status, &again.body), (200, &page.body));
     app.shutdown().await;
 }
+
+/// One request on a connection of its own: (status, head, body).
+/// The answer to `HEAD` has no body: it ends with its head.
+async fn one_request(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    if request.starts_with(b"HEAD ") {
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut chunk))
+                .await
+                .expect("a response head")
+                .unwrap();
+            assert!(n > 0, "closed before a response head");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let head = String::from_utf8(buf).unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        let end = head.find("\r\n\r\n").unwrap() + 4;
+        return (
+            status,
+            head[..end].to_string(),
+            head.as_bytes()[end..].to_vec(),
+        );
+    }
+    read_response(&mut s, &mut buf).await
+}
+
+/// A response head without its status line and `Date`, the lines sorted
+/// (their order carries nothing between different names), a new viewer
+/// id masked; `content-length` too where the body may differ.
+fn comparable(head: &str, with_length: bool) -> Vec<String> {
+    let mut lines: Vec<String> = head
+        .lines()
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .map(str::to_ascii_lowercase)
+        .filter(|l| !l.starts_with("date:"))
+        .filter(|l| with_length || !l.starts_with("content-length:"))
+        .map(|l| match l.split_once("mediarelay_hls=") {
+            Some((before, after)) if l.starts_with("set-cookie:") => {
+                format!("{before}mediarelay_hls=<id>{}", &after[32..])
+            }
+            _ => l,
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// HLS file requests are answered by the plain listener's shortcut (no
+/// router): the same answer as the router gives. Each request is sent as
+/// it is (the shortcut takes it, which is checked) and again with a
+/// one-byte body, which hands the connection to hyper and the router:
+/// status, headers but `Date`, and body must be the same; the shortcut's
+/// answers are counted as the router's are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hls_shortcut_answers_what_the_router_answers() {
+    use mediarelay::protocol::http1::{RawParsed, parse_raw, request::header_slots};
+    use mediarelay::server::h1::Shortcut;
+
+    let app = start("").await;
+    let _push = push(
+        "high_bframes_aac48.mp4",
+        &rtmp_url(&app, "live/short"),
+        true,
+    );
+    wait_published(&app, "live/short").await;
+    // A complete segment (one with a segment after it in the playlist).
+    let playlist = eventually(Duration::from_secs(30), "two segments", || async {
+        let r = http("GET", app.http_addr, "/live/short/index.m3u8", b"").await;
+        (r.status == 200 && r.text().matches("\nseg_").count() >= 2).then(|| r.text())
+    })
+    .await;
+    let seg = playlist.lines().find(|l| l.starts_with("seg_")).unwrap();
+    let msn = seg.trim_start_matches("seg_").trim_end_matches(".m4s");
+    let init = playlist
+        .split("#EXT-X-MAP:URI=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let viewer = "Cookie: other=1; mediarelay_hls=0123456789abcdef0123456789abcdef\r\n";
+    let base = "/live/short";
+    let cases: Vec<(&str, String, &str, u16)> = vec![
+        ("GET", format!("{base}/{init}"), viewer, 200),
+        ("GET", format!("{base}/{seg}"), viewer, 200),
+        ("GET", format!("{base}/part_{msn}_0.m4s"), viewer, 200),
+        ("GET", format!("{base}/part_{msn}_1.m4s"), "", 200),
+        (
+            "GET",
+            format!("{base}/part_{msn}_2.m4s"),
+            "Origin: http://player.example\r\nUser-Agent: test\r\n",
+            200,
+        ),
+        ("HEAD", format!("{base}/{seg}"), viewer, 200),
+        ("GET", format!("{base}/part_{msn}_99.m4s"), viewer, 404),
+        ("GET", format!("{base}/seg_99999999.m4s"), viewer, 404),
+        ("GET", format!("/live/none/{seg}"), viewer, 404),
+        ("GET", format!("{base}/index.m3u8?_HLS_part=1"), viewer, 400),
+        ("GET", format!("{base}/index.m3u8"), viewer, 200),
+    ];
+    let counted = |m: &str, status: &str| {
+        m.lines()
+            .find(|l| {
+                l.starts_with("mediarelay_http_requests_total{")
+                    && l.contains("listener=\"http\"")
+                    && l.contains(&format!("status=\"{status}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let metrics = || async { http("GET", app.api_addr, "/metrics", b"").await.text() };
+    let before = metrics().await;
+    let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    for (method, target, extra, status) in &cases {
+        let request = format!("{method} {target} HTTP/1.1\r\nHost: t\r\n{extra}\r\n");
+        let mut slots = header_slots();
+        let RawParsed::Simple(raw) = parse_raw(request.as_bytes(), &mut slots) else {
+            panic!("{request}")
+        };
+        assert!(
+            app.hls_shortcut().take(&raw, peer).is_some(),
+            "the shortcut takes {method} {target}"
+        );
+        let (s1, head1, body1) = one_request(app.http_addr, request.as_bytes()).await;
+        let routed =
+            format!("{method} {target} HTTP/1.1\r\nHost: t\r\n{extra}Content-Length: 1\r\n\r\nx");
+        let (s2, head2, body2) = one_request(app.http_addr, routed.as_bytes()).await;
+        assert_eq!(
+            (s1, s2),
+            (*status, *status),
+            "{method} {target}: {head1}{head2}"
+        );
+        // A live playlist may gain a part between the two requests.
+        let same_body = !target.ends_with("index.m3u8");
+        assert_eq!(
+            comparable(&head1, same_body),
+            comparable(&head2, same_body),
+            "{method} {target}"
+        );
+        if same_body {
+            assert_eq!(body1, body2, "{method} {target}");
+        } else {
+            assert!(body1.starts_with(b"#EXTM3U") && body2.starts_with(b"#EXTM3U"));
+        }
+        if *method == "HEAD" {
+            assert!(body1.is_empty());
+        }
+    }
+    // Twice each, both ways: the shortcut's answers are counted.
+    let after = metrics().await;
+    for status in ["200", "404", "400"] {
+        let n = cases.iter().filter(|c| c.3.to_string() == status).count() as f64;
+        assert_eq!(
+            counted(&after, status) - counted(&before, status),
+            2.0 * n,
+            "status {status}"
+        );
+    }
+
+    // Not taken: what the router refuses or must decide.
+    for (request, why) in [
+        (
+            format!("GET {base}/hls.min.js HTTP/1.1\r\n\r\n"),
+            "not an HLS file",
+        ),
+        (
+            format!("GET http://h{base}/{seg} HTTP/1.1\r\n\r\n"),
+            "absolute form",
+        ),
+        (
+            format!("GET {base}/whep/{seg} HTTP/1.1\r\n\r\n"),
+            "a WHEP resource",
+        ),
+        (
+            format!("GET /a/../{seg} HTTP/1.1\r\n\r\n"),
+            "an invalid path",
+        ),
+        (
+            format!("GET {base}/{seg}?x=\"1\" HTTP/1.1\r\n\r\n"),
+            "a query to encode",
+        ),
+    ] {
+        let mut slots = header_slots();
+        let RawParsed::Simple(raw) = parse_raw(request.as_bytes(), &mut slots) else {
+            panic!("{request}")
+        };
+        assert!(app.hls_shortcut().take(&raw, peer).is_none(), "{why}");
+    }
+    app.shutdown().await;
+}
+
+/// With authentication on, a viewer without credentials is the router's
+/// (401); one whose session was authorized is the shortcut's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hls_shortcut_leaves_authorization_to_the_router() {
+    use mediarelay::protocol::http1::{RawParsed, parse_raw, request::header_slots};
+    use mediarelay::server::h1::Shortcut;
+
+    let app = start(
+        r#"
+[[users]]
+user = "pub"
+pass = "plain:pubpass"
+permissions = [{ action = "publish" }]
+
+[[users]]
+user = "viewer"
+pass = "plain:secret"
+permissions = [{ action = "read" }]
+"#,
+    )
+    .await;
+    let _push = push(
+        "high_bframes_aac48.mp4",
+        &rtmp_url(&app, "live/auth?user=pub&pass=pubpass"),
+        true,
+    );
+    wait_published(&app, "live/auth").await;
+    let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let takes = |request: &str| {
+        let mut slots = header_slots();
+        let RawParsed::Simple(raw) = parse_raw(request.as_bytes(), &mut slots) else {
+            panic!("{request}")
+        };
+        app.hls_shortcut().take(&raw, peer).is_some()
+    };
+    let anonymous = "GET /live/auth/index.m3u8 HTTP/1.1\r\nHost: t\r\n\r\n";
+    assert!(!takes(anonymous));
+    let (status, head, _) = one_request(app.http_addr, anonymous.as_bytes()).await;
+    assert_eq!(status, 401, "{head}");
+    // Authorized once (Basic), the viewer's cookie is its pass.
+    let (status, head, _) = eventually(Duration::from_secs(30), "a playlist", || async {
+        let r = one_request(
+            app.http_addr,
+            b"GET /live/auth/index.m3u8 HTTP/1.1\r\nHost: t\r\nAuthorization: Basic dmlld2VyOnNlY3JldA==\r\n\r\n",
+        )
+        .await;
+        (r.0 == 200).then_some(r)
+    })
+    .await;
+    assert_eq!(status, 200);
+    let cookie = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("set-cookie: ")
+                .map(str::to_string)
+        })
+        .expect("a session cookie");
+    let id = cookie.split(';').next().unwrap();
+    let with_cookie =
+        format!("GET /live/auth/index.m3u8 HTTP/1.1\r\nHost: t\r\nCookie: {id}\r\n\r\n");
+    assert!(takes(&with_cookie), "an authorized viewer's request");
+    let (status, head, _) = one_request(app.http_addr, with_cookie.as_bytes()).await;
+    assert_eq!(status, 200, "{head}");
+    app.shutdown().await;
+}

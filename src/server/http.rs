@@ -13,7 +13,7 @@ use tower_http::cors::{Any, CorsLayer};
 
 use crate::config::validate_path_name;
 use crate::egress::hls::viewers::Caller;
-use crate::egress::hls::{HlsFile, HlsServer};
+use crate::egress::hls::{HlsAnswer, HlsFile, HlsServer};
 use crate::egress::webrtc::{MAX_OFFER, WhepServer};
 use crate::ingest::whip::WhipServer;
 
@@ -24,6 +24,15 @@ pub struct HttpState {
     pub requests: Arc<crate::metrics::RequestCounter>,
     pub gate: Arc<crate::gate::Gate>,
 }
+
+/// The response headers browsers let players on other origins read (CORS).
+pub(crate) const EXPOSED_HEADERS: [HeaderName; 5] = [
+    header::LOCATION,
+    header::ETAG,
+    header::LINK,
+    header::CONTENT_LENGTH,
+    HeaderName::from_static(B_FRAMES_HEADER),
+];
 
 /// The router of the public HTTP listener.
 pub fn router(state: Arc<HttpState>) -> Router {
@@ -40,13 +49,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
             Method::OPTIONS,
         ])
         .allow_headers(Any)
-        .expose_headers([
-            header::LOCATION,
-            header::ETAG,
-            header::LINK,
-            header::CONTENT_LENGTH,
-            HeaderName::from_static(B_FRAMES_HEADER),
-        ]);
+        .expose_headers(EXPOSED_HEADERS);
     let counting = (Arc::clone(&state.requests), "http");
     let gate = Arc::clone(&state.gate);
     Router::new()
@@ -83,36 +86,75 @@ fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// Where a request's URL path leads (the query aside).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Route<'a> {
+    /// No slash after the leading ones: nothing is served there.
+    Nowhere(&'a str),
+    /// `/{path}/whep/{id}`: a WHEP session resource.
+    WhepResource { path: &'a str, id: &'a str },
+    /// `/{path}/whip/{id}`: a WHIP session resource.
+    WhipResource { path: &'a str, id: &'a str },
+    /// `/{path}/{file}`: `file` may be empty, `path` is not checked yet.
+    File { path: &'a str, file: &'a str },
+}
+
+impl<'a> Route<'a> {
+    pub(crate) fn of(uri_path: &'a str) -> Route<'a> {
+        let uri_path = uri_path.trim_start_matches('/');
+        let Some((path, file)) = uri_path.rsplit_once('/') else {
+            return Route::Nowhere(uri_path);
+        };
+        if let Some(path) = path.strip_suffix("/whep") {
+            return Route::WhepResource { path, id: file };
+        }
+        if let Some(path) = path.strip_suffix("/whip") {
+            return Route::WhipResource { path, id: file };
+        }
+        Route::File { path, file }
+    }
+
+    /// The HLS file below a valid path name this route is, if it is one.
+    pub(crate) fn hls_file(&self) -> Option<(&'a str, HlsFile)> {
+        match *self {
+            Route::File { path, file } if validate_path_name(path).is_ok() => {
+                HlsFile::parse(file).map(|f| (path, f))
+            }
+            _ => None,
+        }
+    }
+}
+
 async fn handle(
     State(state): State<Arc<HttpState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
-    let uri_path = req.uri().path().trim_start_matches('/').to_string();
-    let Some((path, file)) = uri_path.rsplit_once('/') else {
-        return not_found(format!("nothing at /{uri_path}: try /{{path}}/index.m3u8"));
-    };
-    // `/{path}/whep/{id}`: a WHEP session resource.
-    if let Some(stream_path) = path.strip_suffix("/whep") {
-        return whep_resource(&state, req, stream_path, file).await;
-    }
-    if let Some(stream_path) = path.strip_suffix("/whip") {
-        return match req.method().clone() {
-            Method::DELETE => match state.whip.delete(stream_path, file) {
-                Ok(()) => StatusCode::OK.into_response(),
-                Err(e) => json_error(
-                    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::NOT_FOUND),
-                    e.to_string(),
+    let uri_path = req.uri().path().to_string();
+    let (path, file) = match Route::of(&uri_path) {
+        Route::Nowhere(rest) => {
+            return not_found(format!("nothing at /{rest}: try /{{path}}/index.m3u8"));
+        }
+        Route::WhepResource { path, id } => return whep_resource(&state, req, path, id).await,
+        Route::WhipResource { path, id } => {
+            return match req.method().clone() {
+                Method::DELETE => match state.whip.delete(path, id) {
+                    Ok(()) => StatusCode::OK.into_response(),
+                    Err(e) => json_error(
+                        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::NOT_FOUND),
+                        e.to_string(),
+                    ),
+                },
+                // Trickled candidates need nothing from an ICE-lite server.
+                Method::PATCH => StatusCode::NO_CONTENT.into_response(),
+                m => json_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{m} is not served on a WHIP session"),
                 ),
-            },
-            // Trickled candidates need nothing from an ICE-lite server.
-            Method::PATCH => StatusCode::NO_CONTENT.into_response(),
-            m => json_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{m} is not served on a WHIP session"),
-            ),
-        };
-    }
+            };
+        }
+        Route::File { path, file } => (path, file),
+    };
     if let Err(e) = validate_path_name(path) {
         return json_error(
             StatusCode::BAD_REQUEST,
@@ -159,7 +201,9 @@ async fn handle(
                     }
                 }
                 drop(req);
-                hls(&state, caller, path, f, query.as_deref()).await
+                hls(&state, caller, f, query.as_deref())
+                    .await
+                    .into_response()
             }
             None => not_found(format!("no {file:?} below path {path:?}")),
         },
@@ -204,40 +248,35 @@ async fn authorize(
 }
 
 /// An HLS request, counted for its viewer's session (see
-/// [`crate::egress::hls::viewers`]).
-async fn hls(
+/// [`crate::egress::hls::viewers`]): what both HTTP paths answer it with.
+pub(crate) async fn hls(
     state: &HttpState,
     caller: Caller,
-    path: &str,
     file: HlsFile,
     query: Option<&str>,
-) -> Response {
+) -> HlsAnswer {
     if state.hls.viewers.check(&caller).is_err() {
-        return json_error(
+        return HlsAnswer::error(
             StatusCode::FORBIDDEN,
             "this HLS session was ended by the server",
         );
     }
     if let Err(e) = state.hls.viewers.admit(&caller) {
-        return json_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+        return HlsAnswer::error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
     }
-    let mut response = state.hls.serve(path, file, query).await;
-    if response.status().is_success() {
+    let mut answer = state.hls.serve(caller.path(), file, query).await;
+    if answer.status.is_success() {
         let served = state.hls.viewers.served(&caller);
-        if let Some(n) = http_body::Body::size_hint(response.body()).exact() {
-            served
-                .session
-                .counters
-                .bytes_out
-                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        }
-        if let Some(cookie) = served.set_cookie
-            && let Ok(v) = HeaderValue::from_str(&cookie)
-        {
-            response.headers_mut().append(header::SET_COOKIE, v);
+        served
+            .session
+            .counters
+            .bytes_out
+            .fetch_add(answer.body.len(), std::sync::atomic::Ordering::Relaxed);
+        if let Some(cookie) = served.set_cookie {
+            answer.set_cookie = HeaderValue::from_str(&cookie).ok();
         }
     }
-    response
+    answer
 }
 
 fn static_reply(content_type: &'static str, body: &'static [u8]) -> Response {

@@ -5,6 +5,7 @@
 //! blocking reload `_HLS_msn`/`_HLS_part` and delta updates `_HLS_skip`),
 //! `init_{id}.mp4`, `seg_{msn}.m4s`, `part_{msn}_{n}.m4s`.
 
+pub mod answer;
 mod body;
 pub mod file;
 mod muxer;
@@ -16,14 +17,11 @@ pub mod window;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use tokio::time::Instant;
 
 use crate::hub::{Hub, ReadError};
-use crate::net::sendfile::FileRange;
-use body::ChunksBody;
+pub use answer::{HlsAnswer, HlsBody};
 pub use muxer::Muxer;
 
 /// Content type of playlists (RFC 8216bis §4).
@@ -100,26 +98,8 @@ impl Directives {
     }
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({ "error": message.into() });
-    (status, axum::Json(body)).into_response()
-}
-
-fn reply(content_type: &'static str, cache: &'static str, body: Body) -> Response {
-    let mut r = Response::new(body);
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    r
-}
-
-/// Marks `response` as sendable from `file` (the same bytes as its body):
-/// the plain HTTP/1.1 path then `sendfile`s them.
-fn with_file(mut response: Response, file: Option<FileRange>) -> Response {
-    if let Some(range) = file {
-        response.extensions_mut().insert(range);
-    }
-    response
+fn error(status: StatusCode, message: impl Into<String>) -> HlsAnswer {
+    HlsAnswer::error(status, message)
 }
 
 /// Live playlists change every part: never cached.
@@ -185,7 +165,7 @@ impl HlsServer {
     }
 
     /// Serves one HLS request for `file` below `path`.
-    pub async fn serve(&self, path: &str, file: HlsFile, query: Option<&str>) -> Response {
+    pub async fn serve(&self, path: &str, file: HlsFile, query: Option<&str>) -> HlsAnswer {
         let muxer = match self.muxer(path).await {
             Ok(m) => m,
             Err(e @ ReadError::NotFound { .. }) => {
@@ -200,16 +180,14 @@ impl HlsServer {
         let response = match file {
             HlsFile::Playlist => self.playlist(&muxer, query).await,
             HlsFile::Init(id) => match muxer.with_window(|w| w.init(id)) {
-                Some(init) => reply(MP4_TYPE, IMMUTABLE, Body::from(init)),
+                Some(init) => HlsAnswer::ok(MP4_TYPE, IMMUTABLE, HlsBody::Bytes(init)),
                 None => error(StatusCode::NOT_FOUND, format!("no init segment {id}")),
             },
             HlsFile::Segment(msn) => self.segment(&muxer, msn).await,
             HlsFile::Part(msn, part) => self.part(&muxer, msn, part).await,
         };
-        if response.status().is_success()
-            && let Some(n) = http_body::Body::size_hint(response.body()).exact()
-        {
-            self.hub.add_bytes_out(path, n);
+        if response.status.is_success() {
+            self.hub.add_bytes_out(path, response.body.len());
         }
         response
     }
@@ -219,7 +197,7 @@ impl HlsServer {
         Instant::now() + 3 * muxer.target_duration()
     }
 
-    async fn playlist(&self, muxer: &Muxer, query: Option<&str>) -> Response {
+    async fn playlist(&self, muxer: &Muxer, query: Option<&str>) -> HlsAnswer {
         let d = match Directives::parse(query) {
             Ok(d) => d,
             Err(e) => return error(StatusCode::BAD_REQUEST, e),
@@ -260,11 +238,15 @@ impl HlsServer {
                 );
             }
         }
-        reply(PLAYLIST_TYPE, NO_CACHE, Body::from(muxer.playlist(d.skip)))
+        HlsAnswer::ok(
+            PLAYLIST_TYPE,
+            NO_CACHE,
+            HlsBody::Bytes(muxer.playlist(d.skip)),
+        )
     }
 
     /// A complete segment; one that is still being written is waited for.
-    async fn segment(&self, muxer: &Muxer, msn: u64) -> Response {
+    async fn segment(&self, muxer: &Muxer, msn: u64) -> HlsAnswer {
         let (first, current) =
             muxer.with_window(|w| (w.segments.front().map_or(0, |s| s.msn), w.position().1));
         if msn < first || msn > current + 1 {
@@ -280,17 +262,16 @@ impl HlsServer {
                 .filter(|s| s.is_complete())
                 .map(|s| (s.parts.clone(), s.file_range()))
         }) {
-            Some((parts, file)) => with_file(
-                reply(MP4_TYPE, IMMUTABLE, Body::new(ChunksBody::new(parts))),
-                file,
-            ),
+            Some((parts, file)) => {
+                HlsAnswer::ok(MP4_TYPE, IMMUTABLE, HlsBody::Parts(parts)).with_file(file)
+            }
             None => error(StatusCode::NOT_FOUND, format!("no segment {msn}")),
         }
     }
 
     /// A part; the preload-hinted part (or one shortly after it) is waited
     /// for instead of answered with 404.
-    async fn part(&self, muxer: &Muxer, msn: u64, part: usize) -> Response {
+    async fn part(&self, muxer: &Muxer, msn: u64, part: usize) -> HlsAnswer {
         let find = |w: &window::Window| w.segment(msn).and_then(|s| s.parts.get(part).cloned());
         let (found, first, current) = muxer.with_window(|w| {
             (
@@ -312,10 +293,8 @@ impl HlsServer {
             None => None,
         };
         match found {
-            Some(p) => with_file(
-                reply(MP4_TYPE, IMMUTABLE, Body::from(p.data.clone())),
-                p.file.clone(),
-            ),
+            Some(p) => HlsAnswer::ok(MP4_TYPE, IMMUTABLE, HlsBody::Bytes(p.data.clone()))
+                .with_file(p.file.clone()),
             None => error(
                 StatusCode::NOT_FOUND,
                 format!("no part {part} of segment {msn}"),

@@ -41,14 +41,30 @@ pub struct Caller {
 
 impl Caller {
     pub fn new(path: &str, headers: &HeaderMap, query: Option<&str>, ip: Option<IpAddr>) -> Caller {
-        let from_cookie = cookie_id(headers);
+        let values = |name| headers.get_all(name).iter().map(|v| v.as_bytes());
+        Caller::from_header_values(
+            path,
+            values(axum::http::header::COOKIE),
+            values(axum::http::header::USER_AGENT).next(),
+            query,
+            ip,
+        )
+    }
+
+    /// [`Caller::new`] from the values of the request's `Cookie` headers and
+    /// its first `User-Agent`, as sent.
+    pub fn from_header_values<'a>(
+        path: &str,
+        cookies: impl Iterator<Item = &'a [u8]>,
+        user_agent: Option<&[u8]>,
+        query: Option<&str>,
+        ip: Option<IpAddr>,
+    ) -> Caller {
+        let from_cookie = cookie_id(cookies);
         let from_query = query.and_then(query_id);
         let mut h = std::collections::hash_map::DefaultHasher::new();
         ip.hash(&mut h);
-        headers
-            .get(axum::http::header::USER_AGENT)
-            .map(|v| v.as_bytes())
-            .hash(&mut h);
+        user_agent.hash(&mut h);
         path.hash(&mut h);
         Caller {
             path: path.to_string(),
@@ -58,6 +74,11 @@ impl Caller {
             ip,
         }
     }
+
+    /// The path the request is for.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
 }
 
 /// A viewer id: 32 lowercase hex digits.
@@ -65,11 +86,12 @@ fn valid_id(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn cookie_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(axum::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+/// The viewer id among `Cookie` header values (RFC 6265 §5.4); values
+/// that are not visible ASCII are skipped, as `HeaderValue::to_str` does.
+fn cookie_id<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<String> {
+    values
+        .filter(|v| v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)))
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
         .find(|(k, v)| *k == COOKIE && valid_id(v))

@@ -28,16 +28,27 @@ pub mod date;
 pub mod request;
 pub mod response;
 
-pub use request::{Parsed, SimpleRequest, parse_request};
-pub use response::{Framing, ResponsePlan, encode_head, plan_response};
+pub use request::{Parsed, RawParsed, RawRequest, SimpleRequest, parse_raw, parse_request};
+pub use response::{
+    Framing, HandlerFraming, ResponsePlan, encode_head, encode_head_into, plan, plan_response,
+};
 
 /// Whether a `Connection` header list (RFC 9110 §7.6.1) names `token`,
 /// case-insensitively.
 pub fn connection_has(headers: &http::HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+    tokens_have(
+        headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .map(|v| v.as_bytes()),
+        token,
+    )
+}
+
+/// Whether comma-separated token lists (the values of one header) name
+/// `token`, case-insensitively.
+pub fn tokens_have<'a>(values: impl Iterator<Item = &'a [u8]>, token: &str) -> bool {
+    values
+        .flat_map(|v| v.split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }

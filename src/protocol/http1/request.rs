@@ -3,7 +3,6 @@
 //! [`Parsed::Handoff`], for a full HTTP server to read again from its first
 //! byte.
 
-use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
 /// Header lines parsed at most; a head with more is handed off (the full
@@ -37,80 +36,162 @@ pub struct SimpleRequest {
     pub keep_alive: bool,
 }
 
+/// A `GET` or `HEAD` request head without a body, borrowed from the
+/// buffer it was read into (`'b`) and the header slots it was parsed into
+/// (`'h`): what a server answers from without building an
+/// `http::Request`.
+#[derive(Debug)]
+pub struct RawRequest<'b, 'h> {
+    pub method: Method,
+    /// The request target as sent (RFC 9112 §3.2): origin form, absolute
+    /// form, or `*`. Not checked against `http::Uri`: see
+    /// [`RawRequest::into_simple`].
+    pub target: &'b str,
+    pub version: Version,
+    /// The header lines in order: names are tokens and values hold no
+    /// control characters but tab (`httparse` checks both, as
+    /// `http::HeaderName` and `HeaderValue` would).
+    pub headers: &'h [httparse::Header<'b>],
+    /// Bytes of the head, the blank line included.
+    pub head_len: usize,
+    /// Whether the client wants the connection kept open (RFC 9112 §9.3).
+    pub keep_alive: bool,
+}
+
+/// [`parse_raw`]'s verdict, as [`Parsed`]'s.
+#[derive(Debug)]
+pub enum RawParsed<'b, 'h> {
+    Partial,
+    Simple(RawRequest<'b, 'h>),
+    Handoff,
+}
+
+/// The header slots [`parse_raw`] fills.
+pub type HeaderSlots<'b> = [httparse::Header<'b>; MAX_HEADERS];
+
+/// An empty set of header slots.
+pub const fn header_slots<'b>() -> HeaderSlots<'b> {
+    [httparse::EMPTY_HEADER; MAX_HEADERS]
+}
+
 /// Parses the request at the start of `buf` (RFC 9112 §2.2: empty lines
-/// before the request line are skipped).
-pub fn parse_request(buf: &[u8]) -> Parsed {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut slots);
+/// before the request line are skipped) into `slots`, without copying.
+pub fn parse_raw<'b, 'h>(buf: &'b [u8], slots: &'h mut HeaderSlots<'b>) -> RawParsed<'b, 'h> {
+    let mut req = httparse::Request::new(slots);
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::Handoff,
+        Ok(httparse::Status::Partial) => return RawParsed::Partial,
+        Err(_) => return RawParsed::Handoff,
     };
     let method = match req.method {
         Some("GET") => Method::GET,
         Some("HEAD") => Method::HEAD,
-        _ => return Parsed::Handoff,
+        _ => return RawParsed::Handoff,
     };
     let version = match req.version {
         Some(0) => Version::HTTP_10,
         Some(1) => Version::HTTP_11,
-        _ => return Parsed::Handoff,
+        _ => return RawParsed::Handoff,
     };
-    let Some(uri) = req.path.and_then(|p| p.parse::<Uri>().ok()) else {
-        return Parsed::Handoff;
+    let Some(target) = req.path else {
+        return RawParsed::Handoff;
     };
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
-    for h in req.headers.iter() {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(h.name.as_bytes()),
-            HeaderValue::from_bytes(h.value),
-        ) else {
-            return Parsed::Handoff;
-        };
-        headers.append(name, value);
+    let headers: &'h [httparse::Header<'b>] = req.headers;
+    if needs_full_server(headers) {
+        return RawParsed::Handoff;
     }
-    if needs_full_server(&headers) {
-        return Parsed::Handoff;
-    }
-    let keep_alive = wants_keep_alive(version, &headers);
-    let mut request = Request::new(());
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = version;
-    *request.headers_mut() = headers;
-    Parsed::Simple(Box::new(SimpleRequest {
-        request,
+    let keep_alive = wants_keep_alive(version, values(headers, "connection"));
+    RawParsed::Simple(RawRequest {
+        method,
+        target,
+        version,
+        headers,
         head_len,
         keep_alive,
-    }))
+    })
+}
+
+impl RawRequest<'_, '_> {
+    /// The values of the header `name` (lowercase), in order.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        values(self.headers, name)
+    }
+
+    /// The request as an `http::Request<()>`; `None` when its target is no
+    /// valid URI (the full server answers that).
+    pub fn into_simple(self) -> Option<SimpleRequest> {
+        let uri = self.target.parse::<Uri>().ok()?;
+        let mut headers = HeaderMap::with_capacity(self.headers.len());
+        for h in self.headers {
+            let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+            let value = HeaderValue::from_bytes(h.value).ok()?;
+            headers.append(name, value);
+        }
+        let mut request = Request::new(());
+        *request.method_mut() = self.method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = self.version;
+        *request.headers_mut() = headers;
+        Some(SimpleRequest {
+            request,
+            head_len: self.head_len,
+            keep_alive: self.keep_alive,
+        })
+    }
+}
+
+/// Parses the request at the start of `buf` (RFC 9112 §2.2: empty lines
+/// before the request line are skipped).
+pub fn parse_request(buf: &[u8]) -> Parsed {
+    let mut slots = header_slots();
+    match parse_raw(buf, &mut slots) {
+        RawParsed::Partial => Parsed::Partial,
+        RawParsed::Handoff => Parsed::Handoff,
+        RawParsed::Simple(raw) => match raw.into_simple() {
+            Some(simple) => Parsed::Simple(Box::new(simple)),
+            None => Parsed::Handoff,
+        },
+    }
+}
+
+/// The values of the header `name` (lowercase) among `headers`.
+fn values<'a>(
+    headers: &'a [httparse::Header<'_>],
+    name: &'a str,
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    headers
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
 }
 
 /// A body (`Transfer-Encoding`, or a `Content-Length` other than one `0`),
 /// a protocol switch (`Upgrade`, `Connection: upgrade`) or `Expect`.
-fn needs_full_server(headers: &HeaderMap) -> bool {
-    if headers.contains_key(TRANSFER_ENCODING)
-        || headers.contains_key(UPGRADE)
-        || headers.contains_key(EXPECT)
-        || super::connection_has(headers, "upgrade")
+fn needs_full_server(headers: &[httparse::Header<'_>]) -> bool {
+    let has = |name| values(headers, name).next().is_some();
+    if has("transfer-encoding")
+        || has("upgrade")
+        || has("expect")
+        || super::tokens_have(values(headers, "connection"), "upgrade")
     {
         return true;
     }
-    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    let mut lengths = values(headers, "content-length");
     match (lengths.next(), lengths.next()) {
         (None, _) => false,
-        (Some(v), None) => v.as_bytes().trim_ascii() != b"0",
+        (Some(v), None) => v.trim_ascii() != b"0",
         (Some(_), Some(_)) => true,
     }
 }
 
 /// RFC 9112 §9.3: HTTP/1.1 stays open unless the client says `close`;
-/// HTTP/1.0 closes unless it says `keep-alive`.
-pub fn wants_keep_alive(version: Version, headers: &HeaderMap) -> bool {
+/// HTTP/1.0 closes unless it says `keep-alive`. `connection` is the values
+/// of the request's `Connection` headers.
+pub fn wants_keep_alive<'a>(version: Version, connection: impl Iterator<Item = &'a [u8]>) -> bool {
     if version == Version::HTTP_11 {
-        !super::connection_has(headers, "close")
+        !super::tokens_have(connection, "close")
     } else {
-        super::connection_has(headers, "keep-alive")
+        super::tokens_have(connection, "keep-alive")
     }
 }
 

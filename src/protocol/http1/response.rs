@@ -56,7 +56,30 @@ pub fn plan_response(
     exact_len: Option<u64>,
     draining: bool,
 ) -> ResponsePlan {
-    let declared = declared_length(headers);
+    let handler = HandlerFraming {
+        declared_length: declared_length(headers),
+        close: super::connection_has(headers, "close"),
+    };
+    plan(req, status, handler, exact_len, draining)
+}
+
+/// What a handler's own headers say about framing: the one valid
+/// `Content-Length` it set, and whether it asked for `Connection: close`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandlerFraming {
+    pub declared_length: Option<u64>,
+    pub close: bool,
+}
+
+/// [`plan_response`] for a handler whose headers were read already.
+pub fn plan(
+    req: RequestInfo,
+    status: StatusCode,
+    handler: HandlerFraming,
+    exact_len: Option<u64>,
+    draining: bool,
+) -> ResponsePlan {
+    let declared = handler.declared_length;
     let bodiless_status = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
@@ -78,10 +101,8 @@ pub fn plan_response(
             None => (Framing::UntilClose, None),
         }
     };
-    let keep_alive = req.keep_alive
-        && !draining
-        && framing != Framing::UntilClose
-        && !super::connection_has(headers, "close");
+    let keep_alive =
+        req.keep_alive && !draining && framing != Framing::UntilClose && !handler.close;
     ResponsePlan {
         framing,
         content_length,
@@ -113,34 +134,51 @@ pub fn encode_head(
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
     let mut out = Vec::with_capacity(size + 128);
+    let lines = headers
+        .iter()
+        .filter(|(name, _)| {
+            *name != CONTENT_LENGTH && *name != TRANSFER_ENCODING && *name != CONNECTION
+        })
+        .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
+    let date = (!headers.contains_key(DATE)).then_some(date);
+    encode_head_into(&mut out, status, lines, plan, date);
+    out
+}
+
+/// Appends a response head to `out`: the status line, `lines` (header
+/// names and values, none of them a framing or connection header), `date`
+/// if given, the plan's headers and the blank line.
+pub fn encode_head_into<'a>(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    lines: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    plan: &ResponsePlan,
+    date: Option<&[u8; DATE_LEN]>,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == CONNECTION {
-            continue;
-        }
-        line(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    for (name, value) in lines {
+        line(out, name, value);
     }
-    if !headers.contains_key(DATE) {
-        line(&mut out, b"date", date);
+    if let Some(date) = date {
+        line(out, b"date", date);
     }
     if let Some(n) = plan.content_length {
         let digits = itoa_u64(n);
-        line(&mut out, b"content-length", digits.as_slice());
+        line(out, b"content-length", digits.as_slice());
     }
     if plan.framing == Framing::Chunked {
-        line(&mut out, b"transfer-encoding", b"chunked");
+        line(out, b"transfer-encoding", b"chunked");
     }
     match (plan.keep_alive, plan.version) {
-        (false, Version::HTTP_11) => line(&mut out, b"connection", b"close"),
-        (true, Version::HTTP_10) => line(&mut out, b"connection", b"keep-alive"),
+        (false, Version::HTTP_11) => line(out, b"connection", b"close"),
+        (true, Version::HTTP_10) => line(out, b"connection", b"keep-alive"),
         _ => {}
     }
     out.extend_from_slice(b"\r\n");
-    out
 }
 
 fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

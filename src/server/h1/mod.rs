@@ -5,10 +5,11 @@
 //! [`MAX_HEAD`]) only while a request head arrives; between requests it
 //! holds no buffer, so an idle keep-alive connection costs its task and its
 //! socket. A `GET` or `HEAD` without a body ([`protocol::http1`]) is served
-//! here: the same axum `Router` answers it as a tower service (the same
-//! middleware, auth and handlers as through hyper), and the response head
-//! and the body's shared `Bytes` go out in vectored writes, with nothing
-//! copied in between. Any other request, and HTTP/2 with prior knowledge,
+//! here: a [`Shortcut`] may take it (HLS files: [`super::hls_shortcut`]),
+//! else the same axum `Router` answers it as a tower service (the same
+//! middleware, auth and handlers as through hyper); the response head and
+//! the body's shared `Bytes` go out in vectored writes, with nothing copied
+//! in between, or the head and then a memory file's pages (`sendfile`). Any other request, and HTTP/2 with prior knowledge,
 //! hands the connection to hyper-util's server (HTTP/1.1 and HTTP/2, as
 //! `axum::serve` does), the bytes already read replayed first
 //! ([`Rewind`]); from then on hyper owns it. A connection may be served
@@ -28,9 +29,11 @@ mod rewind;
 pub use rewind::Rewind;
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -39,7 +42,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http::Method;
+use http::{HeaderName, HeaderValue, Method};
 use http_body::Body as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -51,11 +54,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::egress::hls::HlsAnswer;
 use crate::net::sendfile::{self, FileRange};
-use crate::protocol::http1::request::{could_be_request, head_end_in, line_end_in};
+use crate::protocol::http1::request::{
+    could_be_request, head_end_in, header_slots, line_end_in, parse_raw,
+};
 use crate::protocol::http1::response::{LAST_CHUNK, RequestInfo, chunk_size_line};
 use crate::protocol::http1::{
-    Framing, Parsed, SimpleRequest, date, encode_head, parse_request, plan_response,
+    Framing, HandlerFraming, RawParsed, RawRequest, SimpleRequest, date, encode_head,
+    encode_head_into, plan, plan_response,
 };
 
 /// The largest request head read; a larger one is answered 431.
@@ -80,6 +87,27 @@ pub struct Timeouts {
     pub write: Duration,
 }
 
+/// Requests a connection answers without the router.
+pub trait Shortcut: Send + Sync + 'static {
+    /// The answer to `request` from `peer`, or `None` when the router must
+    /// answer it. Decided before the request's head leaves the read buffer.
+    fn take(
+        &self,
+        request: &RawRequest<'_, '_>,
+        peer: SocketAddr,
+    ) -> Option<Pin<Box<dyn Future<Output = HlsAnswer> + Send>>>;
+
+    /// Headers every answer of the shortcut carries after its own (what the
+    /// router's layers add on the router's path).
+    fn common_headers(&self) -> &[(HeaderName, HeaderValue)];
+}
+
+/// A request a [`Shortcut`] took.
+struct Taken {
+    answer: Pin<Box<dyn Future<Output = HlsAnswer> + Send>>,
+    info: RequestInfo,
+}
+
 /// Accepts connections on `listener` and serves `router` on them until
 /// `shutdown`; then stops accepting, lets every connection finish the
 /// request it is serving (answered with `Connection: close`), closes idle
@@ -87,6 +115,7 @@ pub struct Timeouts {
 pub async fn serve<F>(
     listener: TcpListener,
     router: Router,
+    shortcut: Option<Arc<dyn Shortcut>>,
     timeouts: F,
     shutdown: CancellationToken,
 ) where
@@ -98,6 +127,7 @@ pub async fn serve<F>(
             tcp,
             peer,
             router.clone(),
+            shortcut.clone(),
             timeouts(),
             shutdown.clone(),
         ));
@@ -116,6 +146,7 @@ enum Head {
     /// The request needs hyper; the buffer holds every byte read.
     Handoff,
     Simple(Box<SimpleRequest>),
+    Taken(Box<Taken>),
 }
 
 /// One connection, request after request. The request's work is boxed, so
@@ -124,13 +155,22 @@ async fn connection(
     mut tcp: TcpStream,
     peer: SocketAddr,
     router: Router,
+    shortcut: Option<Arc<dyn Shortcut>>,
     timeouts: Timeouts,
     shutdown: CancellationToken,
 ) {
     let mut buf = Vec::new();
     let mut first = true;
     loop {
-        let head = read_head(&mut tcp, &mut buf, first, timeouts.header, &shutdown).await;
+        let head = read_head(
+            &mut tcp,
+            &mut buf,
+            first,
+            timeouts.header,
+            &shutdown,
+            shortcut.as_deref().map(|s| (s, peer)),
+        )
+        .await;
         first = false;
         let request = match head {
             Head::Closed => return,
@@ -143,6 +183,19 @@ async fn connection(
                 return;
             }
             Head::Simple(request) => request,
+            Head::Taken(taken) => {
+                let common = shortcut.as_deref().map_or(&[][..], |s| s.common_headers());
+                let keep_alive =
+                    respond_taken(&mut tcp, *taken, common, peer, timeouts.write, &shutdown).await;
+                if !keep_alive {
+                    let _ = tcp.shutdown().await;
+                    return;
+                }
+                if buf.is_empty() {
+                    buf = Vec::new();
+                }
+                continue;
+            }
         };
         let keep_alive = Box::pin(respond(
             &mut tcp,
@@ -165,14 +218,15 @@ async fn connection(
 }
 
 /// Reads until `buf` starts with a complete head (or the verdict that hyper
-/// must take over). The deadline starts now for a connection's first
-/// request, else with the request's first byte.
+/// must take over), offered to `shortcut` first. The deadline starts now
+/// for a connection's first request, else with the request's first byte.
 async fn read_head(
     tcp: &mut TcpStream,
     buf: &mut Vec<u8>,
     first: bool,
     limit: Duration,
     shutdown: &CancellationToken,
+    shortcut: Option<(&dyn Shortcut, SocketAddr)>,
 ) -> Head {
     let mut deadline = first.then(|| Instant::now() + limit);
     let mut scanned = 0;
@@ -191,13 +245,8 @@ async fn read_head(
             let line_now = !line_seen && line_end_in(buf, scanned);
             if line_now || head_end_in(buf, scanned) {
                 line_seen = true;
-                match parse_request(buf) {
-                    Parsed::Partial => {}
-                    Parsed::Handoff => return Head::Handoff,
-                    Parsed::Simple(request) => {
-                        buf.drain(..request.head_len.min(buf.len()));
-                        return Head::Simple(request);
-                    }
+                if let Some(head) = parsed_head(buf, shortcut) {
+                    return head;
                 }
             }
             scanned = buf.len();
@@ -233,6 +282,37 @@ async fn read_head(
     }
 }
 
+/// The request at the start of `buf`, taken off it, if its head is
+/// complete: taken by `shortcut`, or as a request for the router.
+fn parsed_head(buf: &mut Vec<u8>, shortcut: Option<(&dyn Shortcut, SocketAddr)>) -> Option<Head> {
+    let mut slots = header_slots();
+    let (head, head_len) = match parse_raw(buf, &mut slots) {
+        RawParsed::Partial => return None,
+        RawParsed::Handoff => return Some(Head::Handoff),
+        RawParsed::Simple(raw) => {
+            let head_len = raw.head_len;
+            let taken = shortcut.and_then(|(s, peer)| s.take(&raw, peer));
+            let head = match taken {
+                Some(answer) => {
+                    let info = RequestInfo {
+                        is_head: raw.method == Method::HEAD,
+                        version: raw.version,
+                        keep_alive: raw.keep_alive,
+                    };
+                    Head::Taken(Box::new(Taken { answer, info }))
+                }
+                None => match raw.into_simple() {
+                    Some(request) => Head::Simple(Box::new(request)),
+                    None => return Some(Head::Handoff),
+                },
+            };
+            (head, head_len)
+        }
+    };
+    buf.drain(..head_len.min(buf.len()));
+    Some(head)
+}
+
 /// Reads what the socket has without waiting. An empty buffer is not
 /// allocated until bytes came (a wake-up with nothing to read, as after
 /// every answer, allocates nothing); a partial head grows it up to
@@ -240,7 +320,7 @@ async fn read_head(
 fn read_some(tcp: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
     if buf.is_empty() {
         let mut first = [0u8; INITIAL_BUFFER];
-        let n = tcp.try_read(&mut first)?;
+        let n = read_draining(tcp, &mut first)?;
         if n == 0 {
             return Ok(0);
         }
@@ -254,6 +334,31 @@ fn read_some(tcp: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
         buf.reserve_exact(grow);
     }
     tcp.try_read_buf(buf)
+}
+
+/// Reads into `dst` what the socket has. A read shorter than `dst` emptied
+/// the socket's receive queue: its read readiness is then cleared as a
+/// `WouldBlock` clears it, so the wait for the next request does not begin
+/// with a read that finds nothing (one `recv` per request fewer; nginx
+/// skips it the same way on epoll). Nothing is missed: readiness from an
+/// event that came after this read began is kept (tokio's readiness
+/// ticks), and so is the peer's close.
+fn read_draining(tcp: &TcpStream, dst: &mut [u8]) -> io::Result<usize> {
+    use std::io::Read;
+    let room = dst.len();
+    let mut short = None;
+    let read = tcp.try_io(tokio::io::Interest::READABLE, || {
+        let n = (&*socket2::SockRef::from(tcp)).read(dst)?;
+        if n > 0 && n < room {
+            short = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match (read, short) {
+        (_, Some(n)) => Ok(n),
+        (read, None) => read,
+    }
 }
 
 /// Answers one simple request through `router`; whether the connection
@@ -313,6 +418,73 @@ async fn respond(
             tracing::debug!(%peer, error = %e, "HTTP response not sent");
             false
         }
+    }
+}
+
+/// Answers a request a [`Shortcut`] took; whether the connection stays
+/// open. Framed and written as the router's answers are.
+async fn respond_taken(
+    tcp: &mut TcpStream,
+    taken: Taken,
+    common: &[(HeaderName, HeaderValue)],
+    peer: SocketAddr,
+    write_timeout: Duration,
+    shutdown: &CancellationToken,
+) -> bool {
+    let Taken { answer, info } = taken;
+    let answer = answer.await;
+    let plan = plan(
+        info,
+        answer.status,
+        HandlerFraming::default(),
+        Some(answer.body.len()),
+        shutdown.is_cancelled(),
+    );
+    let mut head = Vec::with_capacity(384);
+    let lines = answer.header_lines().chain(
+        common
+            .iter()
+            .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())),
+    );
+    encode_head_into(&mut head, answer.status, lines, &plan, Some(&date_now()));
+    let file = answer
+        .file
+        .as_ref()
+        .filter(|r| plan.framing == Framing::Length(r.len));
+    let sent = match file {
+        Some(range) => send_range(tcp, head, range, write_timeout).await,
+        None => {
+            let mut chunks = VecDeque::with_capacity(4);
+            chunks.push_back(Bytes::from(head));
+            if plan.framing != Framing::NoBody {
+                chunks.extend(answer.body.chunks().cloned());
+            }
+            write_chunks(tcp, &mut chunks, write_timeout).await
+        }
+    };
+    match sent {
+        Ok(()) => plan.keep_alive,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "HTTP response not sent");
+            false
+        }
+    }
+}
+
+/// Writes `chunks`, tried once without a timer (the socket usually takes
+/// it all), the rest within `limit`; `write_all_chunks` keeps its progress
+/// in `chunks`.
+async fn write_chunks(
+    tcp: &mut TcpStream,
+    chunks: &mut VecDeque<Bytes>,
+    limit: Duration,
+) -> io::Result<()> {
+    match crate::net::write_all_chunks(tcp, chunks).now_or_never() {
+        Some(done) => done.map(drop),
+        None => tokio::time::timeout(limit, crate::net::write_all_chunks(tcp, chunks))
+            .await
+            .map_err(|_| timed_out())?
+            .map(drop),
     }
 }
 
@@ -403,14 +575,7 @@ async fn send(
             }
         }
         if !chunks.is_empty() {
-            // Tried once without a timer (the socket usually takes it all);
-            // `write_all_chunks` keeps its progress in `chunks`.
-            match crate::net::write_all_chunks(tcp, &mut chunks).now_or_never() {
-                Some(done) => done?,
-                None => tokio::time::timeout(limit, crate::net::write_all_chunks(tcp, &mut chunks))
-                    .await
-                    .map_err(|_| timed_out())??,
-            };
+            write_chunks(tcp, &mut chunks, limit).await?;
         }
         if ended {
             return Ok(());
