@@ -373,11 +373,13 @@ pub fn rtsp_framer(data: &[u8]) -> usize {
 
 /// What an HTTP client sends to the plain HTTP listener's own HTTP/1.1
 /// path (RFC 9112): request heads parsed one after the other (pipelined),
-/// each answered with a response plan and head as the server would, until
-/// one is handed to hyper. Returns the requests answered.
+/// each offered to the HLS shortcut's checks (target, viewer id) and
+/// answered with a response plan and head as the server would, until one
+/// is handed to hyper. Returns the requests answered.
 pub fn http1_request(data: &[u8]) -> usize {
+    use crate::protocol::http1::request::header_slots;
     use crate::protocol::http1::response::RequestInfo;
-    use crate::protocol::http1::{self, Parsed};
+    use crate::protocol::http1::{self, RawParsed};
     let mut rest = data;
     let mut answered = 0;
     // Scanning for the head's end as bytes arrive, as the server does.
@@ -385,7 +387,23 @@ pub fn http1_request(data: &[u8]) -> usize {
         let _ = http1::request::head_end_in(rest, from);
         let _ = http1::request::line_end_in(rest, from);
     }
-    while let Parsed::Simple(request) = http1::parse_request(rest) {
+    loop {
+        let mut slots = header_slots();
+        let RawParsed::Simple(raw) = http1::parse_raw(rest, &mut slots) else {
+            break;
+        };
+        if let Some((path, _, query)) = crate::server::hls_shortcut::hls_target(raw.target) {
+            let _ = crate::egress::hls::viewers::Caller::from_header_values(
+                path,
+                raw.header_values("cookie"),
+                raw.header_values("user-agent").next(),
+                query,
+                None,
+            );
+        }
+        let Some(request) = raw.into_simple() else {
+            break;
+        };
         let info = RequestInfo {
             is_head: request.request.method() == http::Method::HEAD,
             version: request.request.version(),

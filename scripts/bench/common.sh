@@ -18,6 +18,9 @@ cleanup() {
 trap cleanup EXIT
 
 cargo build --release --quiet --bin mediarelay --bin mediarelay-load
+# The server binary measured; SERVER=/path/to/mediarelay measures another
+# build (an A/B comparison) with this tree's load tool and scripts.
+SERVER="${SERVER:-$BIN/mediarelay}"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # ~2 Mbit/s H.264 + AAC, 1280x720 30 fps, keyframe every 2 s (so 2 s HLS

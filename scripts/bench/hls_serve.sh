@@ -37,7 +37,7 @@ NGINX_SENDFILE="${NGINX_SENDFILE:-on}"
 rtmp=$(free_port); http=$(free_port); api=$(free_port)
 MEDIARELAY_LIMITS_CONNECTION_RATE=0 MEDIARELAY_LIMITS_MAX_CONNECTIONS_PER_IP=0 \
   MEDIARELAY_LIMITS_MAX_CONNECTIONS=0 MEDIARELAY_HLS_SEGMENT_COUNT=100 \
-  taskset -c 0 "$BIN/mediarelay" --rtmp-listen "127.0.0.1:$rtmp" \
+  taskset -c 0 "$SERVER" --rtmp-listen "127.0.0.1:$rtmp" \
   --http-listen "127.0.0.1:$http" --api-listen "127.0.0.1:$api" --webrtc-listen "" --webrtc-tcp-listen "" --rtsp-listen "" \
   --log-level warn >"$TMP/mediarelay.log" 2>&1 &
 mr_pid=$!; PIDS+=("$mr_pid")   # taskset execs the server: this is its pid

@@ -41,7 +41,7 @@ start_server() {
   MEDIARELAY_LIMITS_CONNECTION_RATE=0 MEDIARELAY_LIMITS_MAX_CONNECTIONS_PER_IP=0 \
     MEDIARELAY_LIMITS_MAX_CONNECTIONS=0 MEDIARELAY_LIMITS_WEBRTC_POST_RATE=0 \
     MEDIARELAY_LIMITS_API_RATE=0 \
-    taskset -c 0 "$BIN/mediarelay" --rtmp-listen "127.0.0.1:$RTMP" \
+    taskset -c 0 "$SERVER" --rtmp-listen "127.0.0.1:$RTMP" \
     --http-listen "127.0.0.1:$HTTP" --api-listen "127.0.0.1:$api" \
     --webrtc-listen "127.0.0.1:$udp" --webrtc-tcp-listen "" --rtsp-listen "" \
     --log-level warn >>"$TMP/mediarelay.log" 2>&1 &

@@ -47,7 +47,7 @@ mediarelay() {
   # Every player comes from 127.0.0.1: the per-client limits are off.
   MEDIARELAY_LIMITS_CONNECTION_RATE=0 MEDIARELAY_LIMITS_MAX_CONNECTIONS_PER_IP=0 \
     MEDIARELAY_LIMITS_MAX_CONNECTIONS=0 MEDIARELAY_RTMP_MERGE_WRITES="$merge" \
-    taskset -c 0 "$BIN/mediarelay" --rtmp-listen "127.0.0.1:$rtmp" \
+    taskset -c 0 "$SERVER" --rtmp-listen "127.0.0.1:$rtmp" \
     --http-listen "127.0.0.1:$http" --api-listen "127.0.0.1:$api" --webrtc-listen "" --webrtc-tcp-listen "" --rtsp-listen "" \
     --log-level warn >"$TMP/mediarelay.log" 2>&1 &
   pid=$!; PIDS+=("$pid")   # taskset execs the server: this is its pid

@@ -22,8 +22,8 @@ use axum::http::{HeaderName, HeaderValue, header};
 
 use super::h1::Shortcut;
 use super::http::{EXPOSED_HEADERS, HttpState, Route};
-use crate::egress::hls::HlsAnswer;
 use crate::egress::hls::viewers::Caller;
+use crate::egress::hls::{HlsAnswer, HlsFile};
 use crate::gate::Listener;
 use crate::protocol::http1::RawRequest;
 
@@ -63,8 +63,7 @@ impl Shortcut for HlsShortcut {
         request: &RawRequest<'_, '_>,
         peer: SocketAddr,
     ) -> Option<Pin<Box<dyn Future<Output = HlsAnswer> + Send>>> {
-        let (uri_path, query) = origin_form(request.target)?;
-        let (path, file) = Route::of(uri_path).hls_file()?;
+        let (path, file, query) = hls_target(request.target)?;
         let ip = crate::net::canonical_peer(peer).ip();
         let state = &self.state;
         // Refusals (the IP rule) and authorization are the router's.
@@ -93,6 +92,14 @@ impl Shortcut for HlsShortcut {
     fn common_headers(&self) -> &[(HeaderName, HeaderValue)] {
         &self.cors
     }
+}
+
+/// The path name, HLS file and query a request target names, if the
+/// shortcut may take it (see [`origin_form`] and [`Route::hls_file`]).
+pub fn hls_target(target: &str) -> Option<(&str, HlsFile, Option<&str>)> {
+    let (uri_path, query) = origin_form(target)?;
+    let (path, file) = Route::of(uri_path).hls_file()?;
+    Some((path, file, query))
 }
 
 /// The path and query of an origin-form target (RFC 9112 §3.2.1) whose
@@ -158,13 +165,16 @@ mod tests {
 
     #[test]
     fn only_hls_files_below_valid_paths_are_routes_of_the_shortcut() {
-        use crate::egress::hls::HlsFile;
         let hls = |p| Route::of(p).hls_file();
         assert_eq!(
             hls("/live/cam/seg_3.m4s"),
             Some(("live/cam", HlsFile::Segment(3)))
         );
         assert_eq!(hls("//a/index.m3u8"), Some(("a", HlsFile::Playlist)));
+        assert_eq!(
+            hls_target("/a/b/part_1_2.m4s?_HLS_skip=YES"),
+            Some(("a/b", HlsFile::Part(1, 2), Some("_HLS_skip=YES")))
+        );
         for other in [
             "/index.m3u8",
             "/a/whep/index.m3u8",

@@ -213,6 +213,14 @@ impl Viewers {
     pub fn served(&self, caller: &Caller) -> Served {
         let now = Instant::now();
         let mut t = self.lock();
+        // A viewer that presents its own id (every request but its first):
+        // found without copying the id.
+        if let Some(id) = &caller.presented
+            && let Some(v) = t.by_id.get_mut(id)
+            && v.path == caller.path
+        {
+            return visited(v, caller, id, now);
+        }
         // The viewer this request belongs to, if it is known.
         let known = match &caller.presented {
             Some(id) if t.by_id.get(id).is_some_and(|v| v.path == caller.path) => Some(id.clone()),
@@ -265,21 +273,7 @@ impl Viewers {
                 })
             }
         };
-        v.last = now;
-        v.keeps_cookie |= caller.from_cookie;
-        let session = Arc::clone(v.session.arc());
-        // A cookie for a viewer that did not send this one back.
-        let cookie_sent = caller.from_cookie && caller.presented.as_deref() == Some(id.as_str());
-        let set_cookie = (!cookie_sent).then(|| {
-            format!(
-                "{COOKIE}={id}; Path=/{}/; Max-Age=86400; HttpOnly; SameSite=Lax",
-                caller.path
-            )
-        });
-        Served {
-            set_cookie,
-            session,
-        }
+        visited(v, caller, &id, now)
     }
 
     /// Ends the sessions of viewers with no request for `idle`.
@@ -312,6 +306,25 @@ impl Viewers {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Records a request of viewer `id` (`v`) by `caller`.
+fn visited(v: &mut Viewer, caller: &Caller, id: &str, now: Instant) -> Served {
+    v.last = now;
+    v.keeps_cookie |= caller.from_cookie;
+    let session = Arc::clone(v.session.arc());
+    // A cookie for a viewer that did not send this one back.
+    let cookie_sent = caller.from_cookie && caller.presented.as_deref() == Some(id);
+    let set_cookie = (!cookie_sent).then(|| {
+        format!(
+            "{COOKIE}={id}; Path=/{}/; Max-Age=86400; HttpOnly; SameSite=Lax",
+            caller.path
+        )
+    });
+    Served {
+        set_cookie,
+        session,
     }
 }
 

@@ -202,7 +202,9 @@ pub fn wants_keep_alive<'a>(version: Version, connection: impl Iterator<Item = &
 pub fn head_end_in(buf: &[u8], from: usize) -> bool {
     let start = from.saturating_sub(2).min(buf.len());
     let tail = buf.get(start..).unwrap_or_default();
-    tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
+    tail.iter().enumerate().any(|(i, &b)| {
+        b == b'\n' && matches!(tail.get(i + 1..), Some([b'\n', ..] | [b'\r', b'\n', ..]))
+    })
 }
 
 /// Whether `buf` (the bytes of a head so far) may still become a request:

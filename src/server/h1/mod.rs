@@ -1,16 +1,17 @@
 //! The plain HTTP listener's connections: a lean HTTP/1.1 path for the
 //! requests HLS viewers make, and hyper for everything else.
 //!
-//! Each connection is read into a small buffer (1 KiB, growing to at most
-//! [`MAX_HEAD`]) only while a request head arrives; between requests it
+//! A request head that arrives in one read (1 KiB) is parsed where it was
+//! read, on the stack; one that does not is gathered in a buffer (growing
+//! to at most [`MAX_HEAD`]) while it arrives. Between requests a connection
 //! holds no buffer, so an idle keep-alive connection costs its task and its
 //! socket. A `GET` or `HEAD` without a body ([`protocol::http1`]) is served
 //! here: a [`Shortcut`] may take it (HLS files: [`super::hls_shortcut`]),
 //! else the same axum `Router` answers it as a tower service (the same
 //! middleware, auth and handlers as through hyper); the response head and
 //! the body's shared `Bytes` go out in vectored writes, with nothing copied
-//! in between, or the head and then a memory file's pages (`sendfile`). Any other request, and HTTP/2 with prior knowledge,
-//! hands the connection to hyper-util's server (HTTP/1.1 and HTTP/2, as
+//! in between, or the head and then a memory file's pages (`sendfile`).
+//! Any other request, and HTTP/2 with prior knowledge, hands the connection to hyper-util's server (HTTP/1.1 and HTTP/2, as
 //! `axum::serve` does), the bytes already read replayed first
 //! ([`Rewind`]); from then on hyper owns it. A connection may be served
 //! here for its first requests and handed over at a later one.
@@ -172,7 +173,7 @@ async fn connection(
         )
         .await;
         first = false;
-        let request = match head {
+        let keep_alive = match head {
             Head::Closed => return,
             Head::TooLarge => {
                 Box::pin(refuse(tcp, TOO_LARGE)).await;
@@ -182,30 +183,30 @@ async fn connection(
                 Box::pin(hand_off(tcp, buf, peer, router, shutdown, timeouts.header)).await;
                 return;
             }
-            Head::Simple(request) => request,
+            Head::Simple(request) => {
+                Box::pin(respond(
+                    &mut tcp,
+                    request,
+                    &router,
+                    peer,
+                    timeouts.write,
+                    &shutdown,
+                ))
+                .await
+            }
             Head::Taken(taken) => {
                 let common = shortcut.as_deref().map_or(&[][..], |s| s.common_headers());
-                let keep_alive =
-                    respond_taken(&mut tcp, *taken, common, peer, timeouts.write, &shutdown).await;
-                if !keep_alive {
-                    let _ = tcp.shutdown().await;
-                    return;
-                }
-                if buf.is_empty() {
-                    buf = Vec::new();
-                }
-                continue;
+                Box::pin(respond_taken(
+                    &mut tcp,
+                    *taken,
+                    common,
+                    peer,
+                    timeouts.write,
+                    &shutdown,
+                ))
+                .await
             }
         };
-        let keep_alive = Box::pin(respond(
-            &mut tcp,
-            request,
-            &router,
-            peer,
-            timeouts.write,
-            &shutdown,
-        ))
-        .await;
         if !keep_alive {
             let _ = tcp.shutdown().await;
             return;
@@ -245,7 +246,8 @@ async fn read_head(
             let line_now = !line_seen && line_end_in(buf, scanned);
             if line_now || head_end_in(buf, scanned) {
                 line_seen = true;
-                if let Some(head) = parsed_head(buf, shortcut) {
+                if let Some((head, len)) = parsed_head(buf, shortcut) {
+                    buf.drain(..len.min(buf.len()));
                     return head;
                 }
             }
@@ -273,7 +275,29 @@ async fn read_head(
                 return Head::Closed;
             }
         }
-        match read_some(tcp, buf) {
+        if buf.is_empty() {
+            // A request that arrives in one read is parsed where it was
+            // read (once: httparse tells a partial head): the connection
+            // allocates no buffer for it. Anything else is gathered below.
+            let mut first = [0u8; INITIAL_BUFFER];
+            let got = match read_draining(tcp, &mut first) {
+                Ok(0) => return Head::Closed,
+                Ok(n) => first.get(..n).unwrap_or_default(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(_) => return Head::Closed,
+            };
+            if let Some((head, len)) = parsed_head(got, shortcut)
+                && !matches!(head, Head::Handoff)
+            {
+                // Pipelined bytes after it wait in the buffer.
+                buf.extend_from_slice(got.get(len..).unwrap_or_default());
+                return head;
+            }
+            buf.reserve_exact(INITIAL_BUFFER);
+            buf.extend_from_slice(got);
+            continue;
+        }
+        match read_more(tcp, buf) {
             Ok(0) => return Head::Closed,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -282,53 +306,39 @@ async fn read_head(
     }
 }
 
-/// The request at the start of `buf`, taken off it, if its head is
-/// complete: taken by `shortcut`, or as a request for the router.
-fn parsed_head(buf: &mut Vec<u8>, shortcut: Option<(&dyn Shortcut, SocketAddr)>) -> Option<Head> {
+/// The request at the start of `bytes` and its head's length, if its head
+/// is complete: taken by `shortcut`, or as a request for the router (or
+/// hyper's, with length 0: every byte read is hyper's to read again).
+fn parsed_head(
+    bytes: &[u8],
+    shortcut: Option<(&dyn Shortcut, SocketAddr)>,
+) -> Option<(Head, usize)> {
     let mut slots = header_slots();
-    let (head, head_len) = match parse_raw(buf, &mut slots) {
+    let raw = match parse_raw(bytes, &mut slots) {
         RawParsed::Partial => return None,
-        RawParsed::Handoff => return Some(Head::Handoff),
-        RawParsed::Simple(raw) => {
-            let head_len = raw.head_len;
-            let taken = shortcut.and_then(|(s, peer)| s.take(&raw, peer));
-            let head = match taken {
-                Some(answer) => {
-                    let info = RequestInfo {
-                        is_head: raw.method == Method::HEAD,
-                        version: raw.version,
-                        keep_alive: raw.keep_alive,
-                    };
-                    Head::Taken(Box::new(Taken { answer, info }))
-                }
-                None => match raw.into_simple() {
-                    Some(request) => Head::Simple(Box::new(request)),
-                    None => return Some(Head::Handoff),
-                },
-            };
-            (head, head_len)
-        }
+        RawParsed::Handoff => return Some((Head::Handoff, 0)),
+        RawParsed::Simple(raw) => raw,
     };
-    buf.drain(..head_len.min(buf.len()));
-    Some(head)
+    let head_len = raw.head_len;
+    let head = match shortcut.and_then(|(s, peer)| s.take(&raw, peer)) {
+        Some(answer) => {
+            let info = RequestInfo {
+                is_head: raw.method == Method::HEAD,
+                version: raw.version,
+                keep_alive: raw.keep_alive,
+            };
+            Head::Taken(Box::new(Taken { answer, info }))
+        }
+        None => match raw.into_simple() {
+            Some(request) => Head::Simple(Box::new(request)),
+            None => return Some((Head::Handoff, 0)),
+        },
+    };
+    Some((head, head_len))
 }
 
-/// Reads what the socket has without waiting. An empty buffer is not
-/// allocated until bytes came (a wake-up with nothing to read, as after
-/// every answer, allocates nothing); a partial head grows it up to
-/// [`MAX_HEAD`].
-fn read_some(tcp: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
-    if buf.is_empty() {
-        let mut first = [0u8; INITIAL_BUFFER];
-        let n = read_draining(tcp, &mut first)?;
-        if n == 0 {
-            return Ok(0);
-        }
-        let got = first.get(..n).unwrap_or_default();
-        buf.reserve_exact(INITIAL_BUFFER.max(n));
-        buf.extend_from_slice(got);
-        return Ok(n);
-    }
+/// Reads more of a head begun in `buf`, growing it up to [`MAX_HEAD`].
+fn read_more(tcp: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
     if buf.len() == buf.capacity() {
         let grow = buf.len().max(INITIAL_BUFFER).min(MAX_HEAD - buf.len());
         buf.reserve_exact(grow);
