@@ -72,6 +72,15 @@ fn get(target: &str, extra: &str) -> String {
     format!("GET {target} HTTP/1.1\r\nHost: test\r\n{extra}\r\n")
 }
 
+/// The init segment a playlist names (`EXT-X-MAP`).
+fn map_uri(playlist: &str) -> String {
+    let after = playlist
+        .split("#EXT-X-MAP:URI=\"")
+        .nth(1)
+        .expect("EXT-X-MAP");
+    after.split('"').next().unwrap().to_string()
+}
+
 fn scratch(name: &str) -> String {
     std::env::temp_dir()
         .join(format!("mediarelay-h1-{}-{name}", std::process::id()))
@@ -95,14 +104,7 @@ async fn real_clients_get_hls_over_one_connection_http_1_0_head_and_h2() {
         .find(|l| l.starts_with("seg_"))
         .unwrap()
         .to_string();
-    let init = playlist
-        .split("#EXT-X-MAP:URI=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
+    let init = map_uri(&playlist);
 
     // Three requests, one connection: curl connects once.
     let (f1, f2, f3) = (scratch("1"), scratch("2"), scratch("3"));
@@ -425,13 +427,7 @@ async fn the_hls_shortcut_answers_what_the_router_answers() {
     .await;
     let seg = playlist.lines().find(|l| l.starts_with("seg_")).unwrap();
     let msn = seg.trim_start_matches("seg_").trim_end_matches(".m4s");
-    let init = playlist
-        .split("#EXT-X-MAP:URI=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap();
+    let init = map_uri(&playlist);
     let viewer = "Cookie: other=1; mediarelay_hls=0123456789abcdef0123456789abcdef\r\n";
     let base = "/live/short";
     let cases: Vec<(&str, String, &str, u16)> = vec![

@@ -422,13 +422,7 @@ async fn respond(
         }
         None => send(tcp, head, body, plan.framing, write_timeout).await,
     };
-    match sent {
-        Ok(()) => plan.keep_alive,
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "HTTP response not sent");
-            false
-        }
-    }
+    kept_open(sent, plan.keep_alive, peer)
 }
 
 /// Answers a request a [`Shortcut`] took; whether the connection stays
@@ -472,8 +466,13 @@ async fn respond_taken(
             write_chunks(tcp, &mut chunks, write_timeout).await
         }
     };
+    kept_open(sent, plan.keep_alive, peer)
+}
+
+/// Whether the connection stays open after an answer was `sent` (or not).
+fn kept_open(sent: io::Result<()>, keep_alive: bool, peer: SocketAddr) -> bool {
     match sent {
-        Ok(()) => plan.keep_alive,
+        Ok(()) => keep_alive,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "HTTP response not sent");
             false
