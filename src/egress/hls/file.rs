@@ -45,14 +45,22 @@ pub struct SegmentFile {
     len: u64,
     /// Every part so far is in the file.
     whole: bool,
+    /// The count of live files this one is in.
+    alive: &'static AtomicUsize,
 }
 
 impl SegmentFile {
     /// A new, empty segment file; `None` if [`MAX_FILES`] are alive or the
     /// system gives none (logged).
     pub fn create() -> Option<SegmentFile> {
-        if FILES.fetch_add(1, Ordering::Relaxed) >= MAX_FILES {
-            FILES.fetch_sub(1, Ordering::Relaxed);
+        Self::create_counted(&FILES, MAX_FILES)
+    }
+
+    /// [`SegmentFile::create`] with `alive` counting the live files, at
+    /// most `cap` of them.
+    fn create_counted(alive: &'static AtomicUsize, cap: usize) -> Option<SegmentFile> {
+        if alive.fetch_add(1, Ordering::Relaxed) >= cap {
+            alive.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
         match memory_file() {
@@ -60,9 +68,10 @@ impl SegmentFile {
                 file: Arc::new(file),
                 len: 0,
                 whole: true,
+                alive,
             }),
             Err(e) => {
-                FILES.fetch_sub(1, Ordering::Relaxed);
+                alive.fetch_sub(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, "no memory file for an HLS segment: sent by copy");
                 None
             }
@@ -101,7 +110,7 @@ impl SegmentFile {
 
 impl Drop for SegmentFile {
     fn drop(&mut self) {
-        FILES.fetch_sub(1, Ordering::Relaxed);
+        self.alive.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -124,5 +133,28 @@ mod tests {
         assert_eq!(read(&a), b"first part");
         assert_eq!(read(&b), b"second");
         assert_eq!(read(&f.whole().unwrap()), b"first partsecond");
+    }
+
+    #[test]
+    fn past_the_cap_segments_get_no_file_until_one_goes() {
+        static ALIVE: AtomicUsize = AtomicUsize::new(0);
+        let mut held: Vec<SegmentFile> =
+            std::iter::from_fn(|| SegmentFile::create_counted(&ALIVE, 3))
+                .take(10)
+                .collect();
+        assert_eq!(held.len(), 3, "three files, then none");
+        assert_eq!(ALIVE.load(Ordering::Relaxed), 3);
+        assert!(SegmentFile::create_counted(&ALIVE, 3).is_none());
+        held.pop();
+        assert_eq!(
+            ALIVE.load(Ordering::Relaxed),
+            2,
+            "a dropped file is uncounted"
+        );
+        let again = SegmentFile::create_counted(&ALIVE, 3).expect("a free slot");
+        assert!(again.whole().is_some());
+        drop(held);
+        drop(again);
+        assert_eq!(ALIVE.load(Ordering::Relaxed), 0);
     }
 }
