@@ -11,7 +11,8 @@
 //!
 //! Why: serving a part is a few microseconds of work; the router path
 //! spent more than that in tower services, header maps and allocations
-//! (see BENCHMARKS.md, HLS serving).
+//! (BENCHMARKS.md, "Fourth session": 44 935 user-space instructions per
+//! request before, 15 244 after).
 
 use std::future::Future;
 use std::net::SocketAddr;
