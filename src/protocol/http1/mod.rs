@@ -4,9 +4,9 @@
 //! over.
 //!
 //! - [`request`]: a request head (RFC 9112 §2–§5) parsed with `httparse`
-//!   into an `http::Request<()>`, or the verdict that the request needs the
-//!   full server ([`Parsed::Handoff`]); where a head ends
-//!   ([`request::head_end_in`]).
+//!   into a borrowed [`RawRequest`] (and from it an `http::Request<()>`),
+//!   or the verdict that the request needs the full server
+//!   ([`RawParsed::Handoff`]); where a head ends ([`request::head_end_in`]).
 //! - [`response`]: how a response is framed (RFC 9112 §6: `Content-Length`,
 //!   `chunked`, or the end of the connection), whether the connection
 //!   stays open (RFC 9112 §9.3), and the response head's bytes.
@@ -28,7 +28,7 @@ pub mod date;
 pub mod request;
 pub mod response;
 
-pub use request::{Parsed, RawParsed, RawRequest, SimpleRequest, parse_raw, parse_request};
+pub use request::{RawParsed, RawRequest, SimpleRequest, parse_raw};
 pub use response::{
     Framing, HandlerFraming, ResponsePlan, encode_head, encode_head_into, plan, plan_response,
 };

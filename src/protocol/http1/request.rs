@@ -1,28 +1,14 @@
-//! Request heads (RFC 9112 §2–§5): a `GET` or `HEAD` without a body becomes
-//! an `http::Request<()>`; anything this module does not answer itself is
-//! [`Parsed::Handoff`], for a full HTTP server to read again from its first
-//! byte.
+//! Request heads (RFC 9112 §2–§5): a `GET` or `HEAD` without a body is a
+//! [`RawRequest`] borrowed from the read buffer (and, for a router, an
+//! `http::Request<()>` made from it); anything this module does not answer
+//! itself is [`RawParsed::Handoff`], for a full HTTP server to read again
+//! from its first byte.
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
 /// Header lines parsed at most; a head with more is handed off (the full
 /// server decides: it allows more, or answers 431).
 pub const MAX_HEADERS: usize = 64;
-
-/// What a buffer holding the start of a request is.
-#[derive(Debug)]
-pub enum Parsed {
-    /// The head is not complete yet.
-    Partial,
-    /// A request answered without the full server (boxed: the verdicts
-    /// stay small where they are held across an await).
-    Simple(Box<SimpleRequest>),
-    /// Anything else: another method, a body, `Upgrade`, `Expect`, HTTP/2's
-    /// preface (RFC 9113 §3.4), or bytes this parser is not sure of. The full
-    /// server reads the connection from the request's first byte, and
-    /// answers malformed requests itself (400, 431, 414).
-    Handoff,
-}
 
 /// A `GET` or `HEAD` request with no body.
 #[derive(Debug)]
@@ -58,11 +44,17 @@ pub struct RawRequest<'b, 'h> {
     pub keep_alive: bool,
 }
 
-/// [`parse_raw`]'s verdict, as [`Parsed`]'s.
+/// What a buffer holding the start of a request is ([`parse_raw`]).
 #[derive(Debug)]
 pub enum RawParsed<'b, 'h> {
+    /// The head is not complete yet.
     Partial,
+    /// A request answered without the full server.
     Simple(RawRequest<'b, 'h>),
+    /// Anything else: another method, a body, `Upgrade`, `Expect`, HTTP/2's
+    /// preface (RFC 9113 §3.4), or bytes this parser is not sure of. The full
+    /// server reads the connection from the request's first byte, and
+    /// answers malformed requests itself (400, 431, 414).
     Handoff,
 }
 
@@ -137,20 +129,6 @@ impl RawRequest<'_, '_> {
             head_len: self.head_len,
             keep_alive: self.keep_alive,
         })
-    }
-}
-
-/// Parses the request at the start of `buf` (RFC 9112 §2.2: empty lines
-/// before the request line are skipped).
-pub fn parse_request(buf: &[u8]) -> Parsed {
-    let mut slots = header_slots();
-    match parse_raw(buf, &mut slots) {
-        RawParsed::Partial => Parsed::Partial,
-        RawParsed::Handoff => Parsed::Handoff,
-        RawParsed::Simple(raw) => match raw.into_simple() {
-            Some(simple) => Parsed::Simple(Box::new(simple)),
-            None => Parsed::Handoff,
-        },
     }
 }
 
@@ -257,14 +235,20 @@ mod tests {
     use super::*;
 
     fn simple(buf: &[u8]) -> SimpleRequest {
-        match parse_request(buf) {
-            Parsed::Simple(s) => *s,
+        let mut slots = header_slots();
+        match parse_raw(buf, &mut slots) {
+            RawParsed::Simple(raw) => raw.into_simple().expect("a valid URI"),
             other => panic!("not simple: {other:?}"),
         }
     }
 
     fn is_handoff(buf: &[u8]) -> bool {
-        matches!(parse_request(buf), Parsed::Handoff)
+        let mut slots = header_slots();
+        match parse_raw(buf, &mut slots) {
+            RawParsed::Handoff => true,
+            RawParsed::Simple(raw) => raw.into_simple().is_none(),
+            RawParsed::Partial => false,
+        }
     }
 
     #[test]
@@ -309,7 +293,10 @@ mod tests {
         let full = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
         for n in 0..full.len() {
             assert!(
-                matches!(parse_request(&full[..n]), Parsed::Partial),
+                matches!(
+                    parse_raw(&full[..n], &mut header_slots()),
+                    RawParsed::Partial
+                ),
                 "{n} bytes"
             );
         }

@@ -147,7 +147,8 @@ enum Head {
     /// The request needs hyper; the buffer holds every byte read.
     Handoff,
     Simple(Box<SimpleRequest>),
-    Taken(Box<Taken>),
+    /// Its answer is boxed already.
+    Taken(Taken),
 }
 
 /// One connection, request after request. The request's work is boxed, so
@@ -198,7 +199,7 @@ async fn connection(
                 let common = shortcut.as_deref().map_or(&[][..], |s| s.common_headers());
                 Box::pin(respond_taken(
                     &mut tcp,
-                    *taken,
+                    taken,
                     common,
                     peer,
                     timeouts.write,
@@ -327,7 +328,7 @@ fn parsed_head(
                 version: raw.version,
                 keep_alive: raw.keep_alive,
             };
-            Head::Taken(Box::new(Taken { answer, info }))
+            Head::Taken(Taken { answer, info })
         }
         None => match raw.into_simple() {
             Some(request) => Head::Simple(Box::new(request)),
