@@ -249,41 +249,24 @@ impl Engine {
     }
 
     /// Sends datagrams to one peer over UDP, as many per system call as the
-    /// kernel takes ([`udp_batch::send_batch`]); a full socket buffer drops
-    /// the rest (UDP). If batching fails otherwise, the remaining datagrams
-    /// go one by one, so one bad datagram costs only itself.
+    /// kernel takes ([`udp_batch::send_batch`]); what a failed batch means
+    /// (a full socket buffer, no segmentation offload, a bad datagram) is
+    /// [`udp_batch::send_all`]'s to decide.
     pub(crate) fn send_many(&self, destination: SocketAddr, datagrams: &[Vec<u8>]) {
         let Some(socket) = &self.socket else {
             return;
         };
         let to = self.socket_addr(destination);
-        let mut rest = datagrams;
-        let mut gso = self.gso.load(Ordering::Relaxed);
-        while !rest.is_empty() {
-            match socket.try_io(Interest::WRITABLE, || {
-                udp_batch::send_batch(&**socket, to, rest, gso)
-            }) {
-                Ok(n) => rest = rest.get(n.max(1)..).unwrap_or_default(),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                // Segmentation offload refused: by the device (`EIO`: no
-                // checksum offload; never again) or for this batch (e.g. a
-                // datagram above the path MTU): the same without it.
-                Err(e) if gso => {
-                    if e.raw_os_error() == Some(libc::EIO) {
-                        self.gso.store(false, Ordering::Relaxed);
-                        tracing::info!(error = %e, "UDP segmentation offload unavailable; WebRTC sends without it");
-                    }
-                    gso = false;
-                }
-                Err(e) => {
-                    tracing::trace!(error = %e, %destination, "WebRTC batch send failed; sending one by one");
-                    for d in rest {
-                        self.send(destination, d);
-                    }
-                    return;
-                }
-            }
-        }
+        udp_batch::send_all(
+            datagrams,
+            &self.gso,
+            |rest, gso| {
+                socket.try_io(Interest::WRITABLE, || {
+                    udp_batch::send_batch(&**socket, to, rest, gso)
+                })
+            },
+            |d| self.send(destination, d),
+        );
     }
 
     /// The address to send to on this socket: IPv4 peers as IPv4-mapped

@@ -15,6 +15,7 @@
 //! receiver sees the same datagrams either way.
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Most datagrams handed to the kernel in one call (and kept in an outbox
 /// before it is flushed).
@@ -123,6 +124,50 @@ pub(crate) fn gso_supported(fd: &impl std::os::fd::AsFd) -> bool {
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn gso_supported(_fd: &impl std::os::fd::AsFd) -> bool {
     false
+}
+
+/// Sends `datagrams` (all to one peer) in batches through `batch` — a
+/// [`send_batch`] bound to a socket and destination — and decides what a
+/// failed batch means; sans-IO, so every failure path is tested without a
+/// device that fails:
+///
+/// - `WouldBlock`: the socket buffer is full; the rest are dropped, as UDP
+///   drops them.
+/// - Any error with segmentation offload on: the same batch again without
+///   it. `EIO` means the device cannot checksum segments (udp(7)), so
+///   `gso` is cleared for good (for every later call too); other errors
+///   (e.g. `EMSGSIZE` for one datagram above the path MTU) concern this
+///   batch only.
+/// - Any error without it: the rest go one by one through `one`, so a bad
+///   datagram costs only itself.
+pub(crate) fn send_all(
+    datagrams: &[Vec<u8>],
+    gso: &AtomicBool,
+    mut batch: impl FnMut(&[Vec<u8>], bool) -> io::Result<usize>,
+    mut one: impl FnMut(&[u8]),
+) {
+    let mut rest = datagrams;
+    let mut segment = gso.load(Ordering::Relaxed);
+    while !rest.is_empty() {
+        match batch(rest, segment) {
+            Ok(n) => rest = rest.get(n.max(1)..).unwrap_or_default(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if segment => {
+                if e.raw_os_error() == Some(libc::EIO) {
+                    gso.store(false, Ordering::Relaxed);
+                    tracing::info!(error = %e, "UDP segmentation offload unavailable; WebRTC sends without it");
+                }
+                segment = false;
+            }
+            Err(e) => {
+                tracing::trace!(error = %e, "WebRTC batch send failed; sending one by one");
+                for d in rest {
+                    one(d);
+                }
+                return;
+            }
+        }
+    }
 }
 
 /// Room for one control message carrying a `u16` (`CMSG_SPACE(2)` is 24
@@ -258,6 +303,98 @@ mod tests {
         );
         assert_eq!(flushed[0].1, vec![vec![1], vec![2]], "in order");
         assert_eq!(flushed[3].1, vec![vec![MAX_BATCH as u8]]);
+    }
+
+    /// A batch sender that records what it was asked and answers from a
+    /// script: `Ok(n)` takes n datagrams, an error takes none.
+    struct ScriptedBatch {
+        answers: Vec<io::Result<usize>>,
+        calls: Vec<(Vec<u8>, bool)>,
+    }
+
+    impl ScriptedBatch {
+        fn new(answers: Vec<io::Result<usize>>) -> Self {
+            ScriptedBatch {
+                answers,
+                calls: Vec::new(),
+            }
+        }
+
+        /// The first byte of each datagram offered, and whether with offload.
+        fn call(&mut self, d: &[Vec<u8>], gso: bool) -> io::Result<usize> {
+            self.calls.push((d.iter().map(|d| d[0]).collect(), gso));
+            if self.answers.is_empty() {
+                Ok(d.len())
+            } else {
+                self.answers.remove(0)
+            }
+        }
+    }
+
+    fn five() -> Vec<Vec<u8>> {
+        (0..5).map(|i| vec![i; 10]).collect()
+    }
+
+    #[test]
+    fn a_device_without_segmentation_offload_turns_it_off_for_good() {
+        let gso = AtomicBool::new(true);
+        let mut b = ScriptedBatch::new(vec![Err(io::Error::from_raw_os_error(libc::EIO))]);
+        let mut singles = 0;
+        send_all(&five(), &gso, |d, g| b.call(d, g), |_| singles += 1);
+        assert_eq!(
+            b.calls,
+            vec![(vec![0, 1, 2, 3, 4], true), (vec![0, 1, 2, 3, 4], false)]
+        );
+        assert!(!gso.load(Ordering::Relaxed), "cleared for every later send");
+        assert_eq!(singles, 0);
+        // The next send does not try it again.
+        let mut b = ScriptedBatch::new(vec![]);
+        send_all(&five(), &gso, |d, g| b.call(d, g), |_| singles += 1);
+        assert_eq!(b.calls, vec![(vec![0, 1, 2, 3, 4], false)]);
+    }
+
+    #[test]
+    fn another_offload_error_concerns_only_that_batch() {
+        let gso = AtomicBool::new(true);
+        // Two taken with offload, then EMSGSIZE, then the rest without it.
+        let mut b = ScriptedBatch::new(vec![
+            Ok(2),
+            Err(io::Error::from_raw_os_error(libc::EMSGSIZE)),
+        ]);
+        let mut singles = 0;
+        send_all(&five(), &gso, |d, g| b.call(d, g), |_| singles += 1);
+        assert_eq!(
+            b.calls,
+            vec![
+                (vec![0, 1, 2, 3, 4], true),
+                (vec![2, 3, 4], true),
+                (vec![2, 3, 4], false)
+            ]
+        );
+        assert!(gso.load(Ordering::Relaxed), "kept for the next send");
+        assert_eq!(singles, 0);
+    }
+
+    #[test]
+    fn a_full_socket_drops_the_rest_and_other_errors_send_one_by_one() {
+        let gso = AtomicBool::new(false);
+        let mut b = ScriptedBatch::new(vec![Ok(1), Err(io::ErrorKind::WouldBlock.into())]);
+        let mut singles = Vec::new();
+        send_all(&five(), &gso, |d, g| b.call(d, g), |d| singles.push(d[0]));
+        assert_eq!(b.calls.len(), 2);
+        assert!(singles.is_empty(), "dropped, as UDP drops them");
+
+        let mut b = ScriptedBatch::new(vec![Ok(2), Err(io::Error::from_raw_os_error(libc::EPERM))]);
+        send_all(&five(), &gso, |d, g| b.call(d, g), |d| singles.push(d[0]));
+        assert_eq!(
+            b.calls,
+            vec![(vec![0, 1, 2, 3, 4], false), (vec![2, 3, 4], false)]
+        );
+        assert_eq!(
+            singles,
+            vec![2, 3, 4],
+            "the rest, each on its own, in order"
+        );
     }
 
     /// A sender, a receiver with a read timeout, and the receiver's address.
