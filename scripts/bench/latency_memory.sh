@@ -12,7 +12,8 @@
 # Environment (defaults in brackets):
 #   SECONDS_PER_RUN [20]        how long viewers watch in every run
 #   LATENCY_VIEWERS [10]        (a)+(b): viewers of each protocol, all WHEP ones decoding
-#   MEMORY_VIEWERS [200]        (c): viewers of one protocol per run
+#   MEMORY_VIEWERS [200]        (c): viewers of one protocol per run (WHEP also
+#                               half as many: the slope is one more viewer's cost)
 #   MEMORY_WARMUP [20]          (c): seconds of publishing before viewers come
 #                               (fills the GOP cache and the 7-segment HLS window)
 #   WHEP_COUNTS ["50 100 200 400 800"]  (d): WHEP viewers per run; stops after the
@@ -71,6 +72,8 @@ row("server", "", "server_cpu_seconds", s["server_cpu_seconds"])
 row("load", "", "load_cpu_seconds", s["load_cpu_seconds"])
 row("server", "", "rss_base_bytes", s["server_rss_base_bytes"])
 row("server", "", "rss_end_bytes", s["server_rss_end_bytes"])
+row("server", "", "rss_anon_base_bytes", s.get("server_rss_anon_base_bytes"))
+row("server", "", "rss_anon_end_bytes", s.get("server_rss_anon_end_bytes"))
 row("server", "", "rss_max_bytes", s["server_rss_max_bytes"])
 for p in ("rtmp", "hls", "whep"):
     v = s[p]
@@ -101,6 +104,11 @@ load latency_rtmp_only --rtmp-players "$n"
 load memory_rtmp --warmup "$MEMORY_WARMUP" --rtmp-players "$MEMORY_VIEWERS"
 load memory_hls --warmup "$MEMORY_WARMUP" --hls-viewers "$MEMORY_VIEWERS"
 load memory_whep --warmup "$MEMORY_WARMUP" --whep-viewers "$MEMORY_VIEWERS" --whep-decode 5
+# Half as many: what one more viewer costs is the slope between the two
+# runs; the per-viewer figure of one run also carries what the first
+# viewer brings once (pages of code run for the first time, the path's
+# Opus transcoder and shared RTP packets), spread over the viewers.
+load memory_whep_half --warmup "$MEMORY_WARMUP" --whep-viewers "$((MEMORY_VIEWERS / 2))" --whep-decode 5
 
 # (d) WHEP viewers until the server saturates: its core busy ≥ 95 %, or
 # viewers getting under 90 % of the source's bitrate in the second half of
@@ -148,16 +156,28 @@ for run, p in [("latency", "rtmp"), ("latency", "hls"), ("latency", "whep"), ("l
 print()
 print("### Memory per viewer (server RSS after the viewing window − before viewers came)")
 print()
-print("| protocol | viewers | RSS before MiB | RSS after MiB | RSS max MiB | KiB per viewer | viewers with media | kbit/s per viewer |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-for p in ("rtmp", "hls", "whep"):
-    run = "memory_" + p
+print("RSS: all resident pages; anon: without the pages of the binary and its libraries.")
+print()
+print("| protocol | viewers | RSS before MiB | RSS after MiB | RSS max MiB | KiB per viewer | anon KiB per viewer | viewers with media | kbit/s per viewer |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+def grown(run, key):
+    b, e = g(run, "server", key + "_base_bytes"), g(run, "server", key + "_end_bytes")
+    return None if b is None or e is None else e - b
+for p, run in (("rtmp", "memory_rtmp"), ("hls", "memory_hls"), ("whep", "memory_whep_half"), ("whep", "memory_whep")):
     if (run, p) not in v:
         continue
     n = int(v[(run, p)]["viewers"])
     base, end, mx = g(run, "server", "rss_base_bytes"), g(run, "server", "rss_end_bytes"), g(run, "server", "rss_max_bytes")
+    anon = grown(run, "rss_anon")
     print(f'| {p} | {n} | {base / 2**20:.1f} | {end / 2**20:.1f} | {mx / 2**20:.1f} | '
-          f'{(end - base) / n / 1024:.1f} | {g(run, p, "with_media"):.0f}/{n} | {g(run, p, "kbit_s_per_viewer"):.0f} |')
+          f'{(end - base) / n / 1024:.1f} | {f(None if anon is None else anon / n / 1024)} | '
+          f'{g(run, p, "with_media"):.0f}/{n} | {g(run, p, "kbit_s_per_viewer"):.0f} |')
+if ("memory_whep", "whep") in v and ("memory_whep_half", "whep") in v:
+    n1, n2 = int(v[("memory_whep_half", "whep")]["viewers"]), int(v[("memory_whep", "whep")]["viewers"])
+    for key, what in (("rss", "RSS"), ("rss_anon", "anon")):
+        a, b = grown("memory_whep_half", key), grown("memory_whep", key)
+        if a is not None and b is not None and n2 > n1:
+            print(f"\nWHEP, one more viewer ({what}, slope between {n1} and {n2} viewers): {(b - a) / (n2 - n1) / 1024:.1f} KiB")
 print()
 print("### WHEP egress until the server's core saturates")
 print()

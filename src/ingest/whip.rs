@@ -173,7 +173,7 @@ impl WhipServer {
 }
 
 async fn receive(
-    mut session: Session,
+    mut session: Box<Session>,
     mut publisher: Publisher,
     mut ingest: Ingest,
     cancel: CancellationToken,

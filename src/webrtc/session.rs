@@ -28,7 +28,7 @@ pub enum SessionEvent {
 pub struct Session {
     id: u64,
     pub rtc: Rtc,
-    rx: mpsc::Receiver<Datagram>,
+    rx: mpsc::Receiver<Box<Datagram>>,
     engine: Arc<Engine>,
     next_timeout: Instant,
     closed: bool,
@@ -40,7 +40,7 @@ impl Session {
     pub(crate) fn new(
         id: u64,
         rtc: Rtc,
-        rx: mpsc::Receiver<Datagram>,
+        rx: mpsc::Receiver<Box<Datagram>>,
         engine: Arc<Engine>,
     ) -> Self {
         Session {

@@ -35,7 +35,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use latency::Latencies;
-use stats::{ViewerStats, proc_cpu_seconds, proc_rss_bytes, summarize, summarize_whep, total};
+use stats::{
+    ViewerStats, proc_cpu_seconds, proc_rss_anon_bytes, proc_rss_bytes, summarize, summarize_whep,
+    total,
+};
 
 #[derive(Parser, Debug, Clone)]
 #[command(version, about = "Load and latency driver for a mediarelay server")]
@@ -151,6 +154,7 @@ async fn run(args: Args) -> ExitCode {
         tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     }
     let rss_base = args.server_pid.and_then(proc_rss_bytes);
+    let rss_anon_base = args.server_pid.and_then(proc_rss_anon_bytes);
     let start = Instant::now();
     let watch_until = start + Duration::from_secs(args.seconds);
     let probes = Arc::new(Probes::default());
@@ -231,6 +235,7 @@ async fn run(args: Args) -> ExitCode {
         (total(&rtmp), total(&hls), total(&whep));
     let mut rss_max = 0u64;
     let mut rss_last = 0u64;
+    let mut rss_anon_last = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     // Bytes at half time: the rate of the second half is the steady one
@@ -249,6 +254,7 @@ async fn run(args: Args) -> ExitCode {
         let rss = args.server_pid.and_then(proc_rss_bytes).unwrap_or(0);
         rss_max = rss_max.max(rss);
         rss_last = rss;
+        rss_anon_last = args.server_pid.and_then(proc_rss_anon_bytes);
         if !args.json {
             let per = |now: u64, before: u64, n: usize| {
                 (now - before) as f64 * 8.0 / 1000.0 / n.max(1) as f64
@@ -312,6 +318,8 @@ async fn run(args: Args) -> ExitCode {
         "server_rss_max_bytes": rss_max,
         "server_rss_base_bytes": rss_base,
         "server_rss_end_bytes": rss_last,
+        "server_rss_anon_base_bytes": rss_anon_base,
+        "server_rss_anon_end_bytes": rss_anon_last,
     });
     println!("{summary}");
     let all_got_media = rtmp

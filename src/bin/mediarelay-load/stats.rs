@@ -120,10 +120,22 @@ pub fn proc_cpu_seconds(pid: u32) -> Option<f64> {
 
 /// Resident set size of a process (`VmRSS` of /proc/PID/status).
 pub fn proc_rss_bytes(pid: u32) -> Option<u64> {
+    proc_status_bytes(pid, "VmRSS:")
+}
+
+/// Its anonymous part (`RssAnon`: heap, stacks; not the pages of the
+/// binary and its libraries, which code run for the first time — the
+/// first WebRTC viewer's str0m and crypto — pulls in once, not per viewer).
+pub fn proc_rss_anon_bytes(pid: u32) -> Option<u64> {
+    proc_status_bytes(pid, "RssAnon:")
+}
+
+/// A `kB` field of /proc/PID/status, in bytes.
+fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()

@@ -422,7 +422,7 @@ impl WallClock {
 }
 
 async fn play(
-    mut session: Session,
+    mut session: Box<Session>,
     mut reading: Reading,
     routes: Routes,
     cancel: CancellationToken,
