@@ -65,7 +65,9 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     whep_viewers: usize,
     /// How many of the WHEP viewers decrypt and depacketize (whole frames,
-    /// latency); the others only count packets. Default: min(N, 5).
+    /// latency); the others only count packets. Default: min(N, 5). They
+    /// are spread evenly over the viewers' start order (see
+    /// `is_decode_viewer`).
     #[arg(long)]
     whep_decode: Option<usize>,
     /// Seconds between the publisher's start and the viewers' (with
@@ -125,6 +127,19 @@ struct Probes {
     rtmp: Latencies,
     hls: Latencies,
     whep: Latencies,
+}
+
+/// Whether WHEP viewer `i` of `n` is one of the `decode` that decrypt and
+/// measure latency: every `n / decode`-th from the first, so they sit
+/// across the order in which the viewers start. The server writes a frame
+/// to its viewers one after the other, roughly in the order they came;
+/// decoding the first few only would measure its luckiest viewers.
+fn is_decode_viewer(i: usize, n: usize, decode: usize) -> bool {
+    if decode == 0 {
+        return false;
+    }
+    let stride = (n / decode).max(1);
+    i % stride == 0 && i / stride < decode
 }
 
 async fn run(args: Args) -> ExitCode {
@@ -214,7 +229,7 @@ async fn run(args: Args) -> ExitCode {
             client.clone(),
             Arc::clone(&probes),
         );
-        let decode = i < whep_decode;
+        let decode = is_decode_viewer(i, args.whep_viewers, whep_decode);
         tasks.push(tokio::spawn(async move {
             let r = whep::whep_viewer(&client, http, &path, decode, &s, &probes.whep, watch_until)
                 .await;
@@ -335,3 +350,22 @@ async fn run(args: Args) -> ExitCode {
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    use super::is_decode_viewer;
+
+    #[test]
+    fn decode_viewers_are_spread_over_the_start_order() {
+        let chosen = |n, d| {
+            (0..n)
+                .filter(|&i| is_decode_viewer(i, n, d))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(chosen(100, 5), vec![0, 20, 40, 60, 80]);
+        assert_eq!(chosen(10, 10), (0..10).collect::<Vec<_>>());
+        assert_eq!(chosen(7, 3), vec![0, 2, 4]);
+        assert_eq!(chosen(3, 5), vec![0, 1, 2], "at most n");
+        assert!(chosen(50, 0).is_empty());
+    }
+}
