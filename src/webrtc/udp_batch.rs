@@ -134,8 +134,8 @@ pub(crate) fn gso_supported(_fd: &impl std::os::fd::AsFd) -> bool {
 /// - `WouldBlock`: the socket buffer is full; the rest are dropped, as UDP
 ///   drops them.
 /// - Any error with segmentation offload on: the same batch again without
-///   it. `EIO` means the device cannot checksum segments (udp(7)), so
-///   `gso` is cleared for good (for every later call too); other errors
+///   it. `EIO` is the kernel's answer when the device cannot checksum
+///   segments, so `gso` is cleared for good (every later call too); others
 ///   (e.g. `EMSGSIZE` for one datagram above the path MTU) concern this
 ///   batch only.
 /// - Any error without it: the rest go one by one through `one`, so a bad
