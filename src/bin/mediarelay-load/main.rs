@@ -139,7 +139,7 @@ fn is_decode_viewer(i: usize, n: usize, decode: usize) -> bool {
         return false;
     }
     let stride = (n / decode).max(1);
-    i % stride == 0 && i / stride < decode
+    i.is_multiple_of(stride) && i / stride < decode
 }
 
 async fn run(args: Args) -> ExitCode {
