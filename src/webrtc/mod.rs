@@ -5,6 +5,7 @@
 //! (sans-IO) driven by a small async loop each. Knows nothing of the hub.
 
 mod engine;
+mod resend_budget;
 pub mod sdp;
 mod session;
 pub mod stun;

@@ -4,12 +4,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::media::Mid;
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::Ssrc;
 use str0m::{Event, IceConnectionState, Input, Output, Rtc, RtcError};
 use tokio::sync::mpsc;
 
 use super::engine::{Datagram, Engine};
+use super::resend_budget::{ResendBudget, Verdict};
 use super::udp_batch::Outbox;
+
+/// How long str0m keeps a sent packet for resending (its default).
+const RESEND_MAX_AGE: Duration = Duration::from_secs(3);
 
 /// Due timeouts handled in one [`Session::drive`] before it leaves the rest
 /// to the timer (bounds the work of one call).
@@ -34,6 +40,10 @@ pub struct Session {
     closed: bool,
     /// UDP datagrams of the current [`Session::drive`], sent at its end.
     outbox: Outbox,
+    /// Set by [`Session::cap_resends`]: the session's own cap on resends,
+    /// and the streams whose resend buffer it empties when over it (main
+    /// SSRC, buffer size in packets).
+    resends: Option<(ResendBudget, Vec<(Ssrc, usize)>)>,
 }
 
 impl Session {
@@ -51,6 +61,7 @@ impl Session {
             next_timeout: Instant::now(),
             closed: false,
             outbox: Outbox::default(),
+            resends: None,
         }
     }
 
@@ -79,10 +90,60 @@ impl Session {
         result
     }
 
+    /// Caps what the peer can make this session resend with the session's
+    /// own [`ResendBudget`] instead of str0m's per-stream record (~32 KiB a
+    /// viewer): for the outgoing streams of `streams` (media id, resend
+    /// buffer size in packets). Call before anything is sent; a stream not
+    /// declared yet keeps str0m's cap.
+    pub fn cap_resends(&mut self, streams: &[(Mid, usize)]) {
+        let mut api = self.rtc.direct_api();
+        let mut rtx = Vec::new();
+        let mut flush = Vec::new();
+        for &(mid, size) in streams {
+            let Some(stream) = api.stream_tx_by_mid(mid, None) else {
+                continue;
+            };
+            stream.set_rtx_cache(size, RESEND_MAX_AGE, None);
+            if let Some(r) = stream.rtx() {
+                rtx.push(*r);
+                flush.push((stream.ssrc(), size));
+            }
+        }
+        self.resends = Some((ResendBudget::new(rtx, Instant::now()), flush));
+    }
+
+    /// Whether an outgoing datagram may go under the resend budget; over
+    /// it, the first refusal of a half second empties the resend buffers.
+    fn admit(&mut self, now: Instant, datagram: &[u8]) -> bool {
+        let Some((budget, streams)) = &mut self.resends else {
+            return true;
+        };
+        match budget.admit(now, datagram) {
+            Verdict::Send => true,
+            Verdict::Drop { flush } => {
+                if flush {
+                    tracing::debug!(
+                        session = self.id,
+                        "resends over the budget; resend buffer emptied"
+                    );
+                    let mut api = self.rtc.direct_api();
+                    for &(ssrc, size) in streams.iter() {
+                        if let Some(stream) = api.stream_tx(&ssrc) {
+                            stream.set_rtx_cache(size, RESEND_MAX_AGE, None);
+                        }
+                    }
+                }
+                false
+            }
+        }
+    }
+
     fn poll(&mut self, events: &mut Vec<SessionEvent>) -> Result<(), RtcError> {
         let mut due_rounds = 0;
+        let now = Instant::now();
         loop {
             match self.rtc.poll_output()? {
+                Output::Transmit(t) if !self.admit(now, &t.contents) => {}
                 Output::Transmit(t) if t.proto == Protocol::Udp => {
                     let engine = &self.engine;
                     self.outbox

@@ -85,6 +85,11 @@ pub struct Received {
     pub reordered: u64,
     /// NACKs this client sent for video (str0m's ingress stats).
     pub video_nacks: u64,
+    /// Bytes of RTP datagrams of video size (over 400 bytes) per SSRC, in
+    /// the order the SSRCs were first seen, counted as they arrive once
+    /// connected, before any is dropped: the video stream first, then its
+    /// retransmissions (RTX, RFC 4588), which only come after a NACK.
+    pub video_bytes_by_ssrc: Vec<(u32, u64)>,
 }
 
 impl Received {
@@ -488,6 +493,13 @@ async fn run(
                 {
                     let mut s = state.lock().unwrap();
                     s.datagrams += 1;
+                    if s.connected_at.is_some() && n > 400 && is_rtp(&buf[..n]) {
+                        let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+                        match s.video_bytes_by_ssrc.iter_mut().find(|(k, _)| *k == ssrc) {
+                            Some((_, bytes)) => *bytes += n as u64,
+                            None => s.video_bytes_by_ssrc.push((ssrc, n as u64)),
+                        }
+                    }
                     let impaired = options.drop_video_every > 0
                         || options.duplicate_video_every > 0
                         || options.reorder_video_every > 0;

@@ -164,6 +164,14 @@ impl WhepServer {
         if routes.video.is_none() && routes.audio.is_none() {
             return Err(WhepError::NoCodec(plan.describe()));
         }
+        let streams: Vec<(Mid, usize)> = [
+            routes.video.as_ref().map(|v| (v.mid, SEND_BUFFER_VIDEO)),
+            routes.audio.as_ref().map(|a| (a.mid, SEND_BUFFER_AUDIO)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        session.cap_resends(&streams);
         // AAC reaches browsers as Opus, transcoded once per path.
         let bridge = match &routes.audio {
             Some(a) if a.transcode => self.bridges.get(path, reading.reader.stream(), a.source),
