@@ -17,7 +17,8 @@
 //! a datagram on an RTX SSRC is a resend. Over the cap a resend is dropped,
 //! and the session empties the stream's resend buffer, so the resends str0m
 //! has already queued find nothing to send (what str0m's own cap does by
-//! clearing its queue).
+//! clearing its queue): however many a NACK asked for, at most one is
+//! encrypted and dropped.
 
 use std::time::{Duration, Instant};
 
@@ -32,11 +33,9 @@ const BUCKET: Duration = Duration::from_millis(500);
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
     Send,
-    /// A resend over the cap: not sent. `flush`: the first such one in this
-    /// bucket; empty the resend buffer so the queued resends go too.
-    Drop {
-        flush: bool,
-    },
+    /// A resend over the cap: not sent; empty the resend buffer, so that
+    /// the resends queued behind it go too.
+    Drop,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -53,7 +52,6 @@ pub(crate) struct ResendBudget {
     bucket_start: Instant,
     current: Bytes,
     previous: Bytes,
-    flushed: bool,
 }
 
 impl ResendBudget {
@@ -63,7 +61,6 @@ impl ResendBudget {
             bucket_start: now,
             current: Bytes::default(),
             previous: Bytes::default(),
-            flushed: false,
         }
     }
 
@@ -83,9 +80,7 @@ impl ResendBudget {
         let resent = self.current.resent + self.previous.resent;
         // As str0m: the share so far decides, before this resend counts.
         if resent > 0 && resent as f64 > CAP * (sent + resent) as f64 {
-            let flush = !self.flushed;
-            self.flushed = true;
-            return Verdict::Drop { flush };
+            return Verdict::Drop;
         }
         self.current.resent += len;
         Verdict::Send
@@ -103,7 +98,6 @@ impl ResendBudget {
         };
         self.current = Bytes::default();
         self.bucket_start = now;
-        self.flushed = false;
     }
 }
 
@@ -170,13 +164,7 @@ mod tests {
         // ...up to 15 % of what went out: the 18th goes (17 of 117 before
         // it, 14.5 %), the 19th not (18 of 118, 15.3 %).
         assert_eq!(sent, 18);
-        assert_eq!(verdicts[18], Verdict::Drop { flush: true });
-        assert!(
-            verdicts[19..]
-                .iter()
-                .all(|v| *v == Verdict::Drop { flush: false }),
-            "one flush per bucket"
-        );
+        assert!(verdicts[18..].iter().all(|v| *v == Verdict::Drop));
         // RTCP and other streams still go.
         let mut rtcp = rtp(MEDIA, 80);
         rtcp[1] = 201;
@@ -193,10 +181,10 @@ mod tests {
         }
         assert_eq!(b.admit(t0, &rtp(RTX, 1000)), Verdict::Send);
         assert_eq!(b.admit(t0, &rtp(RTX, 1000)), Verdict::Send);
-        assert_eq!(b.admit(t0, &rtp(RTX, 1000)), Verdict::Drop { flush: true });
+        assert_eq!(b.admit(t0, &rtp(RTX, 1000)), Verdict::Drop);
         // Half a second later the previous bucket still counts...
         let t1 = t0 + BUCKET;
-        assert_eq!(b.admit(t1, &rtp(RTX, 1000)), Verdict::Drop { flush: true });
+        assert_eq!(b.admit(t1, &rtp(RTX, 1000)), Verdict::Drop);
         // ...a second later it is forgotten: media sent since makes room.
         let t2 = t1 + BUCKET;
         for _ in 0..10 {
@@ -210,6 +198,6 @@ mod tests {
             Verdict::Send,
             "the first resend of a bucket pair"
         );
-        assert_eq!(b.admit(t3, &rtp(RTX, 1000)), Verdict::Drop { flush: true });
+        assert_eq!(b.admit(t3, &rtp(RTX, 1000)), Verdict::Drop);
     }
 }

@@ -91,14 +91,14 @@ impl Session {
     }
 
     /// Caps what the peer can make this session resend with the session's
-    /// own [`ResendBudget`] instead of str0m's per-stream record (~32 KiB a
+    /// own [`ResendBudget`] instead of str0m's per-stream record (~16 KiB a
     /// viewer): for the outgoing streams of `streams` (media id, resend
     /// buffer size in packets). Call before anything is sent; a stream not
     /// declared yet keeps str0m's cap.
     pub fn cap_resends(&mut self, streams: &[(Mid, usize)]) {
         let mut api = self.rtc.direct_api();
         let mut rtx = Vec::new();
-        let mut flush = Vec::new();
+        let mut buffers = Vec::new();
         for &(mid, size) in streams {
             let Some(stream) = api.stream_tx_by_mid(mid, None) else {
                 continue;
@@ -106,31 +106,31 @@ impl Session {
             stream.set_rtx_cache(size, RESEND_MAX_AGE, None);
             if let Some(r) = stream.rtx() {
                 rtx.push(*r);
-                flush.push((stream.ssrc(), size));
+                buffers.push((stream.ssrc(), size));
             }
         }
-        self.resends = Some((ResendBudget::new(rtx, Instant::now()), flush));
+        self.resends = Some((ResendBudget::new(rtx, Instant::now()), buffers));
     }
 
-    /// Whether an outgoing datagram may go under the resend budget; over
-    /// it, the first refusal of a half second empties the resend buffers.
+    /// Whether an outgoing datagram may go under the resend budget. A
+    /// refused resend empties the resend buffers, so the resends queued
+    /// behind it find nothing: one is encrypted and dropped per refusal,
+    /// however many a NACK asked for.
     fn admit(&mut self, now: Instant, datagram: &[u8]) -> bool {
         let Some((budget, streams)) = &mut self.resends else {
             return true;
         };
         match budget.admit(now, datagram) {
             Verdict::Send => true,
-            Verdict::Drop { flush } => {
-                if flush {
-                    tracing::debug!(
-                        session = self.id,
-                        "resends over the budget; resend buffer emptied"
-                    );
-                    let mut api = self.rtc.direct_api();
-                    for &(ssrc, size) in streams.iter() {
-                        if let Some(stream) = api.stream_tx(&ssrc) {
-                            stream.set_rtx_cache(size, RESEND_MAX_AGE, None);
-                        }
+            Verdict::Drop => {
+                tracing::trace!(
+                    session = self.id,
+                    "resend over the budget dropped; resend buffer emptied"
+                );
+                let mut api = self.rtc.direct_api();
+                for &(ssrc, size) in streams.iter() {
+                    if let Some(stream) = api.stream_tx(&ssrc) {
+                        stream.set_rtx_cache(size, RESEND_MAX_AGE, None);
                     }
                 }
                 false
