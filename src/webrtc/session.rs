@@ -140,10 +140,11 @@ impl Session {
 
     fn poll(&mut self, events: &mut Vec<SessionEvent>) -> Result<(), RtcError> {
         let mut due_rounds = 0;
-        let now = Instant::now();
+        // The resend budget's clock: its buckets are half a second.
+        let polled_at = Instant::now();
         loop {
             match self.rtc.poll_output()? {
-                Output::Transmit(t) if !self.admit(now, &t.contents) => {}
+                Output::Transmit(t) if !self.admit(polled_at, &t.contents) => {}
                 Output::Transmit(t) if t.proto == Protocol::Udp => {
                     let engine = &self.engine;
                     self.outbox
