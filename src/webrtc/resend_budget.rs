@@ -9,8 +9,9 @@
 //!
 //! str0m has such a cap (`rtx_ratio_cap`), but it keeps a record of every
 //! packet sent in the last second, per stream, in a `VecDeque` that never
-//! shrinks: after a new viewer's burst of cached frames, ~32 KiB per
-//! viewer (BENCHMARKS.md, "Fifth session"). [`ResendBudget`] does the same
+//! shrinks: after a new viewer's burst of cached frames, ~16 KiB per
+//! viewer (measured as the server's anonymous memory; BENCHMARKS.md,
+//! "Fifth session"). [`ResendBudget`] does the same
 //! job in constant space: it counts bytes in two half-second buckets and
 //! tells resends from first sends by the clear-text RTP header of each
 //! outgoing SRTP datagram (SRTP encrypts only the payload, RFC 3711 §3.1):
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 
 /// Resent bytes may be at most this share of all bytes sent over the last
 /// half to whole second (str0m's default `rtx_ratio_cap`).
-pub(crate) const CAP: f64 = 0.15;
+const CAP: f64 = 0.15;
 /// The length of one counting bucket; the budget looks at the current one
 /// and the one before it.
 const BUCKET: Duration = Duration::from_millis(500);
