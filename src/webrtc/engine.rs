@@ -113,7 +113,7 @@ impl Engine {
             _ => None,
         };
         // One certificate for the process: making one costs tens of ms.
-        let provider = str0m::crypto::from_feature_flags();
+        let provider = super::dtls::crypto_provider();
         let cert = provider
             .dtls_provider
             .generate_certificate()
@@ -175,10 +175,12 @@ impl Engine {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A configuration for a new session: ICE-lite, the shared certificate,
-    /// no codecs yet (the caller enables what it needs).
+    /// A configuration for a new session: ICE-lite, the shared certificate
+    /// and DTLS configuration ([`super::dtls`]), no codecs yet (the caller
+    /// enables what it needs).
     pub fn rtc_config(&self) -> RtcConfig {
         RtcConfig::new()
+            .set_crypto_provider(super::dtls::crypto_provider())
             .set_ice_lite(true)
             .set_dtls_cert(self.cert.clone())
             .clear_codecs()

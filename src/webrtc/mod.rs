@@ -4,6 +4,7 @@
 //! STUN request), one DTLS certificate for the process, str0m sessions
 //! (sans-IO) driven by a small async loop each. Knows nothing of the hub.
 
+pub mod dtls;
 mod engine;
 mod resend_budget;
 pub mod sdp;

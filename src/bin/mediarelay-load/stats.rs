@@ -24,14 +24,40 @@ pub struct ViewerStats {
     pub packets: AtomicU64,
     /// WHEP decode viewers: whole video frames (str0m `MediaData`).
     pub frames: AtomicU64,
+    /// WHEP: time from the POST to its answer, and to ICE + DTLS done
+    /// (str0m's `Connected`), in microseconds (0: not yet): where a slow
+    /// first frame went.
+    pub answered_us: AtomicU64,
+    pub connected_us: AtomicU64,
 }
 
 impl ViewerStats {
     pub fn first(&self, since: Instant) {
+        Self::mark(&self.first_us, since);
+    }
+
+    /// Records the time since `since` in `at` unless one is there.
+    pub fn mark(at: &AtomicU64, since: Instant) {
         let us = since.elapsed().as_micros().max(1) as u64;
-        let _ = self
-            .first_us
-            .compare_exchange(0, us, Ordering::Relaxed, Ordering::Relaxed);
+        let _ = at.compare_exchange(0, us, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// Percentiles (ms) of a per-viewer time in microseconds, over the viewers
+/// that have one.
+fn percentiles_ms(
+    viewers: &[Arc<ViewerStats>],
+    f: impl Fn(&ViewerStats) -> &AtomicU64,
+) -> impl Fn(f64) -> Option<f64> {
+    let mut us: Vec<u64> = viewers
+        .iter()
+        .map(|s| f(s).load(Ordering::Relaxed))
+        .filter(|us| *us > 0)
+        .collect();
+    us.sort_unstable();
+    move |p: f64| {
+        us.get(((us.len() as f64 - 1.0) * p).round() as usize)
+            .map(|us| *us as f64 / 1000.0)
     }
 }
 
@@ -48,17 +74,7 @@ fn sum(viewers: &[Arc<ViewerStats>], f: impl Fn(&ViewerStats) -> &AtomicU64) -> 
 
 /// The JSON summary of one protocol's viewers over `seconds`.
 pub fn summarize(viewers: &[Arc<ViewerStats>], seconds: u64) -> serde_json::Value {
-    let mut first: Vec<u64> = viewers
-        .iter()
-        .map(|s| s.first_us.load(Ordering::Relaxed))
-        .filter(|us| *us > 0)
-        .collect();
-    first.sort_unstable();
-    let pct = |p: f64| {
-        first
-            .get(((first.len() as f64 - 1.0) * p).round() as usize)
-            .map(|us| *us as f64 / 1000.0)
-    };
+    let pct = percentiles_ms(viewers, |s| &s.first_us);
     let bytes = total(viewers);
     serde_json::json!({
         "viewers": viewers.len(),
@@ -69,7 +85,7 @@ pub fn summarize(viewers: &[Arc<ViewerStats>], seconds: u64) -> serde_json::Valu
         "lost": sum(viewers, |s| &s.lost),
         "first_media_ms_p50": pct(0.5),
         "first_media_ms_p99": pct(0.99),
-        "first_media_ms_max": first.last().map(|us| *us as f64 / 1000.0),
+        "first_media_ms_max": pct(1.0),
         "kbit_s_per_viewer": bytes as f64 * 8.0 / 1000.0 / seconds.max(1) as f64 / viewers.len().max(1) as f64,
     })
 }
@@ -85,6 +101,12 @@ pub fn summarize_whep(
         o.insert("decode_viewers".into(), decode.min(viewers.len()).into());
         o.insert("packets".into(), sum(viewers, |s| &s.packets).into());
         o.insert("frames".into(), sum(viewers, |s| &s.frames).into());
+        let answered = percentiles_ms(viewers, |s| &s.answered_us);
+        let connected = percentiles_ms(viewers, |s| &s.connected_us);
+        o.insert("answer_ms_p50".into(), answered(0.5).into());
+        o.insert("answer_ms_p99".into(), answered(0.99).into());
+        o.insert("connected_ms_p50".into(), connected(0.5).into());
+        o.insert("connected_ms_p99".into(), connected(0.99).into());
         // Video frames per second per viewer from its first media to the
         // end of the window (the source's rate when nothing is lost).
         let mut fps: Vec<f64> = viewers

@@ -36,7 +36,7 @@ const MAX_SSRCS: usize = 8;
 fn cert() -> Result<DtlsCert, Error> {
     static CERT: OnceLock<Option<DtlsCert>> = OnceLock::new();
     CERT.get_or_init(|| {
-        str0m::crypto::from_feature_flags()
+        mediarelay::webrtc::dtls::crypto_provider()
             .dtls_provider
             .generate_certificate()
     })
@@ -67,7 +67,11 @@ pub async fn whep_viewer(
 ) -> Result<(), Error> {
     let socket = UdpSocket::bind(SocketAddr::new(local_ip_towards(http)?, 0)).await?;
     let local = socket.local_addr()?;
+    // The server's DTLS set-up (one validated configuration for all
+    // sessions): the load tool's own per-viewer work stays out of the
+    // server's figures.
     let config = RtcConfig::new()
+        .set_crypto_provider(mediarelay::webrtc::dtls::crypto_provider())
         .set_dtls_cert(cert()?)
         .set_stats_interval(None)
         .clear_codecs()
@@ -95,6 +99,7 @@ pub async fn whep_viewer(
         .and_then(|l| l.to_str().ok())
         .map(str::to_string);
     let body = answer.text().await?;
+    ViewerStats::mark(&s.answered_us, started);
     if status.as_u16() != 201 {
         return Err(format!("WHEP POST: {status}: {body}").into());
     }
@@ -202,7 +207,10 @@ fn drive(
                 let _ = socket.try_send_to(&t.contents, t.destination);
             }
             Output::Timeout(at) => return Ok(at),
-            Output::Event(Event::Connected) => *connected = true,
+            Output::Event(Event::Connected) => {
+                *connected = true;
+                ViewerStats::mark(&s.connected_us, started);
+            }
             Output::Event(Event::MediaData(m)) if m.params.spec().codec.is_video() => {
                 s.frames.fetch_add(1, Ordering::Relaxed);
                 s.units.fetch_add(1, Ordering::Relaxed);
