@@ -12,6 +12,7 @@
 //! [`bridge`]).
 
 mod bridge;
+mod catch_up;
 mod sdp;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use str0m::rtp::RtpWrite;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use self::catch_up::{CatchUp, Joining};
 use crate::codec::rtp::packetize;
 use crate::hub::{Hub, Protocol, ReadError, Reading, Role, SessionSpec, StartAt};
 use crate::media::{CodecParams, Frame, TrackKind, timestamp};
@@ -104,6 +106,7 @@ pub struct WhepServer {
     sessions: Mutex<HashMap<u64, Entry>>,
     bridges: bridge::Bridges,
     b_frame_paths: Mutex<std::collections::HashSet<String>>,
+    catch_up: Arc<CatchUp>,
 }
 
 impl WhepServer {
@@ -114,6 +117,7 @@ impl WhepServer {
             engine,
             sessions: Mutex::new(HashMap::new()),
             b_frame_paths: Mutex::new(Default::default()),
+            catch_up: Arc::default(),
         })
     }
 
@@ -139,6 +143,9 @@ impl WhepServer {
             token: None,
         };
         let reading = self.hub.read(spec, StartAt::LatestKeyframe).await?;
+        // From here (not while the hub waits for an on-demand source) until
+        // its first frame, backlogs make way for this viewer.
+        let joining = self.catch_up.join();
         // Derived tracks (a bridge's Opus) are fed by their bridge: plan on
         // the publisher's own tracks.
         let tracks = reading.reader.stream().primary_tracks();
@@ -194,11 +201,13 @@ impl WhepServer {
         );
         tracing::info!(path, session = reading.session.id, webrtc = id, video = ?routes.video.as_ref().map(|v| v.codec), audio = ?routes.audio.as_ref().map(|a| a.codec), "WHEP session created");
         let server = Arc::clone(self);
+        let pace = Arc::clone(&self.catch_up);
         let path_owned = path.to_string();
         let span = tracing::info_span!("whep", path = %path_owned, session = reading.session.id);
         tokio::spawn(
             async move {
-                if let Err(e) = play(session, reading, routes, cancel, bridge).await {
+                let backlog = Backlog { pace, joining };
+                if let Err(e) = play(session, reading, routes, cancel, bridge, backlog).await {
                     tracing::info!(webrtc = id, error = %e, "WHEP session ended");
                 }
                 server.lock().remove(&id);
@@ -288,13 +297,6 @@ pub(crate) struct Routes {
 /// not replayed and the viewer resumes at the next keyframe.
 const REPLAY_MAX_FRAMES: usize = 900;
 const REPLAY_MAX_BYTES: usize = 4 * 1024 * 1024;
-/// Pause between the video frames of a backlog (a new viewer's cached GOP,
-/// a replay, frames that queued up while the session was busy): each frame
-/// goes out as soon as it is written, so without it a GOP (hundreds of
-/// packets) would leave in one burst and overflow the receiver's socket
-/// buffer or a router's queue. One frame per millisecond is still 30× real
-/// time for 30 fps video. Live frames, one per wake, never wait.
-const CATCH_UP_GAP: Duration = Duration::from_millis(1);
 /// A request this soon after a replay is taken as a repeat of the one the
 /// replay answered (a viewer asks again while the answer is in flight) and
 /// is ignored.
@@ -429,13 +431,30 @@ impl WallClock {
     }
 }
 
+/// A viewer's part in the pace of backlogs ([`catch_up`]).
+struct Backlog {
+    pace: Arc<CatchUp>,
+    /// Until the viewer's first frame went out.
+    joining: Joining,
+}
+
+impl Backlog {
+    /// The pause before the next video frame of a backlog (not before the
+    /// first: live frames, one per wake, never wait).
+    async fn pause(&self) {
+        tokio::time::sleep(self.pace.gap(Instant::now())).await;
+    }
+}
+
 async fn play(
     mut session: Box<Session>,
     mut reading: Reading,
     routes: Routes,
     cancel: CancellationToken,
     _bridge: Option<Arc<bridge::Bridge>>,
+    mut backlog: Backlog,
 ) -> Result<(), str0m::RtcError> {
+    let join_deadline = tokio::time::Instant::now() + catch_up::JOIN_PRIORITY;
     let clock = WallClock::new(reading.reader.stream().anchor());
     let mut events = Vec::new();
     let mut connected = false;
@@ -483,7 +502,7 @@ async fn play(
                                             gop.iter().zip(times).enumerate()
                                         {
                                             if i > 0 {
-                                                tokio::time::sleep(CATCH_UP_GAP).await;
+                                                backlog.pause().await;
                                             }
                                             write(
                                                 &mut session,
@@ -512,6 +531,9 @@ async fn play(
                 session.close();
                 let _ = session.drive(&mut events);
                 return Ok(());
+            }
+            _ = tokio::time::sleep_until(join_deadline), if backlog.joining.is_joining() => {
+                backlog.joining.done();
             }
             _ = tokio::time::sleep_until(connect_deadline), if !connected => {
                 tracing::info!("WHEP peer never connected");
@@ -547,9 +569,10 @@ async fn play(
                         need_keyframe = false;
                         if let Some((rtp, wallclock)) = timing.live(&f, &clock) {
                             if video_sent {
-                                tokio::time::sleep(CATCH_UP_GAP).await;
+                                backlog.pause().await;
                             }
                             write(&mut session, &mut events, v, &mut video_seq, &f, rtp, wallclock)?;
+                            backlog.joining.done();
                             video_sent = true;
                         }
                     } else if let Some(a) = routes.audio.as_ref() {
@@ -562,6 +585,7 @@ async fn play(
                             let rtp = f.pts.max(0) as u64;
                             let wallclock = clock.at(timestamp::ticks_to_nanos(f.pts, f.track.timescale()));
                             write(&mut session, &mut events, a, &mut audio_seq, &f, rtp, wallclock)?;
+                            backlog.joining.done();
                         }
                     }
                 }
