@@ -18,7 +18,7 @@
 //! nowhere slow backlogs to the shared pace for at most that long each.
 //!
 //! Measured on one core of the 2-core bench machine (BENCHMARKS.md): 100
-//! viewers joining at once reach their first frame 3–25 ms sooner (p50
+//! viewers joining at once reach their first frame 4–24 ms sooner (p50
 //! 125–165 ms); with 200, the slowest (p99) in 0.34–0.9 s instead of
 //! 1.27–1.29 s (without it, a few handshakes took over a second, as if a
 //! flight was lost and resent on DTLS's 1 s timer).
