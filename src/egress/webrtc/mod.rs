@@ -434,7 +434,7 @@ impl WallClock {
 /// A viewer's part in the pace of backlogs ([`catch_up`]).
 struct Backlog {
     pace: Arc<CatchUp>,
-    /// Until the viewer's first frame went out.
+    /// Until the viewer's first video frame (audio, without video) went out.
     joining: Joining,
 }
 
@@ -585,7 +585,10 @@ async fn play(
                             let rtp = f.pts.max(0) as u64;
                             let wallclock = clock.at(timestamp::ticks_to_nanos(f.pts, f.track.timescale()));
                             write(&mut session, &mut events, a, &mut audio_seq, &f, rtp, wallclock)?;
-                            backlog.joining.done();
+                            // With video, joining ends with the keyframe.
+                            if routes.video.is_none() {
+                                backlog.joining.done();
+                            }
                         }
                     }
                 }
