@@ -165,3 +165,39 @@ fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
         .ok()?;
     Some(kb * 1024)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Viewers without a time yet are left out; the percentile is the
+    /// nearest rank; 1.0 is the largest.
+    #[test]
+    fn percentiles_are_over_the_viewers_that_have_a_time() {
+        let viewers: Vec<Arc<ViewerStats>> = [0u64, 3000, 1000, 2000, 0, 4000]
+            .into_iter()
+            .map(|us| {
+                let s = ViewerStats::default();
+                s.connected_us.store(us, Ordering::Relaxed);
+                Arc::new(s)
+            })
+            .collect();
+        let pct = percentiles_ms(&viewers, |s| &s.connected_us);
+        assert_eq!(pct(0.0), Some(1.0));
+        assert_eq!(pct(0.5), Some(3.0));
+        assert_eq!(pct(1.0), Some(4.0));
+        assert_eq!(percentiles_ms(&viewers, |s| &s.answered_us)(0.5), None);
+    }
+
+    #[test]
+    fn a_time_is_recorded_once() {
+        let s = ViewerStats::default();
+        let since = Instant::now();
+        ViewerStats::mark(&s.answered_us, since);
+        let first = s.answered_us.load(Ordering::Relaxed);
+        assert!(first > 0);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        ViewerStats::mark(&s.answered_us, since);
+        assert_eq!(s.answered_us.load(Ordering::Relaxed), first);
+    }
+}
