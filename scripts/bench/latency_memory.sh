@@ -12,8 +12,8 @@
 # Environment (defaults in brackets):
 #   SECONDS_PER_RUN [20]        how long viewers watch in every run
 #   LATENCY_VIEWERS [10]        (a)+(b): viewers of each protocol, all WHEP ones decoding
-#   MEMORY_VIEWERS [200]        (c): viewers of one protocol per run (WHEP also
-#                               half as many: the slope is one more viewer's cost)
+#   MEMORY_VIEWERS [200]        (c): viewers of one protocol per run (RTMP and WHEP
+#                               also half as many: the slope is one more viewer's cost)
 #   MEMORY_WARMUP [20]          (c): seconds of publishing before viewers come
 #                               (fills the GOP cache and the 7-segment HLS window)
 #   WHEP_COUNTS ["50 100 200 400 800"]  (d): WHEP viewers per run; stops after the
@@ -109,6 +109,9 @@ load memory_whep --warmup "$MEMORY_WARMUP" --whep-viewers "$MEMORY_VIEWERS" --wh
 # viewer brings once (pages of code run for the first time, the path's
 # Opus transcoder and shared RTP packets), spread over the viewers.
 load memory_whep_half --warmup "$MEMORY_WARMUP" --whep-viewers "$((MEMORY_VIEWERS / 2))" --whep-decode 5
+# The same for RTMP: its one-run figure also carries the GOP cache and
+# the publisher's buffers filling after the baseline.
+load memory_rtmp_half --warmup "$MEMORY_WARMUP" --rtmp-players "$((MEMORY_VIEWERS / 2))"
 
 # (d) WHEP viewers until the server saturates: its core busy ≥ 95 %, or
 # viewers getting under 90 % of the source's bitrate in the second half of
@@ -163,7 +166,7 @@ print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 def grown(run, key):
     b, e = g(run, "server", key + "_base_bytes"), g(run, "server", key + "_end_bytes")
     return None if b is None or e is None else e - b
-for p, run in (("rtmp", "memory_rtmp"), ("hls", "memory_hls"), ("whep", "memory_whep_half"), ("whep", "memory_whep")):
+for p, run in (("rtmp", "memory_rtmp_half"), ("rtmp", "memory_rtmp"), ("hls", "memory_hls"), ("whep", "memory_whep_half"), ("whep", "memory_whep")):
     if (run, p) not in v:
         continue
     n = int(v[(run, p)]["viewers"])
@@ -172,12 +175,15 @@ for p, run in (("rtmp", "memory_rtmp"), ("hls", "memory_hls"), ("whep", "memory_
     print(f'| {p} | {n} | {base / 2**20:.1f} | {end / 2**20:.1f} | {mx / 2**20:.1f} | '
           f'{(end - base) / n / 1024:.1f} | {f(None if anon is None else anon / n / 1024)} | '
           f'{g(run, p, "with_media"):.0f}/{n} | {g(run, p, "kbit_s_per_viewer"):.0f} |')
-if ("memory_whep", "whep") in v and ("memory_whep_half", "whep") in v:
-    n1, n2 = int(v[("memory_whep_half", "whep")]["viewers"]), int(v[("memory_whep", "whep")]["viewers"])
+for p, name in (("rtmp", "RTMP"), ("whep", "WHEP")):
+    full, half = f"memory_{p}", f"memory_{p}_half"
+    if (full, p) not in v or (half, p) not in v:
+        continue
+    n1, n2 = int(v[(half, p)]["viewers"]), int(v[(full, p)]["viewers"])
     for key, what in (("rss", "RSS"), ("rss_anon", "anon")):
-        a, b = grown("memory_whep_half", key), grown("memory_whep", key)
+        a, b = grown(half, key), grown(full, key)
         if a is not None and b is not None and n2 > n1:
-            print(f"\nWHEP, one more viewer ({what}, slope between {n1} and {n2} viewers): {(b - a) / (n2 - n1) / 1024:.1f} KiB")
+            print(f"\n{name}, one more viewer ({what}, slope between {n1} and {n2} viewers): {(b - a) / (n2 - n1) / 1024:.1f} KiB")
 print()
 print("### WHEP egress until the server's core saturates")
 print()

@@ -85,9 +85,15 @@ impl Connection {
         self.out_chunk_size
     }
 
-    /// Bytes outside the chunk stream (handshake).
+    /// Bytes outside the chunk stream (handshake), as a buffer of their own:
+    /// written into `out`, the 3 KiB handshake reply's allocation stayed
+    /// with the connection for its life (`out` keeps writing into the rest
+    /// of it after each split), ~3 KiB per RTMP player (heaptrack).
     pub(crate) fn send_raw(&mut self, bytes: &[u8]) {
-        self.out.extend_from_slice(bytes);
+        if !bytes.is_empty() {
+            self.flush();
+            self.queue.push_back(Bytes::copy_from_slice(bytes));
+        }
     }
 
     pub(crate) fn send_message(
@@ -314,6 +320,21 @@ mod tests {
         conn.count_received(10_000_000);
         conn.maybe_ack();
         assert!(acks(&mut conn).is_empty());
+    }
+
+    /// The handshake reply (3 KiB) is not kept by the connection once it
+    /// has been taken for writing.
+    #[test]
+    fn the_handshake_reply_is_not_kept_after_it_is_sent() {
+        let mut conn = Connection::new();
+        conn.send_raw(&[3u8; 3073]);
+        let reply = conn.poll_output().unwrap();
+        assert_eq!(reply.len(), 3073);
+        // Written to the socket and dropped: a later message must not take
+        // the reply's allocation back.
+        drop(reply);
+        conn.send_command(0, b"small");
+        assert!(conn.out.capacity() < 1024, "{}", conn.out.capacity());
     }
 
     #[test]
