@@ -16,7 +16,6 @@
 //! MTU str0m passes. So the configuration is built (and validated) once per
 //! MTU and shared: dimpl takes it as an `Arc` and only reads it.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -28,7 +27,7 @@ use str0m::crypto::dtls::{DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider,
 pub fn crypto_provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     static DTLS: SharedConfig = SharedConfig {
-        configs: Mutex::new(None),
+        configs: Mutex::new(Vec::new()),
     };
     Arc::clone(PROVIDER.get_or_init(|| {
         Arc::new(CryptoProvider {
@@ -41,15 +40,15 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
 /// Makes dimpl DTLS instances from one validated configuration per MTU.
 #[derive(Debug)]
 struct SharedConfig {
-    configs: Mutex<Option<HashMap<Option<usize>, Arc<dimpl::Config>>>>,
+    /// By MTU (str0m passes the same one for every session).
+    configs: Mutex<Vec<(Option<usize>, Arc<dimpl::Config>)>>,
 }
 
 impl SharedConfig {
     /// The configuration for `mtu`, built on first use.
     fn config(&self, mtu: Option<usize>) -> Result<Arc<dimpl::Config>, CryptoError> {
         let mut configs = self.configs.lock().unwrap_or_else(|e| e.into_inner());
-        let configs = configs.get_or_insert_with(HashMap::new);
-        if let Some(c) = configs.get(&mtu) {
+        if let Some((_, c)) = configs.iter().find(|(m, _)| *m == mtu) {
             return Ok(Arc::clone(c));
         }
         let mut builder = dimpl::Config::builder().use_server_cookie(false);
@@ -61,7 +60,7 @@ impl SharedConfig {
                 .build()
                 .map_err(|e| CryptoError::Other(format!("DTLS configuration: {e}")))?,
         );
-        configs.insert(mtu, Arc::clone(&config));
+        configs.push((mtu, Arc::clone(&config)));
         Ok(config)
     }
 }
@@ -180,7 +179,7 @@ mod tests {
     #[test]
     fn sessions_share_one_configuration_per_mtu() {
         let shared = SharedConfig {
-            configs: Mutex::new(None),
+            configs: Mutex::new(Vec::new()),
         };
         let a = shared.config(Some(1150)).expect("config");
         let b = shared.config(Some(1150)).expect("config");

@@ -47,11 +47,12 @@ pub(crate) struct CatchUp {
 }
 
 impl CatchUp {
-    /// A viewer starts joining; it counts until [`Joining::done`] or drop.
-    pub fn join(self: &Arc<Self>) -> Joining {
+    /// A viewer starts joining; it counts until [`Backlog::done`] or drop.
+    pub fn join(self: &Arc<Self>) -> Backlog {
         self.joining.fetch_add(1, Ordering::Relaxed);
-        Joining {
-            pace: Some(Arc::clone(self)),
+        Backlog {
+            pace: Arc::clone(self),
+            joining: true,
         }
     }
 
@@ -74,27 +75,35 @@ impl CatchUp {
     }
 }
 
-/// A joining viewer's place in [`CatchUp::joining`].
+/// One viewer's part in the pace: counted in [`CatchUp::joining`] until
+/// it has joined.
 #[derive(Debug)]
-pub(crate) struct Joining {
-    pace: Option<Arc<CatchUp>>,
+pub(crate) struct Backlog {
+    pace: Arc<CatchUp>,
+    joining: bool,
 }
 
-impl Joining {
+impl Backlog {
     /// The viewer has joined (its first frame went out), gave up, or took
     /// longer than [`JOIN_PRIORITY`]. Idempotent.
     pub fn done(&mut self) {
-        if let Some(p) = self.pace.take() {
-            p.joining.fetch_sub(1, Ordering::Relaxed);
+        if std::mem::take(&mut self.joining) {
+            self.pace.joining.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
     pub fn is_joining(&self) -> bool {
-        self.pace.is_some()
+        self.joining
+    }
+
+    /// The pause before the next video frame of a backlog (not before the
+    /// first: live frames, one per wake, never wait).
+    pub async fn pause(&self) {
+        tokio::time::sleep(self.pace.gap(Instant::now())).await;
     }
 }
 
-impl Drop for Joining {
+impl Drop for Backlog {
     fn drop(&mut self) {
         self.done();
     }

@@ -27,7 +27,7 @@ use str0m::rtp::RtpWrite;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use self::catch_up::{CatchUp, Joining};
+use self::catch_up::{Backlog, CatchUp};
 use crate::codec::rtp::packetize;
 use crate::hub::{Hub, Protocol, ReadError, Reading, Role, SessionSpec, StartAt};
 use crate::media::{CodecParams, Frame, TrackKind, timestamp};
@@ -145,7 +145,7 @@ impl WhepServer {
         let reading = self.hub.read(spec, StartAt::LatestKeyframe).await?;
         // From here (not while the hub waits for an on-demand source) until
         // its first frame, backlogs make way for this viewer.
-        let joining = self.catch_up.join();
+        let backlog = self.catch_up.join();
         // Derived tracks (a bridge's Opus) are fed by their bridge: plan on
         // the publisher's own tracks.
         let tracks = reading.reader.stream().primary_tracks();
@@ -201,12 +201,10 @@ impl WhepServer {
         );
         tracing::info!(path, session = reading.session.id, webrtc = id, video = ?routes.video.as_ref().map(|v| v.codec), audio = ?routes.audio.as_ref().map(|a| a.codec), "WHEP session created");
         let server = Arc::clone(self);
-        let pace = Arc::clone(&self.catch_up);
         let path_owned = path.to_string();
         let span = tracing::info_span!("whep", path = %path_owned, session = reading.session.id);
         tokio::spawn(
             async move {
-                let backlog = Backlog { pace, joining };
                 if let Err(e) = play(session, reading, routes, cancel, bridge, backlog).await {
                     tracing::info!(webrtc = id, error = %e, "WHEP session ended");
                 }
@@ -431,21 +429,6 @@ impl WallClock {
     }
 }
 
-/// A viewer's part in the pace of backlogs ([`catch_up`]).
-struct Backlog {
-    pace: Arc<CatchUp>,
-    /// Until the viewer's first video frame (audio, without video) went out.
-    joining: Joining,
-}
-
-impl Backlog {
-    /// The pause before the next video frame of a backlog (not before the
-    /// first: live frames, one per wake, never wait).
-    async fn pause(&self) {
-        tokio::time::sleep(self.pace.gap(Instant::now())).await;
-    }
-}
-
 async fn play(
     mut session: Box<Session>,
     mut reading: Reading,
@@ -532,8 +515,8 @@ async fn play(
                 let _ = session.drive(&mut events);
                 return Ok(());
             }
-            _ = tokio::time::sleep_until(join_deadline), if backlog.joining.is_joining() => {
-                backlog.joining.done();
+            _ = tokio::time::sleep_until(join_deadline), if backlog.is_joining() => {
+                backlog.done();
             }
             _ = tokio::time::sleep_until(connect_deadline), if !connected => {
                 tracing::info!("WHEP peer never connected");
@@ -572,7 +555,7 @@ async fn play(
                                 backlog.pause().await;
                             }
                             write(&mut session, &mut events, v, &mut video_seq, &f, rtp, wallclock)?;
-                            backlog.joining.done();
+                            backlog.done();
                             video_sent = true;
                         }
                     } else if let Some(a) = routes.audio.as_ref() {
@@ -587,7 +570,7 @@ async fn play(
                             write(&mut session, &mut events, a, &mut audio_seq, &f, rtp, wallclock)?;
                             // With video, joining ends with the keyframe.
                             if routes.video.is_none() {
-                                backlog.joining.done();
+                                backlog.done();
                             }
                         }
                     }
