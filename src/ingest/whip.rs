@@ -181,6 +181,10 @@ async fn receive(
     let mut events = Vec::new();
     let connect_deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
     let mut connected = false;
+    // Made once, not per wait: the loop turns for every datagram.
+    let cancelled = cancel.cancelled();
+    let connect_timer = tokio::time::sleep_until(connect_deadline);
+    tokio::pin!(cancelled, connect_timer);
     loop {
         session.drive(&mut events)?;
         for e in events.drain(..) {
@@ -216,12 +220,12 @@ async fn receive(
         }
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => {
+            _ = &mut cancelled => {
                 session.close();
                 let _ = session.drive(&mut events);
                 return Ok(());
             }
-            _ = tokio::time::sleep_until(connect_deadline), if !connected => {
+            _ = &mut connect_timer, if !connected => {
                 tracing::info!("WHIP peer never connected");
                 session.close();
                 let _ = session.drive(&mut events);

@@ -1,6 +1,7 @@
 //! Driving one str0m session: datagrams and timeouts in, transmits out,
 //! events up to the caller.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,13 @@ pub struct Session {
     /// and the streams whose resend buffer it empties when over it (main
     /// SSRC, buffer size in packets).
     resends: Option<(ResendBudget, Vec<(Ssrc, usize)>)>,
+    /// The timer [`Session::input`] waits on, kept between calls: a session
+    /// is woken for every frame it sends, and a timer made per wait was
+    /// entered into and taken out of the runtime's timer wheel each time.
+    /// Made on the first wait (it needs the runtime), moved only when str0m's
+    /// next timeout moves.
+    /// With the str0m timeout it was set for.
+    timer: Option<(Pin<Box<tokio::time::Sleep>>, Instant)>,
 }
 
 impl Session {
@@ -62,6 +70,7 @@ impl Session {
             closed: false,
             outbox: Outbox::default(),
             resends: None,
+            timer: None,
         }
     }
 
@@ -182,7 +191,27 @@ impl Session {
     /// Waits for the next datagram or timeout and feeds it to str0m.
     /// Cancel-safe: nothing is lost if the future is dropped.
     pub async fn input(&mut self) -> Result<(), RtcError> {
-        let wait = self.next_timeout.saturating_duration_since(Instant::now());
+        // At least 100 µs, so a timeout that is due already does not spin.
+        // The timer runs on the runtime's clock (paused in some tests).
+        let now = Instant::now();
+        let due = self.next_timeout <= now;
+        let wait = self
+            .next_timeout
+            .saturating_duration_since(now)
+            .max(Duration::from_micros(100));
+        let timer = match &mut self.timer {
+            Some((timer, set_for)) => {
+                if *set_for != self.next_timeout || due {
+                    timer.as_mut().reset(tokio::time::Instant::now() + wait);
+                    *set_for = self.next_timeout;
+                }
+                timer
+            }
+            None => {
+                let timer = Box::pin(tokio::time::sleep(wait));
+                &mut self.timer.insert((timer, self.next_timeout)).0
+            }
+        };
         let input_at = tokio::select! {
             d = self.rx.recv() => match d {
                 Some(d) => Some(d),
@@ -191,7 +220,7 @@ impl Session {
                     return Ok(());
                 }
             },
-            _ = tokio::time::sleep(wait.max(Duration::from_micros(100))) => None,
+            _ = timer.as_mut() => None,
         };
         match input_at {
             Some(d) => {

@@ -451,6 +451,13 @@ async fn play(
     // Events that came while the previous ones were handled (every write
     // drives the session) are handled before waiting again.
     let mut handling = Vec::new();
+    // Made once, not per wait: the loop turns for every frame, and each
+    // cancellation waiter or timer made per turn would be registered and
+    // taken out again every time.
+    let cancelled = cancel.cancelled();
+    let join_timer = tokio::time::sleep_until(join_deadline);
+    let connect_timer = tokio::time::sleep_until(connect_deadline);
+    tokio::pin!(cancelled, join_timer, connect_timer);
     loop {
         session.drive(&mut events)?;
         while !events.is_empty() {
@@ -510,15 +517,15 @@ async fn play(
         }
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => {
+            _ = &mut cancelled => {
                 session.close();
                 let _ = session.drive(&mut events);
                 return Ok(());
             }
-            _ = tokio::time::sleep_until(join_deadline), if backlog.is_joining() => {
+            _ = &mut join_timer, if backlog.is_joining() => {
                 backlog.done();
             }
-            _ = tokio::time::sleep_until(connect_deadline), if !connected => {
+            _ = &mut connect_timer, if !connected => {
                 tracing::info!("WHEP peer never connected");
                 session.close();
                 let _ = session.drive(&mut events);
