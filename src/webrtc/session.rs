@@ -45,12 +45,11 @@ pub struct Session {
     /// and the streams whose resend buffer it empties when over it (main
     /// SSRC, buffer size in packets).
     resends: Option<(ResendBudget, Vec<(Ssrc, usize)>)>,
-    /// The timer [`Session::input`] waits on, kept between calls: a session
-    /// is woken for every frame it sends, and a timer made per wait was
-    /// entered into and taken out of the runtime's timer wheel each time.
-    /// Made on the first wait (it needs the runtime), moved only when str0m's
-    /// next timeout moves.
-    /// With the str0m timeout it was set for.
+    /// The timer [`Session::input`] waits on, with the str0m timeout it was
+    /// set for. Kept between calls: a session is woken for every frame it
+    /// sends, and a timer made per wait was entered into and taken out of
+    /// the runtime's timer wheel each time. Made on the first wait (it needs
+    /// the runtime), moved only when str0m's next timeout moves (or is due).
     timer: Option<(Pin<Box<tokio::time::Sleep>>, Instant)>,
 }
 
@@ -192,7 +191,6 @@ impl Session {
     /// Cancel-safe: nothing is lost if the future is dropped.
     pub async fn input(&mut self) -> Result<(), RtcError> {
         // At least 100 µs, so a timeout that is due already does not spin.
-        // The timer runs on the runtime's clock (paused in some tests).
         let now = Instant::now();
         let due = self.next_timeout <= now;
         let wait = self
@@ -201,7 +199,7 @@ impl Session {
             .max(Duration::from_micros(100));
         let timer = match &mut self.timer {
             Some((timer, set_for)) => {
-                if *set_for != self.next_timeout || due {
+                if *set_for != self.next_timeout || due || timer.is_elapsed() {
                     timer.as_mut().reset(tokio::time::Instant::now() + wait);
                     *set_for = self.next_timeout;
                 }
