@@ -49,7 +49,8 @@ pub struct Session {
     /// set for. Kept between calls: a session is woken for every frame it
     /// sends, and a timer made per wait was entered into and taken out of
     /// the runtime's timer wheel each time. Made on the first wait (it needs
-    /// the runtime), moved only when str0m's next timeout moves (or is due).
+    /// the runtime), moved only when str0m's next timeout moves, is due, or
+    /// the timer has fired.
     timer: Option<(Pin<Box<tokio::time::Sleep>>, Instant)>,
 }
 
