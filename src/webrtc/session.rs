@@ -49,8 +49,8 @@ pub struct Session {
     /// set for. Kept between calls: a session is woken for every frame it
     /// sends, and a timer made per wait was entered into and taken out of
     /// the runtime's timer wheel each time. Made on the first wait (it needs
-    /// the runtime), moved only when str0m's next timeout moves, is due, or
-    /// the timer has fired.
+    /// the runtime), moved only when str0m's next timeout moves or the
+    /// timer has fired.
     timer: Option<(Pin<Box<tokio::time::Sleep>>, Instant)>,
 }
 
@@ -192,15 +192,13 @@ impl Session {
     /// Cancel-safe: nothing is lost if the future is dropped.
     pub async fn input(&mut self) -> Result<(), RtcError> {
         // At least 100 µs, so a timeout that is due already does not spin.
-        let now = Instant::now();
-        let due = self.next_timeout <= now;
         let wait = self
             .next_timeout
-            .saturating_duration_since(now)
+            .saturating_duration_since(Instant::now())
             .max(Duration::from_micros(100));
         let timer = match &mut self.timer {
             Some((timer, set_for)) => {
-                if *set_for != self.next_timeout || due || timer.is_elapsed() {
+                if *set_for != self.next_timeout || timer.is_elapsed() {
                     timer.as_mut().reset(tokio::time::Instant::now() + wait);
                     *set_for = self.next_timeout;
                 }
