@@ -481,6 +481,18 @@ async fn chromium_plays_whep_with_opus_audio() {
     );
     assert!(r["framesDropped"].as_u64().unwrap_or(0) < 10, "{r}");
     assert!(r["audioPackets"].as_u64().unwrap_or(0) >= 200, "{r}");
+    // The server's sender reports (about one a second per stream) reach
+    // Chromium's stats: it accepted their SRTCP and read their counts.
+    for kind in ["video", "audio"] {
+        assert!(
+            r[format!("{kind}SenderReports")].as_u64().unwrap_or(0) >= 3,
+            "{kind}: {r}"
+        );
+        assert!(
+            r[format!("{kind}ReportedPackets")].as_u64().unwrap_or(0) > 0,
+            "{kind}: {r}"
+        );
+    }
     // audioLevel/totalAudioEnergy stay 0 in headless Chromium with a muted
     // element even for a loud tone; the Rust client test decodes the Opus.
     assert_eq!(

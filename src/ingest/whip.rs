@@ -208,6 +208,8 @@ async fn receive(
                         ingest.on_media(data, &mut publisher);
                     }
                 }
+                // Only sessions that send media themselves (WHEP) have these.
+                SessionEvent::KeyframeRequest(_) => {}
             }
         }
         let viewer_asked = publisher.keyframe_requested() && ingest.may_ask();

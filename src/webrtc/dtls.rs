@@ -16,9 +16,11 @@
 //! MTU str0m passes. So the configuration is built (and validated) once per
 //! MTU and shared: dimpl takes it as an `Arc` and only reads it.
 
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use super::srtp::SrtpKeys;
 use str0m::config::{CryptoProvider, DtlsCert, DtlsVersion};
 use str0m::crypto::CryptoError;
 use str0m::crypto::dtls::{DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, ProtocolVersion};
@@ -98,6 +100,23 @@ impl DtlsProvider for SharedConfig {
     }
 }
 
+thread_local! {
+    /// The SRTP keys a handshake on this thread has just exported, until
+    /// [`take_exported_keys`] takes them.
+    static EXPORTED: RefCell<Option<SrtpKeys>> = const { RefCell::new(None) };
+}
+
+/// The SRTP keys (RFC 5764 §4.2) exported by the DTLS handshake str0m
+/// drove during the last call into an `Rtc` on this thread, if it finished
+/// there. str0m keeps its SRTP context to itself; a session that sends its
+/// own media takes the keys here. Every call into str0m runs to its end on
+/// one thread, so a session that takes the keys right after each of its
+/// calls gets its own handshake's; [`Session`](super::Session) does so after
+/// every call, whether it uses them or not, so none are left for another.
+pub(crate) fn take_exported_keys() -> Option<SrtpKeys> {
+    EXPORTED.with(|e| e.borrow_mut().take())
+}
+
 /// A dimpl DTLS instance as str0m drives one.
 struct Instance(dimpl::Dtls);
 
@@ -117,7 +136,17 @@ impl DtlsInstance for Instance {
     }
 
     fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
-        self.0.poll_output(buf)
+        let out = self.0.poll_output(buf);
+        if let DtlsOutput::KeyingMaterial(material, profile) = &out {
+            let bytes: &[u8] = material.as_ref();
+            let keys = SrtpKeys {
+                material: bytes.to_vec(),
+                profile: *profile,
+                client: self.0.is_active(),
+            };
+            EXPORTED.with(|e| *e.borrow_mut() = Some(keys));
+        }
+        out
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {

@@ -7,10 +7,16 @@
 pub mod dtls;
 mod engine;
 mod resend_budget;
+mod rtcp;
 pub mod sdp;
+mod send_stream;
 mod session;
+mod srtp;
 pub mod stun;
 mod udp_batch;
 
 pub use engine::{Engine, EngineConfig};
+#[cfg(test)]
+pub(crate) use send_stream::SendStream;
+pub(crate) use send_stream::{Extensions, StreamSpec};
 pub use session::{Session, SessionEvent};

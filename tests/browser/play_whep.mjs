@@ -48,6 +48,13 @@ try {
     const codecs = {};
     stats.forEach(s => { if (s.type === 'codec') codecs[s.id] = s.mimeType; });
     const out = { ok: firstFrameMs !== null, location, firstFrameMs, state: pc.connectionState, currentTime: video.currentTime };
+    // What the server's sender reports told Chromium (RTCP SR, decrypted
+    // and parsed by the browser).
+    stats.forEach(s => {
+      if (s.type !== 'remote-outbound-rtp') return;
+      out[s.kind + 'SenderReports'] = s.reportsSent;
+      out[s.kind + 'ReportedPackets'] = s.packetsSent;
+    });
     stats.forEach(s => {
       if (s.type !== 'inbound-rtp') return;
       if (s.kind === 'video') {

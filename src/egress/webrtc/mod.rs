@@ -23,34 +23,32 @@ use std::time::{Duration, Instant, SystemTime};
 use str0m::Event;
 use str0m::format::Codec;
 use str0m::media::{Mid, Pt};
-use str0m::rtp::RtpWrite;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use self::catch_up::{Backlog, CatchUp};
 use crate::codec::rtp::packetize;
 use crate::hub::{Hub, Protocol, ReadError, Reading, Role, SessionSpec, StartAt};
-use crate::media::{CodecParams, Frame, TrackKind, timestamp};
+use crate::media::{CodecParams, Frame, timestamp};
 use crate::webrtc::{Engine, Session, SessionEvent};
 
 /// Largest SDP offer accepted.
 pub const MAX_OFFER: usize = 64 * 1024;
-/// Video packets str0m keeps per viewer to resend on a NACK (RFC 4585
+/// Video packets a viewer's session keeps to resend on a NACK (RFC 4585
 /// §6.2.1, as RTX, RFC 4588). A NACK comes about one round trip after the
 /// lost packet left (the receiver sees the gap when the next one arrives,
 /// within a frame interval), so the buffer must hold RTT × packet rate: a
-/// 2 Mbit/s stream is ~200 packets/s of ~1.2 KB, and 64 packets are ~300 ms
-/// of P-frames, or a whole keyframe (30–60 packets sent at once) plus
-/// ~100 ms. A packet that is already gone is not resent; the viewer then
-/// sends a PLI and gets the cached GOP again ([`VideoTiming::on_pli`]), so
-/// a short buffer costs a replay on long or lossy paths, not a frozen
-/// picture. The payloads in the buffer are the path's shared ones; per
-/// viewer a cached packet costs only str0m's ~430-byte slot (a 408-byte
-/// `RtpPacket` and its entry; 64 ≈ 27 KiB; with a copy of the payload per
-/// viewer, before RTP mode, ~100 KiB).
-const SEND_BUFFER_VIDEO: usize = 64;
+/// 2 Mbit/s stream is ~200 packets/s of ~1.2 KB, and 256 packets are
+/// ~1.2 s of P-frames, or a whole keyframe (30–60 packets sent at once)
+/// and a second more. A packet that is already gone is not resent; the
+/// viewer then sends a PLI and gets the cached GOP again
+/// ([`VideoTiming::on_pli`]). The payloads in the buffer are the path's
+/// shared ones; per viewer a kept packet costs 32 bytes (its numbers and
+/// the `Arc`; 256 ≈ 8 KiB). With str0m's buffer a slot cost ~430 bytes, and
+/// 64 of them (~300 ms) were 27 KiB.
+const SEND_BUFFER_VIDEO: usize = 256;
 /// Audio packets kept for NACK: 16 Opus packets are 320 ms (browsers rarely
-/// NACK audio at all).
+/// NACK audio at all, and only with RTX negotiated is anything resent).
 const SEND_BUFFER_AUDIO: usize = 16;
 
 /// Why a WHEP request failed, with its HTTP status.
@@ -159,26 +157,32 @@ impl WhepServer {
             .engine
             .rtc_config()
             .set_rtp_mode(true)
-            .set_send_buffer_video(SEND_BUFFER_VIDEO)
-            .set_send_buffer_audio(SEND_BUFFER_AUDIO)
             .set_extension_map(sdp::header_extensions());
         config = plan.enable_codecs(config);
         let mut session = self.engine.open(config);
         let answer = crate::webrtc::sdp::accept_offer(&mut session.rtc, offer)
             .map_err(WhepError::BadOffer)?
             .to_sdp_string();
-        let routes = plan.routes(&mut session, &answer);
+        let mut routes = plan.routes(&mut session, &answer);
         if routes.video.is_none() && routes.audio.is_none() {
             return Err(WhepError::NoCodec(plan.describe()));
         }
-        let streams: Vec<(Mid, usize)> = [
-            routes.video.as_ref().map(|v| (v.mid, SEND_BUFFER_VIDEO)),
-            routes.audio.as_ref().map(|a| (a.mid, SEND_BUFFER_AUDIO)),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        session.cap_resends(&streams);
+        // The session sends the media itself, not str0m (see
+        // `webrtc::send_stream`): stream 0 is the video, if any, then audio.
+        let mut own = Vec::new();
+        for (route, keep) in [
+            (routes.video.as_mut(), SEND_BUFFER_VIDEO),
+            (routes.audio.as_mut(), SEND_BUFFER_AUDIO),
+        ] {
+            let Some(route) = route else { continue };
+            let clock = clock_rate(route.codec) as u32;
+            let spec = sdp::take_stream(&mut session, route, clock, &answer).ok_or_else(|| {
+                WhepError::BadOffer(format!("no outgoing stream for media {}", route.mid))
+            })?;
+            route.stream = own.len();
+            own.push((spec, keep));
+        }
+        session.send_own(own);
         // AAC reaches browsers as Opus, transcoded once per path.
         let bridge = match &routes.audio {
             Some(a) if a.transcode => self.bridges.get(path, reading.reader.stream(), a.source),
@@ -283,6 +287,8 @@ pub(crate) struct Route {
     pub source: usize,
     /// Audio only: the source is AAC and goes through the Opus bridge.
     pub transcode: bool,
+    /// Its stream among those the session sends ([`Session::send_own`]).
+    pub stream: usize,
 }
 
 #[derive(Debug, Default)]
@@ -444,8 +450,6 @@ async fn play(
     let mut need_keyframe = true;
     let mut timing = VideoTiming::default();
     let mut batch: Vec<Arc<Frame>> = Vec::with_capacity(32);
-    let mut video_seq = SeqCounter::random();
-    let mut audio_seq = SeqCounter::random();
     let connect_deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let audio_track = |routes: &Routes| routes.audio.as_ref().map(|a| a.source);
     // Events that came while the previous ones were handled (every write
@@ -463,55 +467,54 @@ async fn play(
         while !events.is_empty() {
             std::mem::swap(&mut events, &mut handling);
             for e in handling.drain(..) {
-                match e {
+                let keyframe_request = match e {
                     SessionEvent::Closed => {
                         tracing::info!(dropped = reading.reader.dropped(), "WHEP viewer gone");
                         return Ok(());
                     }
-                    SessionEvent::Rtc(e) => match *e {
-                        Event::Connected => {
+                    SessionEvent::Rtc(e) => {
+                        if matches!(*e, Event::Connected) {
+                            if !session.can_send() {
+                                tracing::warn!(
+                                    "WHEP connected without SRTP keys or a peer address: ending the session"
+                                );
+                                session.close();
+                                let _ = session.drive(&mut events);
+                                return Ok(());
+                            }
                             connected = true;
                             tracing::debug!("WHEP connected");
                         }
-                        Event::KeyframeRequest(_) => {
-                            // Ask the publisher for a keyframe when it can (WHIP
-                            // passes it to its encoder); meanwhile replay the
-                            // cached one, or resume at the next.
-                            let stream = reading.reader.stream();
-                            stream.request_keyframe();
-                            if let Some(v) = routes.video.as_ref() {
-                                let gop = stream.cached_gop(v.source);
-                                match timing.on_pli(&gop, stream.has_b_frames(), Instant::now()) {
-                                    PliAnswer::Replay(times) => {
-                                        tracing::debug!(
-                                            frames = gop.len(),
-                                            "PLI: replaying the cached GOP"
-                                        );
-                                        need_keyframe = false;
-                                        for (i, (f, (rtp, wallclock))) in
-                                            gop.iter().zip(times).enumerate()
-                                        {
-                                            if i > 0 {
-                                                backlog.pause().await;
-                                            }
-                                            write(
-                                                &mut session,
-                                                &mut events,
-                                                v,
-                                                &mut video_seq,
-                                                f,
-                                                rtp,
-                                                wallclock,
-                                            )?;
-                                        }
-                                    }
-                                    PliAnswer::InFlight => {}
-                                    PliAnswer::NextKeyframe => need_keyframe = true,
+                        false
+                    }
+                    SessionEvent::KeyframeRequest(stream) => {
+                        routes.video.as_ref().is_some_and(|v| v.stream == stream)
+                    }
+                };
+                if !keyframe_request {
+                    continue;
+                }
+                // Ask the publisher for a keyframe when it can (WHIP
+                // passes it to its encoder); meanwhile replay the cached
+                // one, or resume at the next.
+                let stream = reading.reader.stream();
+                stream.request_keyframe();
+                if let Some(v) = routes.video.as_ref() {
+                    let gop = stream.cached_gop(v.source);
+                    match timing.on_pli(&gop, stream.has_b_frames(), Instant::now()) {
+                        PliAnswer::Replay(times) => {
+                            tracing::debug!(frames = gop.len(), "PLI: replaying the cached GOP");
+                            need_keyframe = false;
+                            for (i, (f, (rtp, wallclock))) in gop.iter().zip(times).enumerate() {
+                                if i > 0 {
+                                    backlog.pause().await;
                                 }
+                                write(&mut session, v, f, rtp, wallclock);
                             }
                         }
-                        _ => {}
-                    },
+                        PliAnswer::InFlight => {}
+                        PliAnswer::NextKeyframe => need_keyframe = true,
+                    }
                 }
             }
         }
@@ -561,7 +564,7 @@ async fn play(
                             if video_sent {
                                 backlog.pause().await;
                             }
-                            write(&mut session, &mut events, v, &mut video_seq, &f, rtp, wallclock)?;
+                            write(&mut session, v, &f, rtp, wallclock);
                             backlog.done();
                             video_sent = true;
                         }
@@ -574,7 +577,7 @@ async fn play(
                         if wanted {
                             let rtp = f.pts.max(0) as u64;
                             let wallclock = clock.at(timestamp::ticks_to_nanos(f.pts, f.track.timescale()));
-                            write(&mut session, &mut events, a, &mut audio_seq, &f, rtp, wallclock)?;
+                            write(&mut session, a, &f, rtp, wallclock);
                             // With video, joining ends with the keyframe.
                             if routes.video.is_none() {
                                 backlog.done();
@@ -584,33 +587,6 @@ async fn play(
                 }
             }
         }
-    }
-}
-
-/// Packets written into a session before it is driven (they are sent and
-/// leave its send queue). str0m's send queue keeps the capacity it once
-/// grew to, 408 bytes per packet (`RtpPacket`): a keyframe of 30–60
-/// packets written at once left 12–25 KiB per viewer behind; 16 keep it
-/// under 7 KiB, for a few more `sendmmsg` calls per keyframe (P-frames are
-/// fewer packets anyway).
-const WRITE_CHUNK: usize = 16;
-
-/// The RTP sequence numbers of one of a viewer's outgoing streams (RFC 3550
-/// §5.1: consecutive per packet, starting at a random value). The start is
-/// below 2^15, so the SRTP rollover counter starts at 0 (RFC 3711 §3.3.1)
-/// and no wrap comes within the first 32 768 packets.
-#[derive(Debug)]
-struct SeqCounter(u64);
-
-impl SeqCounter {
-    fn random() -> Self {
-        SeqCounter(u64::from(rand::random::<u16>() & 0x7fff))
-    }
-
-    fn next(&mut self) -> u64 {
-        let n = self.0;
-        self.0 += 1;
-        n
     }
 }
 
@@ -624,25 +600,14 @@ fn clock_rate(codec: Codec) -> u64 {
     }
 }
 
-/// Writes one frame at RTP time `rtp` (in the track's clock) as the path's
+/// Sends one frame at RTP time `rtp` (in the track's clock) as the path's
 /// shared RTP payloads (packetized by the first viewer that sends the
-/// frame; SPS/PPS with every keyframe), with this viewer's sequence
-/// numbers. Its packets go out at once, [`WRITE_CHUNK`] at a time (the
-/// session is driven, new events land in `events`): str0m's send queue
-/// never holds more than that.
-fn write(
-    session: &mut Session,
-    events: &mut Vec<SessionEvent>,
-    route: &Route,
-    seq: &mut SeqCounter,
-    frame: &Frame,
-    rtp: u64,
-    wallclock: Instant,
-) -> Result<(), str0m::RtcError> {
+/// frame; SPS/PPS with every keyframe) on the route's stream, at once.
+fn write(session: &mut Session, route: &Route, frame: &Frame, rtp: u64, wallclock: Instant) {
     let track = &frame.track;
     let packets = packetize::of_frame(frame);
     if packets.is_empty() {
-        return Ok(());
+        return;
     }
     let clock = clock_rate(route.codec);
     let timescale = u64::from(track.timescale().max(1));
@@ -651,38 +616,26 @@ fn write(
     } else {
         (u128::from(rtp) * u128::from(clock) / u128::from(timescale)) as u64
     };
-    let nackable = track.kind() == TrackKind::Video;
-    for chunk in packets.chunks(WRITE_CHUNK) {
-        let mut api = session.rtc.direct_api();
-        let Some(stream) = api.stream_tx_by_mid(route.mid, None) else {
-            return Ok(());
-        };
-        for p in chunk {
-            let offset = u64::from(p.time_offset);
-            // RTP time is 32 bits on the wire (RFC 3550 §5.1): it wraps.
-            let time = rtp.wrapping_add(offset) as u32;
-            let at = wallclock + Duration::from_nanos(offset * 1_000_000_000 / clock);
-            stream.write_rtp(
-                RtpWrite::new(route.pt, seq.next().into(), time, at, Arc::clone(&p.data))
-                    .marker(p.marker)
-                    .nackable(nackable),
-            );
-        }
-        session.drive(events)?;
+    for p in packets.iter() {
+        let offset = u64::from(p.time_offset);
+        // RTP time is 32 bits on the wire (RFC 3550 §5.1): it wraps.
+        let time = rtp.wrapping_add(offset) as u32;
+        let at = wallclock + Duration::from_nanos(offset * 1_000_000_000 / clock);
+        session.send_rtp(route.stream, time, p.marker, &p.data, at);
     }
-    Ok(())
+    session.flush();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::media::{Track, testing};
+    use crate::webrtc::{SendStream, StreamSpec};
     use bytes::Bytes;
-    use str0m::media::MediaKind;
 
-    /// Two viewers' sessions (RTP mode, as WHEP sessions are) send a frame:
-    /// it is packetized once, and both sessions hold the very same payload
-    /// allocations in their send queues, by reference count, not copies.
+    /// Two viewers' streams send a frame: it is packetized once, and both
+    /// keep the very same payload allocations for resending, by reference
+    /// count, not copies.
     #[test]
     fn viewers_share_the_frames_rtp_payloads() {
         let track = Arc::new(Track::new(0, 0, testing::h264(640)));
@@ -690,21 +643,20 @@ mod tests {
         data.extend((1..3000).map(|i| i as u8));
         let frame = Frame::new(track, 0, 0, true, Bytes::from(data));
         let mut made = 0;
-        let mut viewers: Vec<str0m::Rtc> = (0..2)
-            .map(|_| {
-                let mut rtc = str0m::Rtc::builder()
-                    .set_rtp_mode(true)
-                    .build(Instant::now());
-                let mid = Mid::from("0");
-                let mut api = rtc.direct_api();
-                api.declare_media(mid, MediaKind::Video);
-                let ssrc = api.new_ssrc();
-                api.declare_stream_tx(ssrc, None, mid, None);
-                rtc
-            })
+        let spec = StreamSpec {
+            ssrc: 1,
+            pt: 96,
+            rtx: Some((2, 97)),
+            clock: 90_000,
+            extensions: Default::default(),
+            cname: Vec::new(),
+        };
+        let mut viewers: Vec<SendStream> = (0..2)
+            .map(|_| SendStream::new(spec.clone(), SEND_BUFFER_VIDEO))
             .collect();
         let mut sent = Vec::new();
-        for rtc in &mut viewers {
+        let mut header = Vec::new();
+        for stream in &mut viewers {
             let packets = frame.memo.rtp_packets(|| {
                 made += 1;
                 packetize::packetize(
@@ -714,17 +666,8 @@ mod tests {
                     packetize::MAX_PAYLOAD,
                 )
             });
-            let mut api = rtc.direct_api();
-            let stream = api.stream_tx_by_mid(Mid::from("0"), None).unwrap();
-            let mut seq = SeqCounter(0);
             for p in packets.iter() {
-                stream.write_rtp(RtpWrite::new(
-                    Pt::from(96),
-                    seq.next().into(),
-                    0,
-                    Instant::now(),
-                    Arc::clone(&p.data),
-                ));
+                stream.next(0, p.marker, &p.data, Instant::now(), &mut header);
             }
             sent.push(packets);
         }
@@ -733,21 +676,11 @@ mod tests {
         assert_eq!(sent[0].len(), 3, "3000 bytes: three fragments");
         for p in sent[0].iter() {
             // The memo (and its `Bytes` view for RTSP readers), and one
-            // reference in each viewer's send queue.
+            // reference in each viewer's resend buffer.
             assert_eq!(Arc::strong_count(&p.data), 4);
         }
         drop(viewers);
         assert!(sent[0].iter().all(|p| Arc::strong_count(&p.data) == 2));
-    }
-
-    #[test]
-    fn sequence_numbers_start_below_a_wrap_and_count_up() {
-        for _ in 0..100 {
-            let mut seq = SeqCounter::random();
-            let first = seq.next();
-            assert!(first < 0x8000);
-            assert_eq!(seq.next(), first + 1);
-        }
     }
 
     /// 30 fps on the 90 kHz clock, a keyframe at `key`, no B-frames.

@@ -8,8 +8,83 @@ use str0m::rtp::{Extension, ExtensionMap};
 
 use super::{Route, Routes};
 use crate::media::{CodecParams, G711Law, Track};
-use crate::webrtc::Session;
 use crate::webrtc::sdp::media_sections;
+use crate::webrtc::{Extensions, Session, StreamSpec};
+
+const ABS_SEND_TIME: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
+const SDES_MID: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+
+/// The header extension ids (`a=extmap`, RFC 8285 §8; session-level ones
+/// apply to every section) and the CNAME (`a=ssrc:… cname:`, RFC 5576
+/// §4.1) of media section `mid` in an SDP answer.
+pub(crate) fn section_identity(answer: &str, mid: &str) -> (Extensions, Vec<u8>) {
+    let mut blocks = answer.split("\nm=");
+    let session_level = blocks.next().unwrap_or_default();
+    let section = blocks
+        .find(|b| {
+            b.lines()
+                .any(|l| l.strip_prefix("a=mid:").is_some_and(|m| m.trim() == mid))
+        })
+        .unwrap_or_default();
+    let mut ext = Extensions::default();
+    let mut cname = Vec::new();
+    for line in session_level.lines().chain(section.lines()) {
+        let line = line.trim_end();
+        if let Some(rest) = line.strip_prefix("a=extmap:") {
+            let mut fields = rest.split_whitespace();
+            // `a=extmap:<id>[/<direction>] <uri>`; one-byte ids are 1–14.
+            let id = fields
+                .next()
+                .and_then(|id| id.split('/').next())
+                .and_then(|id| id.parse::<u8>().ok())
+                .filter(|id| (1..=14).contains(id));
+            match (id, fields.next()) {
+                (Some(id), Some(ABS_SEND_TIME)) => ext.abs_send_time = Some(id),
+                (Some(id), Some(SDES_MID)) => ext.mid = Some((id, mid.as_bytes().to_vec())),
+                _ => {}
+            }
+        } else if cname.is_empty()
+            && let Some(rest) = line.strip_prefix("a=ssrc:")
+            && let Some((_, value)) = rest.split_once(" cname:")
+        {
+            cname = value.trim().as_bytes().to_vec();
+        }
+    }
+    (ext, cname)
+}
+
+/// Takes the outgoing stream of `route` away from str0m (it made one when
+/// it answered, with the SSRCs the answer announces) and describes it for
+/// the session to send itself ([`Session::send_own`]): without it str0m
+/// sends no sender reports and keeps no resend buffer for it.
+pub(crate) fn take_stream(
+    session: &mut Session,
+    route: &Route,
+    clock: u32,
+    answer: &str,
+) -> Option<StreamSpec> {
+    let rtx_pt = session
+        .rtc
+        .codec_config()
+        .params()
+        .iter()
+        .find(|p| p.pt() == route.pt)
+        .and_then(|p| p.resend());
+    let mut api = session.rtc.direct_api();
+    let stream = api.stream_tx_by_mid(route.mid, None)?;
+    let ssrc = stream.ssrc();
+    let rtx = stream.rtx();
+    api.remove_stream_tx(ssrc);
+    let (extensions, cname) = section_identity(answer, &route.mid);
+    Some(StreamSpec {
+        ssrc: *ssrc,
+        pt: *route.pt,
+        rtx: rtx.zip(rtx_pt).map(|(s, p)| (*s, *p)),
+        clock,
+        extensions,
+        cname,
+    })
+}
 
 /// The RTP header extensions (RFC 8285) a WHEP answer may accept: the MID
 /// (RFC 8843 §15, which BUNDLE needs to route the first packets) and
@@ -121,6 +196,7 @@ impl Plan {
                             codec,
                             source,
                             transcode: false,
+                            stream: 0,
                         });
                     }
                 }
@@ -134,6 +210,7 @@ impl Plan {
                             codec,
                             source,
                             transcode,
+                            stream: 0,
                         });
                     }
                 }
