@@ -16,10 +16,10 @@
 //! tells resends from first sends by the clear-text RTP header of each
 //! outgoing SRTP datagram (SRTP encrypts only the payload, RFC 3711 §3.1):
 //! a datagram on an RTX SSRC is a resend. Over the cap a resend is dropped,
-//! and the session empties the stream's resend buffer, so the resends str0m
-//! has already queued find nothing to send (what str0m's own cap does by
-//! clearing its queue): however many a NACK asked for, at most one is
-//! encrypted and dropped.
+//! and the session empties the stream's resend ring, so the rest of the
+//! NACK finds nothing to send (what str0m's own cap does by clearing its
+//! queue): however many a NACK asked for, at most one is encrypted and
+//! dropped.
 
 use std::time::{Duration, Instant};
 

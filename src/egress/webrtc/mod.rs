@@ -5,9 +5,11 @@
 //! Per path, the work that is the same for every viewer is done once: each
 //! frame is packetized into RTP payloads once
 //! ([`codec::rtp::packetize`](crate::codec::rtp::packetize)), memoised on
-//! the frame, and every viewer's str0m session (in RTP mode) sends the same
-//! `Arc<[u8]>` payloads, keeping them by reference count in its send queue
-//! and NACK buffer: per viewer remain the RTP header, SRTP and RTCP. AAC is
+//! the frame, and every viewer's session sends the same `Arc<[u8]>`
+//! payloads, keeping them by reference count for NACKs: per viewer remain
+//! the RTP header, SRTP and RTCP. str0m answers the offer and runs ICE and
+//! DTLS; the media the session sends itself
+//! ([`Session::send_own`](crate::webrtc::Session::send_own)). AAC is
 //! transcoded to Opus once per path (a derived track of the stream, see
 //! [`bridge`]).
 
