@@ -196,6 +196,23 @@ def stun():
     write("stun_route", "not_stun_srtp", bytes([0x80, 96]) + bytes(30))
 
 
+def viewer_rtcp():
+    # A viewer's compound RTCP (RFC 3550 §6.1): a receiver report with one
+    # report block, a generic NACK (RFC 4585 §6.2.1) with two items, a PLI
+    # (§6.3.1) and a FIR (RFC 5104 §4.3.1), for media SSRC 0x11223344.
+    rr = struct.pack(">BBHI", 0x81, 201, 7, 1) + struct.pack(">I", 0x11223344) + bytes(20)
+    nack = struct.pack(">BBHII", 0x81, 205, 4, 1, 0x11223344) + struct.pack(">HHHH", 100, 0b101, 200, 0)
+    pli = struct.pack(">BBHII", 0x81, 206, 2, 1, 0x11223344)
+    fir = struct.pack(">BBHII", 0x84, 206, 4, 1, 0) + struct.pack(">IB3x", 0x11223344, 7)
+    compound = rr + nack + pli + fir
+    # Clear mode (high bit): protected by one end, read by the other, per profile.
+    for profile, name in enumerate(["aes_cm", "aes128_gcm", "aes256_gcm"]):
+        write("viewer_rtcp", "roundtrip_" + name, bytes([0x80 | profile]) + compound)
+    # From the network: nobody can forge the tag, so it is refused.
+    write("viewer_rtcp", "not_authentic_" + "aes256_gcm", bytes([2]) + compound + bytes(20))
+    write("viewer_rtcp", "not_rtcp_rtp", bytes([0x82, 0x80, 96]) + bytes(30))
+
+
 def hls():
     for i, text in enumerate([
         "index.m3u8?_HLS_msn=5&_HLS_part=2&_HLS_skip=YES",
@@ -283,6 +300,7 @@ def main():
     rtp()
     sdp()
     stun()
+    viewer_rtcp()
     hls()
     api()
     config()

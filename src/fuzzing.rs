@@ -38,6 +38,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("config_toml", config_toml),
     ("rtsp_framer", rtsp_framer),
     ("http1_request", http1_request),
+    ("viewer_rtcp", viewer_rtcp),
 ];
 
 /// Splits `data` into pieces whose sizes come from `seed`, so the fuzzer
@@ -276,6 +277,43 @@ pub fn stun_route(data: &[u8]) -> usize {
     usize::from(
         crate::webrtc::stun::is_stun(data) && crate::webrtc::stun::local_ufrag(data).is_some(),
     )
+}
+
+/// A WHEP viewer's RTCP as the session reads it (`webrtc::rtcp`,
+/// `webrtc::srtp`). The first byte picks the SRTP profile (its value mod
+/// 3) and the mode (its high bit): clear, the rest is a compound packet,
+/// protected by one end of a session and then checked, decrypted and walked
+/// for feedback by the other (the round trip must give the packet back);
+/// otherwise the rest is a datagram from the network, checked and
+/// decrypted (its tag cannot be forged, so this explores the length and
+/// layout checks) and walked if accepted. Returns the feedback items found.
+pub fn viewer_rtcp(data: &[u8]) -> usize {
+    let Some((&mode, rest)) = data.split_first() else {
+        return 0;
+    };
+    let mut found = 0;
+    let mut count = |_| found += 1;
+    if mode & 0x80 != 0 {
+        if !crate::webrtc::rtcp::is_rtcp(rest) {
+            return 0;
+        }
+        let (mut ours, mut theirs) = crate::webrtc::srtp::fuzzing_pair(mode % 3);
+        let (mut wire, mut clear) = (Vec::new(), Vec::new());
+        theirs.protect_rtcp(rest, &mut wire);
+        assert!(
+            ours.unprotect_rtcp(&wire, &mut clear).is_ok(),
+            "a protected packet is accepted"
+        );
+        assert_eq!(clear, rest, "and decrypts to itself");
+        crate::webrtc::rtcp::feedback(&clear, &mut count);
+    } else {
+        let (mut ours, _) = crate::webrtc::srtp::fuzzing_pair(mode % 3);
+        let mut clear = Vec::new();
+        if crate::webrtc::rtcp::is_rtcp(rest) && ours.unprotect_rtcp(rest, &mut clear).is_ok() {
+            crate::webrtc::rtcp::feedback(&clear, &mut count);
+        }
+    }
+    found
 }
 
 /// An LL-HLS request: the file name of `/{path}/{file}` and the blocking

@@ -7,11 +7,11 @@
 pub mod dtls;
 mod engine;
 mod resend_budget;
-mod rtcp;
+pub(crate) mod rtcp;
 pub mod sdp;
 mod send_stream;
 mod session;
-mod srtp;
+pub(crate) mod srtp;
 pub mod stun;
 mod udp_batch;
 

@@ -407,6 +407,34 @@ impl Srtp {
     }
 }
 
+/// The two ends of a session with fixed keys, for the fuzz harness
+/// ([`crate::fuzzing::viewer_rtcp`]): profile 0 `AES_CM_128_HMAC_SHA1_80`,
+/// 1 `AEAD_AES_128_GCM`, else `AEAD_AES_256_GCM`; the server end first.
+pub(crate) fn fuzzing_pair(profile: u8) -> (Srtp, Srtp) {
+    let profile = match profile {
+        0 => SrtpProfile::AES128_CM_SHA1_80,
+        1 => SrtpProfile::AEAD_AES_128_GCM,
+        _ => SrtpProfile::AEAD_AES_256_GCM,
+    };
+    let crypto = str0m::crypto::from_feature_flags();
+    let material: Vec<u8> = (0..88u8).collect();
+    let len = master_lengths(profile).map_or(0, |(k, s)| 2 * (k + s));
+    let end = |client| {
+        Srtp::new(
+            &crypto,
+            &SrtpKeys {
+                material: material[..len].to_vec(),
+                profile,
+                client,
+            },
+        )
+    };
+    match (end(false), end(true)) {
+        (Some(server), Some(client)) => (server, client),
+        _ => unreachable!("fixed keys of the profile's length"),
+    }
+}
+
 /// The SRTCP GCM IV (RFC 7714 §9.1): the index in the last four bytes.
 fn srtcp_gcm_iv(mut iv: [u8; 12], index: u32) -> [u8; 12] {
     for (b, s) in iv[8..].iter_mut().zip(index.to_be_bytes()) {
