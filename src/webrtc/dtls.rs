@@ -112,7 +112,9 @@ thread_local! {
 /// own media takes the keys here. Every call into str0m runs to its end on
 /// one thread, so a session that takes the keys right after each of its
 /// calls gets its own handshake's; [`Session`](super::Session) does so after
-/// every call, whether it uses them or not, so none are left for another.
+/// every call, whether it uses them or not, so none are left for another,
+/// and until its handshake is done it also empties the slot before each
+/// call (a call that ended in an error may have left keys behind).
 pub(crate) fn take_exported_keys() -> Option<SrtpKeys> {
     EXPORTED.with(|e| e.borrow_mut().take())
 }
@@ -259,6 +261,15 @@ mod tests {
         }
         assert!(server_done, "the server side connected with SRTP keys");
         assert!(client_done, "the client side connected with SRTP keys");
+        // Our instance (the server) parked its keys for the session to take,
+        // once; str0m's own client does not.
+        let keys = take_exported_keys().expect("the server's keys");
+        assert!(!keys.client);
+        assert!(
+            super::super::srtp::Srtp::new(&str0m::crypto::from_feature_flags(), &keys).is_some(),
+            "{keys:?}: material of the profile's length"
+        );
+        assert!(take_exported_keys().is_none());
         assert_eq!(server.protocol_version(), Some(ProtocolVersion::DTLS1_2));
     }
 }

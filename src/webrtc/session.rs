@@ -184,6 +184,16 @@ impl Session {
         self.outbox.flush(&mut |to, d| engine.send_many(to, d));
     }
 
+    /// Drops SRTP keys some other session's call into str0m left behind
+    /// (one that returned early with an error): called before this
+    /// session's calls while its own handshake is not done, so that
+    /// [`Session::take_keys`] after them can only find its own.
+    fn discard_stray_keys(&self) {
+        if !self.keyed {
+            let _ = super::dtls::take_exported_keys();
+        }
+    }
+
     /// Takes the SRTP keys of this session's handshake when a call into
     /// str0m has just finished it (see [`super::dtls::take_exported_keys`]).
     fn take_keys(&mut self) {
@@ -277,6 +287,7 @@ impl Session {
         let mut due_rounds = 0;
         let polled_at = Instant::now();
         let next_report = self.report(polled_at);
+        self.discard_stray_keys();
         loop {
             let output = self.rtc.poll_output();
             self.take_keys();
@@ -297,7 +308,9 @@ impl Session {
                     let now = Instant::now();
                     if at <= now && due_rounds < MAX_DUE_ROUNDS {
                         due_rounds += 1;
-                        self.rtc.handle_input(Input::Timeout(now))?;
+                        let handled = self.rtc.handle_input(Input::Timeout(now));
+                        self.take_keys();
+                        handled?;
                         continue;
                     }
                     self.next_timeout = next_report.map_or(at, |r| r.min(at));
@@ -357,7 +370,8 @@ impl Session {
             },
             _ = timer.as_mut() => None,
         };
-        match input_at {
+        self.discard_stray_keys();
+        let result = match input_at {
             Some(d) => {
                 if self.own_rtcp(&d) {
                     return Ok(());
@@ -365,7 +379,7 @@ impl Session {
                 let Ok(contents) = d.data.as_slice().try_into() else {
                     return Ok(()); // not a datagram str0m can parse
                 };
-                let result = self.rtc.handle_input(Input::Receive(
+                self.rtc.handle_input(Input::Receive(
                     d.at,
                     Receive {
                         proto: d.proto,
@@ -373,12 +387,12 @@ impl Session {
                         destination: d.destination,
                         contents,
                     },
-                ));
-                self.take_keys();
-                result
+                ))
             }
             None => self.rtc.handle_input(Input::Timeout(Instant::now())),
-        }
+        };
+        self.take_keys();
+        result
     }
 
     /// Ends the session (DTLS close, then gone).
