@@ -171,18 +171,25 @@ impl WhepServer {
         }
         // The session sends the media itself, not str0m (see
         // `webrtc::send_stream`): stream 0 is the video, if any, then audio.
+        // A section the answer sends nothing on (the offer made it inactive
+        // or send-only) has no stream: that track is not sent.
         let mut own = Vec::new();
-        for (route, keep) in [
-            (routes.video.as_mut(), SEND_BUFFER_VIDEO),
-            (routes.audio.as_mut(), SEND_BUFFER_AUDIO),
+        for (slot, keep) in [
+            (&mut routes.video, SEND_BUFFER_VIDEO),
+            (&mut routes.audio, SEND_BUFFER_AUDIO),
         ] {
-            let Some(route) = route else { continue };
+            let Some(route) = slot.as_mut() else { continue };
             let clock = clock_rate(route.codec) as u32;
-            let spec = sdp::take_stream(&mut session, route, clock, &answer).ok_or_else(|| {
-                WhepError::BadOffer(format!("no outgoing stream for media {}", route.mid))
-            })?;
-            route.stream = own.len();
-            own.push((spec, keep));
+            if let Some(spec) = sdp::take_stream(&mut session, route, clock, &answer) {
+                route.stream = own.len();
+                own.push((spec, keep));
+            } else {
+                tracing::debug!(mid = %route.mid, "the answer sends nothing in this media section");
+                *slot = None;
+            }
+        }
+        if own.is_empty() {
+            return Err(WhepError::NoCodec(plan.describe()));
         }
         session.send_own(own);
         // AAC reaches browsers as Opus, transcoded once per path.

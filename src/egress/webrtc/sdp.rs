@@ -232,6 +232,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::Track;
     use std::time::Instant;
     use str0m::Rtc;
     use str0m::media::Direction;
@@ -245,6 +246,76 @@ mod tests {
         api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
         let (offer, _pending) = api.apply().unwrap();
         offer
+    }
+
+    /// The answer's sending sections are taken from str0m with the SSRCs,
+    /// RTX and extension ids the answer announces; a section the offer
+    /// made inactive has no stream to take.
+    #[test]
+    fn takes_the_answers_streams_and_skips_sections_it_does_not_send() {
+        let mut client = Rtc::builder().build(Instant::now());
+        let mut api = client.sdp_api();
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        api.add_media(MediaKind::Audio, Direction::Inactive, None, None, None);
+        let (offer, _pending) = api.apply().unwrap();
+        let engine = crate::webrtc::Engine::start(
+            &crate::webrtc::EngineConfig {
+                listen: None,
+                tcp_listen: None,
+                public_addresses: Vec::new(),
+            },
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .unwrap();
+        let config = engine
+            .rtc_config()
+            .set_rtp_mode(true)
+            .enable_h264(true)
+            .enable_opus(true, false)
+            .set_extension_map(header_extensions());
+        let mut session = engine.open(config);
+        let answer = crate::webrtc::sdp::accept_offer(&mut session.rtc, offer)
+            .unwrap()
+            .to_sdp_string();
+        let tracks = [
+            std::sync::Arc::new(Track::new(0, 0, crate::media::testing::h264(640))),
+            std::sync::Arc::new(Track::new(1, 0, crate::media::testing::aac())),
+        ];
+        let routes = Plan::for_tracks(&tracks).routes(&mut session, &answer);
+        let video = routes.video.expect("video route");
+        let spec = take_stream(&mut session, &video, 90_000, &answer).expect("video stream");
+        assert!(
+            answer.contains(&format!("a=ssrc:{} cname:", spec.ssrc)),
+            "{answer}"
+        );
+        let (rtx, rtx_pt) = spec.rtx.expect("RTX");
+        assert!(
+            answer.contains(&format!("a=ssrc-group:FID {} {rtx}", spec.ssrc)),
+            "{answer}"
+        );
+        assert!(
+            answer.contains(&format!("apt={}", spec.pt))
+                && answer.contains(&format!("a=rtpmap:{rtx_pt} rtx/90000")),
+            "{answer}"
+        );
+        assert!(!spec.cname.is_empty());
+        let (mid_id, mid) = spec.extensions.mid.clone().expect("MID extension");
+        assert!(
+            answer.contains(&format!(
+                "a=extmap:{mid_id} urn:ietf:params:rtp-hdrext:sdes:mid"
+            )),
+            "{answer}"
+        );
+        assert_eq!(mid, video.mid.as_bytes());
+        assert!(spec.extensions.abs_send_time.is_some());
+        // Taken once: str0m no longer has it.
+        assert!(take_stream(&mut session, &video, 90_000, &answer).is_none());
+        if let Some(audio) = routes.audio {
+            assert!(
+                take_stream(&mut session, &audio, 48_000, &answer).is_none(),
+                "{answer}"
+            );
+        }
     }
 
     #[test]
