@@ -201,7 +201,11 @@ fn write_header(
     ssrc: u32,
 ) {
     out.clear();
-    let has_ext = ext.abs_send_time.is_some() || ext.mid.is_some();
+    let mid_fits = ext
+        .mid
+        .as_ref()
+        .is_some_and(|(_, m)| (1..=16).contains(&m.len()));
+    let has_ext = ext.abs_send_time.is_some() || mid_fits;
     out.push(0x80 | if has_ext { 0x10 } else { 0 });
     out.push(if marker { 0x80 } else { 0 } | (pt & 0x7f));
     out.extend_from_slice(&seq.to_be_bytes());
@@ -216,8 +220,12 @@ fn write_header(
         out.push(id << 4 | 2);
         out.extend_from_slice(&abs_send_time(SystemTime::now()));
     }
-    if let Some((id, mid)) = &ext.mid {
-        let mid = &mid[..mid.len().clamp(1, 16)];
+    // A one-byte element carries 1–16 bytes (RFC 8285 §4.2); a MID that
+    // does not fit is not sent (the answer's a=ssrc lines identify the
+    // stream without it).
+    if let Some((id, mid)) = &ext.mid
+        && (1..=16).contains(&mid.len())
+    {
         out.push(id << 4 | (mid.len() as u8 - 1));
         out.extend_from_slice(mid);
     }
@@ -283,6 +291,17 @@ mod tests {
         let index = s.next(93_000, false, &payload(2), Instant::now(), &mut h);
         assert_eq!(index, first + 1);
         assert_eq!(h[1], 102);
+        // A MID too long (or empty) for a one-byte element is left out.
+        let mut long = spec(true);
+        long.extensions = Extensions {
+            abs_send_time: None,
+            mid: Some((4, vec![b'm'; 17])),
+        };
+        SendStream::new(long.clone(), 8).next(0, false, &payload(0), Instant::now(), &mut h);
+        assert_eq!(h.len(), 12);
+        long.extensions.mid = Some((4, Vec::new()));
+        SendStream::new(long, 8).next(0, false, &payload(0), Instant::now(), &mut h);
+        assert_eq!(h.len(), 12);
         // No extensions: a 12-byte header.
         let mut plain = spec(false);
         plain.extensions = Extensions::default();
