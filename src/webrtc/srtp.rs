@@ -77,14 +77,43 @@ enum Cipher {
         salt: [u8; 14],
         hmac: &'static dyn Sha1HmacProvider,
     },
-    Gcm128 {
-        aead: Box<dyn AeadAes128GcmCipher>,
+    Gcm {
+        key: GcmKey,
         salt: [u8; 12],
     },
-    Gcm256 {
-        aead: Box<dyn AeadAes256GcmCipher>,
-        salt: [u8; 12],
-    },
+}
+
+/// An AES-GCM key of either size (str0m's provider has a trait per size,
+/// with the same methods).
+enum GcmKey {
+    Aes128(Box<dyn AeadAes128GcmCipher>),
+    Aes256(Box<dyn AeadAes256GcmCipher>),
+}
+
+impl GcmKey {
+    /// Encrypts `input` into `output` and appends the 16-byte tag.
+    fn seal(&mut self, iv: &[u8; 12], aad: &[u8], input: &[u8], output: &mut [u8]) {
+        // The provider cannot fail on these lengths (and AAD ≥ 12 bytes).
+        let _ = match self {
+            GcmKey::Aes128(c) => c.encrypt(iv, aad, input, output),
+            GcmKey::Aes256(c) => c.encrypt(iv, aad, input, output),
+        };
+    }
+
+    /// Checks the tag at the end of `input` and decrypts the rest into
+    /// `output`, returning its length.
+    fn open(
+        &mut self,
+        iv: &[u8; 12],
+        aads: &[&[u8]],
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<usize, str0m::crypto::CryptoError> {
+        match self {
+            GcmKey::Aes128(c) => c.decrypt(iv, aads, input, output),
+            GcmKey::Aes256(c) => c.decrypt(iv, aads, input, output),
+        }
+    }
 }
 
 impl Cipher {
@@ -119,25 +148,19 @@ impl Cipher {
                     hmac: crypto.sha1_hmac_provider,
                 })
             }
-            SrtpProfile::AEAD_AES_128_GCM => {
-                let mut k = [0; 16];
+            SrtpProfile::AEAD_AES_128_GCM | SrtpProfile::AEAD_AES_256_GCM => {
                 let mut s = [0; 12];
-                derive(crypto, key, salt, enc_label, &mut k);
                 derive(crypto, key, salt, salt_label, &mut s);
-                Some(Cipher::Gcm128 {
-                    aead: srtp.aead_aes_128_gcm().create_cipher(k, encrypt),
-                    salt: s,
-                })
-            }
-            SrtpProfile::AEAD_AES_256_GCM => {
-                let mut k = [0; 32];
-                let mut s = [0; 12];
-                derive(crypto, key, salt, enc_label, &mut k);
-                derive(crypto, key, salt, salt_label, &mut s);
-                Some(Cipher::Gcm256 {
-                    aead: srtp.aead_aes_256_gcm().create_cipher(k, encrypt),
-                    salt: s,
-                })
+                let key = if matches!(profile, SrtpProfile::AEAD_AES_128_GCM) {
+                    let mut k = [0; 16];
+                    derive(crypto, key, salt, enc_label, &mut k);
+                    GcmKey::Aes128(srtp.aead_aes_128_gcm().create_cipher(k, encrypt))
+                } else {
+                    let mut k = [0; 32];
+                    derive(crypto, key, salt, enc_label, &mut k);
+                    GcmKey::Aes256(srtp.aead_aes_256_gcm().create_cipher(k, encrypt))
+                };
+                Some(Cipher::Gcm { key, salt: s })
             }
             _ => None,
         }
@@ -275,15 +298,10 @@ impl Srtp {
                 out[h + n..h + n + HMAC_TAG].copy_from_slice(&tag[..HMAC_TAG]);
                 out.truncate(h + n + HMAC_TAG);
             }
-            Cipher::Gcm128 { aead, salt } => {
+            Cipher::Gcm { key, salt } => {
                 out.resize(h + n + GCM_TAG, 0);
                 let iv = gcm_iv(salt, ssrc, (index >> 16) as u32, index as u16);
-                let _ = aead.encrypt(&iv, header, payload, &mut out[h..]);
-            }
-            Cipher::Gcm256 { aead, salt } => {
-                out.resize(h + n + GCM_TAG, 0);
-                let iv = gcm_iv(salt, ssrc, (index >> 16) as u32, index as u16);
-                let _ = aead.encrypt(&iv, header, payload, &mut out[h..]);
+                key.seal(&iv, header, payload, &mut out[h..]);
             }
         }
     }
@@ -314,19 +332,11 @@ impl Srtp {
                 out[n + SRTCP_INDEX..n + SRTCP_INDEX + HMAC_TAG].copy_from_slice(&tag[..HMAC_TAG]);
                 out.truncate(n + SRTCP_INDEX + HMAC_TAG);
             }
-            Cipher::Gcm128 { aead, salt } => {
-                out.resize(n + GCM_TAG + SRTCP_INDEX, 0);
-                let iv = gcm_iv(salt, ssrc, 0, 0);
-                let iv = srtcp_gcm_iv(iv, index);
-                let aad = srtcp_aad(packet, e_index);
-                let _ = aead.encrypt(&iv, &aad, &packet[8..], &mut out[8..]);
-                out[n + GCM_TAG..].copy_from_slice(&e_index);
-            }
-            Cipher::Gcm256 { aead, salt } => {
+            Cipher::Gcm { key, salt } => {
                 out.resize(n + GCM_TAG + SRTCP_INDEX, 0);
                 let iv = srtcp_gcm_iv(gcm_iv(salt, ssrc, 0, 0), index);
                 let aad = srtcp_aad(packet, e_index);
-                let _ = aead.encrypt(&iv, &aad, &packet[8..], &mut out[8..]);
+                key.seal(&iv, &aad, &packet[8..], &mut out[8..]);
                 out[n + GCM_TAG..].copy_from_slice(&e_index);
             }
         }
@@ -377,31 +387,11 @@ impl Srtp {
                 out.truncate(body_end);
                 Ok(())
             }
-            Cipher::Gcm128 { aead, salt } => {
+            Cipher::Gcm { key, salt } => {
                 let (iv, e_index, body_end) = gcm_rtcp_in(packet, salt, ssrc);
                 let index = u32::from_be_bytes(e_index) & 0x7fff_ffff;
-                gcm_open(
-                    |iv, aads, input, output| aead.decrypt(iv, aads, input, output),
-                    packet,
-                    iv,
-                    e_index,
-                    body_end,
-                    out,
-                )
-                .map_err(|_| SrtcpError::Auth { ssrc, index })
-            }
-            Cipher::Gcm256 { aead, salt } => {
-                let (iv, e_index, body_end) = gcm_rtcp_in(packet, salt, ssrc);
-                let index = u32::from_be_bytes(e_index) & 0x7fff_ffff;
-                gcm_open(
-                    |iv, aads, input, output| aead.decrypt(iv, aads, input, output),
-                    packet,
-                    iv,
-                    e_index,
-                    body_end,
-                    out,
-                )
-                .map_err(|_| SrtcpError::Auth { ssrc, index })
+                gcm_open(key, packet, iv, e_index, body_end, out)
+                    .map_err(|_| SrtcpError::Auth { ssrc, index })
             }
         }
     }
@@ -465,33 +455,27 @@ fn gcm_rtcp_in(packet: &[u8], salt: &[u8; 12], ssrc: u32) -> ([u8; 12], [u8; 4],
 /// Opens a GCM SRTCP packet: encrypted (E set, RFC 7714 §9.3) or only
 /// authenticated (E clear, §9.4: all of it is associated data).
 fn gcm_open(
-    mut decrypt: impl FnMut(
-        &[u8; 12],
-        &[&[u8]],
-        &[u8],
-        &mut [u8],
-    ) -> Result<usize, str0m::crypto::CryptoError>,
+    key: &mut GcmKey,
     packet: &[u8],
     iv: [u8; 12],
     e_index: [u8; 4],
     body_end: usize,
     out: &mut Vec<u8>,
-) -> Result<(), ()> {
+) -> Result<(), str0m::crypto::CryptoError> {
     if e_index[0] & 0x80 != 0 {
         let aad = srtcp_aad(packet, e_index);
         out.resize(body_end - GCM_TAG, 0);
-        let len = decrypt(&iv, &[&aad], &packet[8..body_end], &mut out[8..]).map_err(|_| ())?;
+        let len = key.open(&iv, &[&aad], &packet[8..body_end], &mut out[8..])?;
         out.truncate(8 + len);
     } else {
         let clear = body_end - GCM_TAG;
         let mut none = [0u8; 0];
-        decrypt(
+        key.open(
             &iv,
             &[&packet[..clear], &e_index],
             &packet[clear..body_end],
             &mut none,
-        )
-        .map_err(|_| ())?;
+        )?;
         out.extend_from_slice(&packet[8..clear]);
     }
     Ok(())
@@ -565,16 +549,25 @@ mod tests {
         let header = hex("800f1234decafbadcafebabe");
         let payload = [0xab; 16];
         let mut out = Vec::new();
-        let mut cm = sender(
-            SrtpProfile::AES128_CM_SHA1_80,
-            "e1f97a0d3e018be0d64fa32c06de4139",
-            "0ec675ad498afeebb6960b3aabe6",
-        );
-        cm.protect_rtp(&header, &payload, 0x1234, &mut out);
-        assert_eq!(
-            out,
-            hex("800f1234decafbadcafebabe4e55dc4ce79978d88ca4d215949d2402b78d6acc99ea179b8dbb")
-        );
+        let rtp = [
+            (
+                SrtpProfile::AES128_CM_SHA1_80,
+                "e1f97a0d3e018be0d64fa32c06de4139",
+                "0ec675ad498afeebb6960b3aabe6",
+                "800f1234decafbadcafebabe4e55dc4ce79978d88ca4d215949d2402b78d6acc99ea179b8dbb",
+            ),
+            (
+                SrtpProfile::AEAD_AES_128_GCM,
+                "000102030405060708090a0b0c0d0e0f",
+                "a0a1a2a3a4a5a6a7a8a9aaab",
+                "800f1234decafbadcafebabec5002ede04cfdd2eb91159e0880aa06ed2976826f796b201df3131a127e8a392",
+            ),
+        ];
+        for (profile, key, salt, expected) in rtp {
+            sender(profile, key, salt).protect_rtp(&header, &payload, 0x1234, &mut out);
+            assert_eq!(out, hex(expected), "{profile:?}");
+        }
+        let mut cm = sender(rtp[0].0, rtp[0].1, rtp[0].2);
         let mut rtcp = hex("81c8000bcafebabe");
         rtcp.extend_from_slice(&payload);
         cm.srtcp_index = 1;
@@ -582,18 +575,6 @@ mod tests {
         assert_eq!(
             out,
             hex("81c8000bcafebabe7128035be487b9bdbef89041f977a5a880000001993e08cd54d6c1230798")
-        );
-        let mut gcm = sender(
-            SrtpProfile::AEAD_AES_128_GCM,
-            "000102030405060708090a0b0c0d0e0f",
-            "a0a1a2a3a4a5a6a7a8a9aaab",
-        );
-        gcm.protect_rtp(&header, &payload, 0x1234, &mut out);
-        assert_eq!(
-            out,
-            hex(
-                "800f1234decafbadcafebabec5002ede04cfdd2eb91159e0880aa06ed2976826f796b201df3131a127e8a392"
-            )
         );
     }
 
@@ -609,19 +590,21 @@ mod tests {
         let payload = b"Gallia est omnis divisa in partes tres";
         let cases = [
             (
-                Cipher::Gcm128 {
-                    aead: srtp
-                        .aead_aes_128_gcm()
-                        .create_cipher(key[..16].try_into().unwrap(), true),
+                Cipher::Gcm {
+                    key: GcmKey::Aes128(
+                        srtp.aead_aes_128_gcm()
+                            .create_cipher(key[..16].try_into().unwrap(), true),
+                    ),
                     salt,
                 },
                 "8040f17b8041f8d35501a0b2f24de3a3fb34de6cacba861c9d7e4bcabe633bd50d294e6f42a5f47a51c7d19b36de3adf8833899d7f27beb16a9152cf765ee4390cce",
             ),
             (
-                Cipher::Gcm256 {
-                    aead: srtp
-                        .aead_aes_256_gcm()
-                        .create_cipher(key[..].try_into().unwrap(), true),
+                Cipher::Gcm {
+                    key: GcmKey::Aes256(
+                        srtp.aead_aes_256_gcm()
+                            .create_cipher(key[..].try_into().unwrap(), true),
+                    ),
                     salt,
                 },
                 "8040f17b8041f8d35501a0b232b1de78a822fe12ef9f78fa332e33aab18012389a58e2f3b50b2a0276ffae0f1ba63799b87b7aa3db36dfffd6b0f9bb7878d7a76c13",
