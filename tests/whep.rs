@@ -379,6 +379,42 @@ async fn lost_video_packets_are_resent_on_nack() {
     app.shutdown().await;
 }
 
+/// A viewer that offers to be the DTLS server (`a=setup:passive`) makes
+/// the server the DTLS client: the server then sends with the client half
+/// of the keying material (RFC 5764 §4.2) and must read the viewer's RTCP
+/// with the other half — video arrives whole and decodable, and lost
+/// packets come back on NACK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_offers_to_be_the_dtls_server_plays_and_gets_resends() {
+    let _light = MACHINE.read().await;
+    let app = start("").await;
+    let path = "live/passive";
+    let _push = publish(&app, BASELINE, path).await;
+    let options = Options {
+        dtls_passive: true,
+        drop_video_every: 10,
+        ..Options::default()
+    };
+    let client = WhepClient::connect_with(app.http_addr, path, options)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(
+        client.response.text().contains("a=setup:active"),
+        "{}",
+        client.response.text()
+    );
+    client
+        .wait_video(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|r| panic!("no video: {r:?}"));
+    let r = client.run_for(Duration::from_secs(4)).await;
+    assert!(r.dropped >= 8, "{} packets dropped", r.dropped);
+    assert!(r.video_nacks >= 1, "no NACK sent");
+    assert_whole_in_order_and_decodable(&r.video).await;
+    client.close().await;
+    app.shutdown().await;
+}
+
 /// A viewer that loses every video packet asks for all of them again and
 /// again (NACK); the server resends no more than its budget allows (15 %
 /// of the bytes it sends, `webrtc::resend_budget`), not what is asked:

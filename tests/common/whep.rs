@@ -130,6 +130,10 @@ pub struct Options {
     /// Hold every n-th such packet back and deliver it after the next
     /// datagram (a swap); 0: never.
     pub reorder_video_every: u64,
+    /// Offer `a=setup:passive` instead of `actpass` (RFC 5763 §5): the
+    /// server must then be the DTLS client, and sends with the client's
+    /// SRTP keys (RFC 5764 §4.2).
+    pub dtls_passive: bool,
 }
 
 impl Default for Options {
@@ -140,6 +144,7 @@ impl Default for Options {
             drop_video_every: 0,
             duplicate_video_every: 0,
             reorder_video_every: 0,
+            dtls_passive: false,
         }
     }
 }
@@ -252,7 +257,12 @@ impl WhepClient {
     ) -> Result<WhepClient, (u16, String)> {
         let offerer = Offerer::new(options.offer).await;
         let started = Instant::now();
-        let response = post_offer(http, path, &offerer.sdp, &[]).await;
+        let sdp = if options.dtls_passive {
+            offerer.sdp.replace("a=setup:actpass", "a=setup:passive")
+        } else {
+            offerer.sdp.clone()
+        };
+        let response = post_offer(http, path, &sdp, &[]).await;
         if response.status != 201 {
             return Err((response.status, response.text()));
         }
