@@ -8,7 +8,7 @@
 //! the frame, and every viewer's session sends the same `Arc<[u8]>`
 //! payloads, keeping them by reference count for NACKs: per viewer remain
 //! the RTP header, SRTP and RTCP. str0m answers the offer and runs ICE and
-//! DTLS; the media the session sends itself
+//! DTLS; the session sends the media itself
 //! ([`Session::send_own`](crate::webrtc::Session::send_own)). AAC is
 //! transcoded to Opus once per path (a derived track of the stream, see
 //! [`bridge`]).
