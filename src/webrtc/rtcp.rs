@@ -27,6 +27,13 @@ pub(crate) enum Feedback {
 }
 
 impl Feedback {
+    /// The media SSRC the request is about.
+    pub fn ssrc(&self) -> u32 {
+        match *self {
+            Feedback::Nack { ssrc, .. } | Feedback::KeyframeRequest { ssrc } => ssrc,
+        }
+    }
+
     /// The sequence numbers a NACK asks for, in order.
     pub fn nacked(pid: u16, blp: u16) -> impl Iterator<Item = u16> {
         std::iter::once(pid).chain(

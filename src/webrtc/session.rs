@@ -240,16 +240,13 @@ impl Session {
         rtcp::feedback(&own.rtcp, |f| own.feedback.push(f));
         let now = Instant::now();
         for i in 0..own.feedback.len() {
-            match own.feedback[i] {
-                Feedback::KeyframeRequest { ssrc } => {
-                    if let Some(n) = own.streams.iter().position(|s| s.ssrc() == ssrc) {
-                        own.keyframe_requests.push(n);
-                    }
-                }
-                Feedback::Nack { ssrc, pid, blp } => {
-                    let Some(n) = own.streams.iter().position(|s| s.ssrc() == ssrc) else {
-                        continue;
-                    };
+            let f = own.feedback[i];
+            let Some(n) = own.streams.iter().position(|s| s.ssrc() == f.ssrc()) else {
+                continue;
+            };
+            match f {
+                Feedback::KeyframeRequest { .. } => own.keyframe_requests.push(n),
+                Feedback::Nack { pid, blp, .. } => {
                     for seq in Feedback::nacked(pid, blp) {
                         if !own.resend(n, seq, now, &self.engine, &mut self.outbox) {
                             break;
@@ -292,17 +289,10 @@ impl Session {
             let output = self.rtc.poll_output();
             self.take_keys();
             match output? {
-                Output::Transmit(t) if t.proto == Protocol::Udp => {
-                    self.learn_destination(t.proto, t.destination, &t.contents);
-                    let engine = &self.engine;
-                    self.outbox
-                        .push(t.destination, t.contents.into(), &mut |to, d| {
-                            engine.send_many(to, d)
-                        });
-                }
                 Output::Transmit(t) => {
                     self.learn_destination(t.proto, t.destination, &t.contents);
-                    self.engine.transmit(t.proto, t.destination, &t.contents)
+                    let to = (t.proto, t.destination);
+                    send_to(&self.engine, &mut self.outbox, to, t.contents.into());
                 }
                 Output::Timeout(at) => {
                     let now = Instant::now();
@@ -395,14 +385,6 @@ impl Session {
         result
     }
 
-    /// Ends the session (DTLS close, then gone).
-    pub fn close(&mut self) {
-        let _ = self.rtc.close();
-        self.closed = true;
-    }
-}
-
-impl Session {
     /// Where the session's own media goes until the peer's RTCP says: the
     /// address str0m sends DTLS to (its nominated pair; RFC 7983 §7: a
     /// first byte of 20–63 is DTLS).
@@ -413,6 +395,12 @@ impl Session {
         {
             own.to = Some((proto, to));
         }
+    }
+
+    /// Ends the session (DTLS close, then gone).
+    pub fn close(&mut self) {
+        let _ = self.rtc.close();
+        self.closed = true;
     }
 }
 
