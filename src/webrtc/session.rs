@@ -15,7 +15,7 @@ use super::resend_budget::{ResendBudget, Verdict};
 use super::rtcp::{self, Feedback};
 use super::send_stream::{MAX_HEADER, SendStream, StreamSpec};
 use super::srtp::{MAX_OVERHEAD, Srtp};
-use super::udp_batch::Outbox;
+use super::udp_batch::{self, Outbox};
 
 /// How often a stream the session sends itself gets a sender report (RFC
 /// 3550 §6.2 leaves the interval to the application; browsers' own senders
@@ -171,7 +171,7 @@ impl Session {
             return;
         };
         let index = s.next(time, marker, payload, wallclock, &mut own.header);
-        let mut datagram = Vec::with_capacity(own.header.len() + payload.len() + MAX_OVERHEAD + 16);
+        let mut datagram = udp_batch::buffer(own.header.len() + payload.len() + MAX_OVERHEAD + 16);
         srtp.protect_rtp(&own.header, payload, index, &mut datagram);
         own.budget.admit(Instant::now(), &datagram);
         let engine = &self.engine;
@@ -271,7 +271,7 @@ impl Session {
                     continue;
                 };
                 rtcp::sender_report(&info, s.cname(), &mut own.scratch);
-                let mut datagram = Vec::with_capacity(own.scratch.len() + MAX_OVERHEAD);
+                let mut datagram = udp_batch::buffer(own.scratch.len() + MAX_OVERHEAD);
                 srtp.protect_rtcp(&own.scratch, &mut datagram);
                 send_to(&self.engine, &mut self.outbox, to, datagram);
             }
@@ -443,7 +443,7 @@ impl OwnMedia {
             return true;
         };
         let mut datagram =
-            Vec::with_capacity(self.header.len() + self.scratch.len() + MAX_OVERHEAD + 16);
+            udp_batch::buffer(self.header.len() + self.scratch.len() + MAX_OVERHEAD + 16);
         srtp.protect_rtp(&self.header, &self.scratch, index, &mut datagram);
         if self.budget.admit(now, &datagram) == Verdict::Drop {
             s.forget();

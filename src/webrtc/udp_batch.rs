@@ -21,6 +21,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// before it is flushed).
 pub(crate) const MAX_BATCH: usize = 64;
 
+/// Spare datagram buffers kept per thread (a session builds and flushes
+/// its datagrams within one call, on one thread), so a packet sent to a
+/// viewer does not cost an allocation and a free: at most this many.
+const MAX_SPARE: usize = 2 * MAX_BATCH;
+/// Buffers larger than this (not a media packet's) are not kept.
+const MAX_SPARE_BYTES: usize = 2048;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer for a datagram of up to `capacity` bytes: a spare one
+/// from a flushed [`Outbox`] of this thread, or a new one.
+pub(crate) fn buffer(capacity: usize) -> Vec<u8> {
+    let mut d = SPARE
+        .with(|spare| spare.borrow_mut().pop())
+        .unwrap_or_default();
+    d.reserve(capacity);
+    d
+}
+
 /// Datagrams waiting to be sent, all to one destination.
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
@@ -46,14 +67,22 @@ impl Outbox {
     }
 
     /// Hands everything queued to `flush` and empties the outbox (keeping
-    /// its capacity).
+    /// its capacity); the datagrams' buffers go back to [`buffer`]'s spares.
     pub fn flush(&mut self, flush: &mut impl FnMut(SocketAddr, &[Vec<u8>])) {
         if let Some(to) = self.to
             && !self.datagrams.is_empty()
         {
             flush(to, &self.datagrams);
         }
-        self.datagrams.clear();
+        SPARE.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            for mut d in self.datagrams.drain(..) {
+                if spare.len() < MAX_SPARE && d.capacity() <= MAX_SPARE_BYTES {
+                    d.clear();
+                    spare.push(d);
+                }
+            }
+        });
     }
 
     #[cfg(test)]
@@ -278,6 +307,27 @@ mod tests {
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn flushed_buffers_are_reused_and_their_number_is_bounded() {
+        let mut out = Outbox::default();
+        let mut flush = |_, _: &[Vec<u8>]| {};
+        let first = buffer(1200);
+        let ptr = first.as_ptr();
+        out.push(addr(1), first, &mut flush);
+        out.flush(&mut flush);
+        let again = buffer(1200);
+        assert_eq!(again.as_ptr(), ptr, "the flushed buffer comes back");
+        assert!(again.is_empty() && again.capacity() >= 1200);
+        // Many flushed at once: only MAX_SPARE are kept; large ones never.
+        for _ in 0..4 * MAX_SPARE {
+            out.push(addr(1), vec![0; 100], &mut flush);
+        }
+        out.push(addr(1), vec![0; MAX_SPARE_BYTES + 1], &mut flush);
+        out.flush(&mut flush);
+        assert_eq!(SPARE.with(|s| s.borrow().len()), MAX_SPARE);
+        assert!(SPARE.with(|s| s.borrow().iter().all(|d| d.capacity() <= MAX_SPARE_BYTES)));
     }
 
     #[test]
