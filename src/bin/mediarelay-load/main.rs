@@ -70,6 +70,11 @@ struct Args {
     /// `is_decode_viewer`).
     #[arg(long)]
     whep_decode: Option<usize>,
+    /// Read WHEP datagrams one by one even where the server sent them as
+    /// one segmented run (by default the viewers' sockets take such a run
+    /// in one read, `UDP_GRO`; see whep.rs).
+    #[arg(long)]
+    whep_no_gro: bool,
     /// Seconds between the publisher's start and the viewers' (with
     /// --publish); the server's RSS just before viewers come is reported as
     /// `server_rss_base_bytes`.
@@ -230,9 +235,13 @@ async fn run(args: Args) -> ExitCode {
             Arc::clone(&probes),
         );
         let decode = is_decode_viewer(i, args.whep_viewers, whep_decode);
+        let how = whep::Viewing {
+            decode,
+            gro: !args.whep_no_gro,
+        };
         tasks.push(tokio::spawn(async move {
-            let r = whep::whep_viewer(&client, http, &path, decode, &s, &probes.whep, watch_until)
-                .await;
+            let r =
+                whep::whep_viewer(&client, http, &path, how, &s, &probes.whep, watch_until).await;
             if let Err(e) = r {
                 if !quiet {
                     eprintln!("whep viewer {i}: {e}");
