@@ -6,18 +6,18 @@
 //!
 //! The profiles are those str0m's DTLS may agree on: `AES_CM_128_HMAC_SHA1_80`
 //! (RFC 3711 §4.1.1, §4.2.1), `AEAD_AES_128_GCM` and `AEAD_AES_256_GCM`
-//! (RFC 7714). The block ciphers are str0m's crypto provider's (aws-lc-rs);
-//! the key derivation, IVs, associated data and packet layout are ours.
+//! (RFC 7714). AES-CM and HMAC-SHA1 are str0m's crypto provider's, AES-GCM
+//! is aws-lc-rs's (the library under that provider) called directly; the
+//! key derivation, IVs, associated data and packet layout are ours.
 //!
 //! Protection writes straight into the datagram buffer: the RTP header, then
 //! the payload encrypted from where it lies (the path's shared packet), then
 //! the tag — the payload is read once and never copied in the clear.
 
+use aws_lc_rs::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::error::Unspecified;
 use str0m::crypto::dtls::SrtpProfile;
-use str0m::crypto::{
-    AeadAes128GcmCipher, AeadAes256GcmCipher, Aes128CmSha1_80Cipher, CryptoProvider,
-    Sha1HmacProvider,
-};
+use str0m::crypto::{Aes128CmSha1_80Cipher, CryptoProvider, Sha1HmacProvider};
 
 /// RFC 3711 §4.3.1 key derivation labels.
 const LABEL_RTP_ENCRYPTION: u8 = 0;
@@ -83,36 +83,59 @@ enum Cipher {
     },
 }
 
-/// An AES-GCM key of either size (str0m's provider has a trait per size,
-/// with the same methods).
-enum GcmKey {
-    Aes128(Box<dyn AeadAes128GcmCipher>),
-    Aes256(Box<dyn AeadAes256GcmCipher>),
-}
+/// An AES-GCM key of either size, used through aws-lc-rs directly (the
+/// library str0m's provider wraps): sealing reads the clear payload where
+/// it lies and writes the ciphertext and tag into the datagram in one pass,
+/// where the provider's trait first copies the input into the output.
+struct GcmKey(LessSafeKey);
 
 impl GcmKey {
-    /// Encrypts `input` into `output` and appends the 16-byte tag.
-    fn seal(&mut self, iv: &[u8; 12], aad: &[u8], input: &[u8], output: &mut [u8]) {
-        // The provider cannot fail on these lengths (and AAD ≥ 12 bytes).
-        let _ = match self {
-            GcmKey::Aes128(c) => c.encrypt(iv, aad, input, output),
-            GcmKey::Aes256(c) => c.encrypt(iv, aad, input, output),
+    /// A 16-byte key is AES-128, a 32-byte one AES-256.
+    fn new(key: &[u8]) -> Option<GcmKey> {
+        let algorithm = if key.len() == 16 {
+            &AES_128_GCM
+        } else {
+            &AES_256_GCM
         };
+        UnboundKey::new(algorithm, key)
+            .ok()
+            .map(|k| GcmKey(LessSafeKey::new(k)))
     }
 
-    /// Checks the tag at the end of `input` and decrypts the rest into
-    /// `output`, returning its length.
+    /// Encrypts `input` into the start of `output` and writes the 16-byte
+    /// tag after the ciphertext (`output` is at least that long).
+    fn seal(&self, iv: &[u8; 12], aad: &[u8], input: &[u8], output: &mut [u8]) {
+        let (ciphertext, rest) = output.split_at_mut(input.len());
+        let tag = &mut rest[..GCM_TAG];
+        let sealed = self.0.seal_out_of_place_scatter(
+            Nonce::assume_unique_for_key(*iv),
+            Aad::from(aad),
+            input,
+            ciphertext,
+            &[],
+            tag,
+        );
+        // Cannot fail: the lengths are right by construction.
+        debug_assert!(sealed.is_ok(), "AES-GCM seal failed");
+    }
+
+    /// Checks `tag` over `aad` and `ciphertext` and decrypts the latter
+    /// into `output` (its length).
     fn open(
-        &mut self,
+        &self,
         iv: &[u8; 12],
-        aads: &[&[u8]],
-        input: &[u8],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8],
         output: &mut [u8],
-    ) -> Result<usize, str0m::crypto::CryptoError> {
-        match self {
-            GcmKey::Aes128(c) => c.decrypt(iv, aads, input, output),
-            GcmKey::Aes256(c) => c.decrypt(iv, aads, input, output),
-        }
+    ) -> Result<(), Unspecified> {
+        self.0.open_separate_gather(
+            Nonce::assume_unique_for_key(*iv),
+            Aad::from(aad),
+            ciphertext,
+            tag,
+            output,
+        )
     }
 }
 
@@ -151,15 +174,10 @@ impl Cipher {
             SrtpProfile::AEAD_AES_128_GCM | SrtpProfile::AEAD_AES_256_GCM => {
                 let mut s = [0; 12];
                 derive(crypto, key, salt, salt_label, &mut s);
-                let key = if matches!(profile, SrtpProfile::AEAD_AES_128_GCM) {
-                    let mut k = [0; 16];
-                    derive(crypto, key, salt, enc_label, &mut k);
-                    GcmKey::Aes128(srtp.aead_aes_128_gcm().create_cipher(k, encrypt))
-                } else {
-                    let mut k = [0; 32];
-                    derive(crypto, key, salt, enc_label, &mut k);
-                    GcmKey::Aes256(srtp.aead_aes_256_gcm().create_cipher(k, encrypt))
-                };
+                let mut k = [0; 32];
+                let k = &mut k[..key.len()]; // 16 or 32 (`master_lengths`)
+                derive(crypto, key, salt, enc_label, k);
+                let key = GcmKey::new(k)?;
                 Some(Cipher::Gcm { key, salt: s })
             }
             _ => None,
@@ -461,21 +479,24 @@ fn gcm_open(
     e_index: [u8; 4],
     body_end: usize,
     out: &mut Vec<u8>,
-) -> Result<(), str0m::crypto::CryptoError> {
+) -> Result<(), Unspecified> {
     if e_index[0] & 0x80 != 0 {
         let aad = srtcp_aad(packet, e_index);
         out.resize(body_end - GCM_TAG, 0);
-        let len = key.open(&iv, &[&aad], &packet[8..body_end], &mut out[8..])?;
-        out.truncate(8 + len);
-    } else {
         let clear = body_end - GCM_TAG;
-        let mut none = [0u8; 0];
         key.open(
             &iv,
-            &[&packet[..clear], &e_index],
+            &aad,
+            &packet[8..clear],
             &packet[clear..body_end],
-            &mut none,
+            &mut out[8..],
         )?;
+    } else {
+        let clear = body_end - GCM_TAG;
+        let mut aad = Vec::with_capacity(clear + SRTCP_INDEX);
+        aad.extend_from_slice(&packet[..clear]);
+        aad.extend_from_slice(&e_index);
+        key.open(&iv, &aad, &[], &packet[clear..body_end], &mut [])?;
         out.extend_from_slice(&packet[8..clear]);
     }
     Ok(())
@@ -582,8 +603,6 @@ mod tests {
     /// RFC's session keys (no key derivation), AES-128 and AES-256.
     #[test]
     fn protects_rfc_7714_reference_packets() {
-        let crypto = crypto();
-        let srtp = crypto.srtp_provider;
         let salt: [u8; 12] = hex("517569642070726f2071756f").try_into().unwrap();
         let key: Vec<u8> = (0u8..32).collect();
         let header = hex("8040f17b8041f8d35501a0b2");
@@ -591,20 +610,14 @@ mod tests {
         let cases = [
             (
                 Cipher::Gcm {
-                    key: GcmKey::Aes128(
-                        srtp.aead_aes_128_gcm()
-                            .create_cipher(key[..16].try_into().unwrap(), true),
-                    ),
+                    key: GcmKey::new(&key[..16]).unwrap(),
                     salt,
                 },
                 "8040f17b8041f8d35501a0b2f24de3a3fb34de6cacba861c9d7e4bcabe633bd50d294e6f42a5f47a51c7d19b36de3adf8833899d7f27beb16a9152cf765ee4390cce",
             ),
             (
                 Cipher::Gcm {
-                    key: GcmKey::Aes256(
-                        srtp.aead_aes_256_gcm()
-                            .create_cipher(key[..].try_into().unwrap(), true),
-                    ),
+                    key: GcmKey::new(&key[..]).unwrap(),
                     salt,
                 },
                 "8040f17b8041f8d35501a0b232b1de78a822fe12ef9f78fa332e33aab18012389a58e2f3b50b2a0276ffae0f1ba63799b87b7aa3db36dfffd6b0f9bb7878d7a76c13",
