@@ -95,7 +95,9 @@ pub struct Created {
 
 struct Entry {
     path: String,
-    cancel: CancellationToken,
+    /// Cancelling it also stops the session's reader at once (a kick), which
+    /// a connected session sees without polling the token every turn.
+    session: Arc<crate::hub::Session>,
     etag: String,
 }
 
@@ -208,7 +210,7 @@ impl WhepServer {
             id,
             Entry {
                 path: path.to_string(),
-                cancel: cancel.clone(),
+                session: Arc::clone(reading.session.arc()),
                 etag: etag.clone(),
             },
         );
@@ -247,7 +249,7 @@ impl WhepServer {
     /// `DELETE` of a session resource.
     pub fn delete(&self, path: &str, id: &str) -> Result<(), WhepError> {
         let entry = self.lookup(path, id)?;
-        entry.cancel.cancel();
+        entry.session.cancel();
         Ok(())
     }
 
@@ -273,7 +275,7 @@ impl WhepServer {
         match sessions.get(&parsed) {
             Some(e) if e.path == path => Ok(Entry {
                 path: e.path.clone(),
-                cancel: e.cancel.clone(),
+                session: Arc::clone(&e.session),
                 etag: e.etag.clone(),
             }),
             _ => Err(WhepError::NoSession(id.to_string())),
@@ -466,7 +468,9 @@ async fn play(
     let mut handling = Vec::new();
     // Made once, not per wait: the loop turns for every frame, and each
     // cancellation waiter or timer made per turn would be registered and
-    // taken out again every time.
+    // taken out again every time. Once connected the token is not polled:
+    // cancelling the hub session (a kick, a DELETE, shutdown) also kicks its
+    // reader, whose `recv` then ends at once.
     let cancelled = cancel.cancelled();
     let join_timer = tokio::time::sleep_until(join_deadline);
     let connect_timer = tokio::time::sleep_until(connect_deadline);
@@ -529,7 +533,7 @@ async fn play(
         }
         tokio::select! {
             biased;
-            _ = &mut cancelled => {
+            _ = &mut cancelled, if !connected => {
                 session.close();
                 let _ = session.drive(&mut events);
                 return Ok(());
@@ -546,7 +550,11 @@ async fn play(
             r = session.input() => r?,
             f = reading.reader.recv(), if connected => {
                 let Some(f) = f else {
-                    tracing::info!("stream ended");
+                    if reading.reader.kicked() {
+                        tracing::info!("WHEP session cancelled");
+                    } else {
+                        tracing::info!("stream ended");
+                    }
                     session.close();
                     let _ = session.drive(&mut events);
                     return Ok(());
