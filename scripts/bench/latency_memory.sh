@@ -187,8 +187,8 @@ for p, name in (("rtmp", "RTMP"), ("whep", "WHEP")):
 print()
 print("### WHEP egress until the server's core saturates")
 print()
-print("| viewers | server CPU s/s | load tool CPU s/s | kbit/s per viewer (2nd half) | video fps mean / min | SRTP egress Mbit/s (2nd half) | Gbit/s per server CPU-second | viewers with media | losses | first frame p50 / p99 ms | RSS MiB |")
-print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("| viewers | server CPU s/s | load tool CPU s/s | kbit/s per viewer (2nd half) | video fps mean / min | SRTP egress Mbit/s (2nd half) | Gbit/s per server CPU-second | viewers with media | losses | latency p50 / p99 ms (2nd half) | first frame p50 / p99 ms | RSS MiB |")
+print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 runs = sorted({r for (r, p) in v if r.startswith("whep_")}, key=lambda r: int(r[5:]))
 for run in runs:
     secs = v[(run, "whep")]["seconds"]
@@ -203,6 +203,7 @@ for run in runs:
           f'{f(g(run, "whep", "video_fps_mean"))} / {f(g(run, "whep", "video_fps_min"))} | {mbit:.0f} ({mbit2:.0f}) | '
           f'{mbit / 1000 / max(cpu, 1e-9):.2f} | '
           f'{g(run, "whep", "with_media"):.0f}/{n} | {g(run, "whep", "lost"):.0f} | '
+          f'{f(g(run, "whep", "steady_latency_ms_p50"), "{:.1f}")} / {f(g(run, "whep", "steady_latency_ms_p99"), "{:.1f}")} | '
           f'{f(g(run, "whep", "first_media_ms_p50"), "{:.0f}")} / {f(g(run, "whep", "first_media_ms_p99"), "{:.0f}")} | '
           f'{g(run, "server", "rss_end_bytes") / 2**20:.0f} |')
 PY
