@@ -65,13 +65,64 @@ impl ListenAddr {
         TcpListener::from_std(socket.into())
     }
 
-    /// Binds a UDP socket.
+    /// Binds a UDP socket shared by many peers (WebRTC's one port, RTSP's
+    /// UDP ports), with a receive buffer of [`UDP_RECEIVE_BUFFER`] where the
+    /// kernel allows it.
     pub fn bind_udp(&self) -> std::io::Result<UdpSocket> {
         let (socket, addr) = self.socket_for(Type::DGRAM, Protocol::UDP)?;
         socket.set_nonblocking(true)?;
+        grow_receive_buffer(&socket, addr);
         socket.bind(&addr.into())?;
         UdpSocket::from_std(socket.into())
     }
+}
+
+/// Receive buffer asked for on the shared UDP sockets. Every peer's
+/// datagrams queue in one socket, and the kernel's default
+/// (`net.core.rmem_default`, 208 KiB on Debian) overflows in a burst:
+/// 400 WHEP viewers joining at once lost ~180 STUN/DTLS datagrams there,
+/// and a lost DTLS flight waits for its retransmission timer, one second
+/// at first (RFC 6347 §4.2.4.1); a camera's or WHIP publisher's RTP packet
+/// lost the same way costs a NACK or a broken frame. The kernel takes the
+/// memory only while datagrams wait.
+pub const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// Asks for [`UDP_RECEIVE_BUFFER`]. `SO_RCVBUF` is capped at
+/// `net.core.rmem_max`; past it, a process with `CAP_NET_ADMIN` may force
+/// the size (`SO_RCVBUFFORCE`, as GStreamer's `udpsrc` does). Short of
+/// both, the socket keeps what it got and the log says how to raise it.
+/// Linux reports twice the size asked for (socket(7)), bookkeeping
+/// included.
+fn grow_receive_buffer(socket: &Socket, addr: SocketAddr) {
+    let _ = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER);
+    let enough = |s: &Socket| s.recv_buffer_size().is_ok_and(|n| n >= UDP_RECEIVE_BUFFER);
+    if enough(socket) {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let size = libc::c_int::try_from(UDP_RECEIVE_BUFFER).unwrap_or(libc::c_int::MAX);
+        // SAFETY: a valid socket and a c_int option value of the right length.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        if enough(socket) {
+            return;
+        }
+    }
+    tracing::warn!(
+        %addr,
+        bytes = socket.recv_buffer_size().unwrap_or(0),
+        wanted = UDP_RECEIVE_BUFFER,
+        "UDP receive buffer smaller than wanted: bursts of datagrams may be lost; raise net.core.rmem_max"
+    );
 }
 
 /// Error for a listen address that does not parse.
@@ -206,6 +257,35 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shared UDP sockets get more than the kernel's default receive
+    /// buffer: all of `UDP_RECEIVE_BUFFER` where `net.core.rmem_max` or the
+    /// process's privileges allow it, else `rmem_max` (doubled, as Linux
+    /// reports it).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn shared_udp_sockets_get_a_larger_receive_buffer() {
+        let read = |name: &str| -> usize {
+            std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let (default, max) = (read("rmem_default"), read("rmem_max"));
+        let socket = ListenAddr::Addr("127.0.0.1:0".parse().unwrap())
+            .bind_udp()
+            .unwrap();
+        let got = socket2::SockRef::from(&socket).recv_buffer_size().unwrap();
+        assert!(
+            got >= UDP_RECEIVE_BUFFER || got >= 2 * max,
+            "receive buffer {got} bytes, rmem_max {max}"
+        );
+        assert!(
+            got > default,
+            "receive buffer {got} bytes, default {default}"
+        );
+    }
 
     #[test]
     fn parses_listen_forms() {
