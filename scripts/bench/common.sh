@@ -10,9 +10,11 @@ mkdir -p "$OUT"
 TMP="$(mktemp -d /tmp/mediarelay-bench.XXXXXX)"
 chmod 755 "$TMP"
 PIDS=()
+CGROUPS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  for c in "${CGROUPS[@]}"; do rmdir "$c" 2>/dev/null || true; done
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -35,3 +37,51 @@ free_udp_port() { python3 -c 'import socket; s=socket.socket(type=socket.SOCK_DG
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 # User + system CPU seconds of a process (proc(5): fields 14 and 15).
 cpu_of() { python3 -c 'import os,sys; f=open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")",1)[1].split(); print((int(f[11])+int(f[12]))/os.sysconf("SC_CLK_TCK"))' "$1"; }
+
+# Writes $TMP/nginx/nginx.conf: nginx-rtmp on 127.0.0.1:PORT, one worker
+# without a master process, the chunk size mediarelay uses (4096). Start it
+# with `nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx/" -e "$TMP/nginx/error.log"`.
+nginx_rtmp_conf() {
+  mkdir -p "$TMP/nginx"
+  cat >"$TMP/nginx/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+error_log $TMP/nginx/error.log warn;
+pid $TMP/nginx/nginx.pid;
+events { worker_connections 16384; }
+rtmp { server { listen 127.0.0.1:$1; chunk_size 4096; application live { live on; } } }
+CONF
+}
+
+# budget_cgroup NAME BUDGET: makes a cgroup that may use BUDGET (a share of
+# one core, e.g. 0.25) as a CFS quota per 10 ms period, what `docker run
+# --cpus` sets; its path is left in BUDGET_CG and it is removed on exit.
+# Needs root; cgroup v1's `cpu` controller (where these numbers were taken)
+# or v2's `cpu.max` (written as the kernel's cgroup-v2 document gives it).
+budget_cgroup() {
+  local period=10000 quota
+  quota=$(python3 -c "print(round(float('$2') * $period))")
+  # The kernel's smallest quota is 1 ms.
+  [ "$quota" -ge 1000 ] || { echo "a CPU budget must be at least 0.1 (1 ms per 10 ms)" >&2; return 1; }
+  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+    BUDGET_CG=/sys/fs/cgroup/mediarelay-bench-$$-$1
+    grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
+    mkdir "$BUDGET_CG"; CGROUPS+=("$BUDGET_CG")
+    echo "$quota $period" >"$BUDGET_CG/cpu.max"
+  elif [ -d /sys/fs/cgroup/cpu ]; then
+    BUDGET_CG=/sys/fs/cgroup/cpu/mediarelay-bench-$$-$1
+    mkdir "$BUDGET_CG"; CGROUPS+=("$BUDGET_CG")
+    echo "$period" >"$BUDGET_CG/cpu.cfs_period_us"
+    echo "$quota" >"$BUDGET_CG/cpu.cfs_quota_us"
+  else
+    echo "no cgroup cpu controller under /sys/fs/cgroup" >&2
+    return 1
+  fi
+}
+
+# in_cgroup CGROUP COMMAND…: runs COMMAND inside CGROUP (the shell joins it,
+# then execs the command, so `$!` of `in_cgroup … &` is the command's pid).
+in_cgroup() { exec sh -c 'echo $$ >"$0/cgroup.procs"; exec "$@"' "$@"; }

@@ -29,7 +29,18 @@ read -r -a COUNTS <<<"${COUNTS[*]}"
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-15}"
 SEGMENTS="${SEGMENTS:-4}"
 NGINX_SENDFILE="${NGINX_SENDFILE:-on}"
+CPU_BUDGET="${CPU_BUDGET:-}"
 . scripts/bench/common.sh
+
+# launch NAME COMMAND…: runs COMMAND (exec'd: `$!` of `launch … &` is its
+# pid), inside a cgroup of its own with CPU_BUDGET when that is set.
+declare -A BUDGET_OF=()
+if [ -n "$CPU_BUDGET" ]; then
+  for srv in mediarelay nginx; do budget_cgroup "$srv" "$CPU_BUDGET"; BUDGET_OF[$srv]=$BUDGET_CG; done
+fi
+launch() {
+  if [ -n "$CPU_BUDGET" ]; then in_cgroup "${BUDGET_OF[$1]}" "${@:2}"; else exec "${@:2}"; fi
+}
 
 # mediarelay on core 0, publishing for the whole benchmark. The window holds
 # 100 complete segments (~200 s), so the segments chosen below stay served
@@ -37,7 +48,7 @@ NGINX_SENDFILE="${NGINX_SENDFILE:-on}"
 rtmp=$(free_port); http=$(free_port); api=$(free_port)
 MEDIARELAY_LIMITS_CONNECTION_RATE=0 MEDIARELAY_LIMITS_MAX_CONNECTIONS_PER_IP=0 \
   MEDIARELAY_LIMITS_MAX_CONNECTIONS=0 MEDIARELAY_HLS_SEGMENT_COUNT=100 \
-  taskset -c 0 "$SERVER" --rtmp-listen "127.0.0.1:$rtmp" \
+  launch mediarelay taskset -c 0 "$SERVER" --rtmp-listen "127.0.0.1:$rtmp" \
   --http-listen "127.0.0.1:$http" --api-listen "127.0.0.1:$api" --webrtc-listen "" --webrtc-tcp-listen "" --rtsp-listen "" \
   --log-level warn >"$TMP/mediarelay.log" 2>&1 &
 mr_pid=$!; PIDS+=("$mr_pid")   # taskset execs the server: this is its pid
@@ -182,7 +193,7 @@ CONF
 
 for n in "${COUNTS[@]}"; do
   measure mediarelay "$n" "$http" "$mr_pid"
-  taskset -c 0 nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx/" -e "$TMP/nginx/error.log" &
+  launch nginx taskset -c 0 nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx/" -e "$TMP/nginx/error.log" &
   ng_pid=$!; PIDS+=("$ng_pid")
   wait_port "$nport"
   measure nginx "$n" "$nport" "$ng_pid"

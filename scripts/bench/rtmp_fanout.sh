@@ -75,18 +75,7 @@ for n in "${COUNTS[@]}"; do
 
   # nginx-rtmp on core 0, one worker.
   port=$(free_port)
-  mkdir -p "$TMP/nginx"
-  cat >"$TMP/nginx/nginx.conf" <<CONF
-load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
-daemon off;
-master_process off;
-worker_processes 1;
-worker_rlimit_nofile 65536;
-error_log $TMP/nginx/error.log warn;
-pid $TMP/nginx/nginx.pid;
-events { worker_connections 16384; }
-rtmp { server { listen 127.0.0.1:$port; chunk_size 4096; application live { live on; } } }
-CONF
+  nginx_rtmp_conf "$port"
   taskset -c 0 nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx/" -e "$TMP/nginx/error.log" &
   pid=$!; PIDS+=("$pid")
   wait_port "$port"
