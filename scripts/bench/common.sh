@@ -42,17 +42,26 @@ cpu_of() { python3 -c 'import os,sys; f=open(f"/proc/{sys.argv[1]}/stat").read()
 # without a master process, the chunk size mediarelay uses (4096). Start it
 # with `nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx/" -e "$TMP/nginx/error.log"`.
 nginx_rtmp_conf() {
+  nginx_conf "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;" "" \
+    "rtmp { server { listen 127.0.0.1:$1; chunk_size 4096; application live { live on; } } }"
+}
+
+# nginx_conf PREAMBLE EVENTS BODY: writes $TMP/nginx/nginx.conf, one nginx
+# worker in the foreground without a master process (the benchmarks'
+# setting), its logs and pid under $TMP/nginx; EVENTS is added to the events
+# block.
+nginx_conf() {
   mkdir -p "$TMP/nginx"
   cat >"$TMP/nginx/nginx.conf" <<CONF
-load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+$1
 daemon off;
 master_process off;
 worker_processes 1;
 worker_rlimit_nofile 65536;
 error_log $TMP/nginx/error.log warn;
 pid $TMP/nginx/nginx.pid;
-events { worker_connections 16384; }
-rtmp { server { listen 127.0.0.1:$1; chunk_size 4096; application live { live on; } } }
+events { worker_connections 16384; $2 }
+$3
 CONF
 }
 

@@ -169,15 +169,7 @@ STREAM_CPU=$(python3 -c "print(f'{($c1 - $c0) / 5:.4f}')")
 
 # nginx on core 0, one worker, at its best for static files.
 nport=$(free_port)
-mkdir -p "$TMP/nginx"
-cat >"$TMP/nginx/nginx.conf" <<CONF
-daemon off;
-master_process off;
-worker_processes 1;
-worker_rlimit_nofile 65536;
-error_log $TMP/nginx/error.log warn;
-pid $TMP/nginx/nginx.pid;
-events { worker_connections 16384; use epoll; }
+nginx_conf "" "use epoll;" "$(cat <<CONF
 http {
   types { application/vnd.apple.mpegurl m3u8; video/mp4 mp4 m4s; }
   access_log off;
@@ -190,6 +182,7 @@ http {
   server { listen 127.0.0.1:$nport backlog=16384; root $WWW; }
 }
 CONF
+)"
 
 for n in "${COUNTS[@]}"; do
   measure mediarelay "$n" "$http" "$mr_pid"
