@@ -551,13 +551,6 @@ impl Hub {
         }
     }
 
-    /// Counts bytes sent to readers that are not sessions (HLS viewers).
-    pub fn add_bytes_out(&self, path: &str, n: u64) {
-        if let Some(p) = self.paths().get(path) {
-            p.counters.bytes_out.fetch_add(n, Ordering::Relaxed);
-        }
-    }
-
     /// Where path and session events go (SSE, webhooks).
     pub fn events(&self) -> &EventBus {
         &self.inner.events

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::config::validate_path_name;
-use crate::egress::hls::viewers::Caller;
+use crate::egress::hls::viewers::{Caller, Refusal};
 use crate::egress::hls::{HlsAnswer, HlsFile, HlsServer};
 use crate::egress::webrtc::{MAX_OFFER, WhepServer};
 use crate::ingest::whip::WhipServer;
@@ -255,23 +255,23 @@ pub(crate) async fn hls(
     file: HlsFile,
     query: Option<&str>,
 ) -> HlsAnswer {
-    if state.hls.viewers.check(&caller).is_err() {
-        return HlsAnswer::error(
-            StatusCode::FORBIDDEN,
-            "this HLS session was ended by the server",
-        );
-    }
-    if let Err(e) = state.hls.viewers.admit(&caller) {
-        return HlsAnswer::error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    match state.hls.viewers.enter(&caller) {
+        Ok(()) => {}
+        Err(Refusal::Kicked) => {
+            return HlsAnswer::error(
+                StatusCode::FORBIDDEN,
+                "this HLS session was ended by the server",
+            );
+        }
+        Err(Refusal::Full(e)) => {
+            return HlsAnswer::error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+        }
     }
     let mut answer = state.hls.serve(caller.path(), file, query).await;
     if answer.status.is_success() {
         let served = state.hls.viewers.served(&caller);
-        served
-            .session
-            .counters
-            .bytes_out
-            .fetch_add(answer.body.len(), std::sync::atomic::Ordering::Relaxed);
+        // The viewer's session and its path (the counters it was made with).
+        served.session.add_bytes_out(answer.body.len() as u64);
         if let Some(cookie) = served.set_cookie {
             answer.set_cookie = HeaderValue::from_str(&cookie).ok();
         }

@@ -186,9 +186,7 @@ impl HlsServer {
             HlsFile::Segment(msn) => self.segment(&muxer, msn).await,
             HlsFile::Part(msn, part) => self.part(&muxer, msn, part).await,
         };
-        if response.status.is_success() {
-            self.hub.add_bytes_out(path, response.body.len());
-        }
+        // Bytes out are counted by the caller, on the viewer's session.
         response
     }
 

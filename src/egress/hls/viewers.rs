@@ -34,8 +34,11 @@ pub struct Caller {
     /// The id the client presented (cookie or query), if any.
     presented: Option<String>,
     from_cookie: bool,
-    /// Address + User-Agent, for clients that present nothing.
-    fingerprint: u64,
+    /// Address + User-Agent, for clients that present nothing (or an id in
+    /// the query only). None for a cookie's id: a client that keeps cookies
+    /// is never recognised by its fingerprint (see `Viewer::keeps_cookie`),
+    /// so its requests skip the hash.
+    fingerprint: Option<u64>,
     ip: Option<IpAddr>,
 }
 
@@ -61,16 +64,23 @@ impl Caller {
         ip: Option<IpAddr>,
     ) -> Caller {
         let from_cookie = cookie_id(cookies);
-        let from_query = query.and_then(query_id);
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        ip.hash(&mut h);
-        user_agent.hash(&mut h);
-        path.hash(&mut h);
+        let fingerprint = from_cookie.is_none().then(|| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            ip.hash(&mut h);
+            user_agent.hash(&mut h);
+            path.hash(&mut h);
+            h.finish()
+        });
+        let from_query = if from_cookie.is_none() {
+            query.and_then(query_id)
+        } else {
+            None
+        };
         Caller {
             path: path.to_string(),
             from_cookie: from_cookie.is_some(),
             presented: from_cookie.or(from_query),
-            fingerprint: h.finish(),
+            fingerprint,
             ip,
         }
     }
@@ -81,29 +91,44 @@ impl Caller {
     }
 }
 
-/// A viewer id: 32 lowercase hex digits.
-fn valid_id(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+/// A viewer id: 32 hex digits (kept in lowercase).
+fn valid_id(s: &[u8]) -> bool {
+    s.len() == 32 && s.iter().all(u8::is_ascii_hexdigit)
 }
 
-/// The viewer id among `Cookie` header values (RFC 6265 §5.4); values
-/// that are not visible ASCII are skipped, as `HeaderValue::to_str` does.
+/// A valid id, lowercased.
+fn id_of(s: &[u8]) -> Option<String> {
+    let id = std::str::from_utf8(s).ok().filter(|_| valid_id(s))?;
+    Some(id.to_ascii_lowercase())
+}
+
+/// The viewer id among `Cookie` header values (RFC 6265 §5.4): the first
+/// `mediarelay_hls=<id>` pair; values that are not visible ASCII are
+/// skipped, as `HeaderValue::to_str` does. Read as bytes, once each.
 fn cookie_id<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<String> {
     values
         .filter(|v| v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)))
-        .filter_map(|v| std::str::from_utf8(v).ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, v)| *k == COOKIE && valid_id(v))
-        .map(|(_, v)| v.to_ascii_lowercase())
+        .flat_map(|v| v.split(|&b| b == b';'))
+        .find_map(|pair| {
+            let value = pair
+                .trim_ascii()
+                .strip_prefix(COOKIE.as_bytes())?
+                .strip_prefix(b"=")?;
+            id_of(value)
+        })
 }
 
 fn query_id(query: &str) -> Option<String> {
     query
         .split('&')
         .filter_map(|p| p.split_once('='))
-        .find(|(k, v)| *k == QUERY && valid_id(v))
-        .map(|(_, v)| v.to_ascii_lowercase())
+        .find_map(|(k, v)| {
+            if k == QUERY {
+                id_of(v.as_bytes())
+            } else {
+                None
+            }
+        })
 }
 
 fn new_id() -> String {
@@ -117,7 +142,8 @@ struct Viewer {
     /// The client sent the cookie back: it keeps cookies, so a cookie-less
     /// request with the same fingerprint is somebody else.
     keeps_cookie: bool,
-    fingerprint: u64,
+    /// The fingerprint it was first seen with, if it came without a cookie.
+    fingerprint: Option<u64>,
 }
 
 #[derive(Default)]
@@ -133,9 +159,14 @@ pub struct Viewers {
     table: Mutex<Table>,
 }
 
-/// A request was refused because its viewer was kicked.
+/// Why a request is not served.
 #[derive(Debug)]
-pub struct Kicked;
+pub enum Refusal {
+    /// Its viewer was kicked.
+    Kicked,
+    /// A new viewer of a path at its maximum of readers.
+    Full(crate::hub::ReadError),
+}
 
 /// What to do with a served response for a viewer.
 pub struct Served {
@@ -168,45 +199,46 @@ impl Viewers {
         })
     }
 
-    /// Refuses a new viewer of a path that has its maximum of readers
-    /// (`limits.max_readers_per_path`); known viewers go on.
-    pub fn admit(&self, caller: &Caller) -> Result<(), crate::hub::ReadError> {
+    /// Whether `caller` may be served: not a viewer whose session was
+    /// kicked (refused for a while after), and not a new viewer of a path
+    /// that has its maximum of readers (`limits.max_readers_per_path`);
+    /// known viewers go on. One lookup of the caller under one lock.
+    pub fn enter(&self, caller: &Caller) -> Result<(), Refusal> {
         let known = {
-            let t = self.lock();
+            let mut t = self.lock();
+            let now = Instant::now();
+            if !t.kicked.is_empty() {
+                t.kicked
+                    .retain(|_, at| now.duration_since(*at) < KICKED_MEMORY);
+            }
             match &caller.presented {
-                Some(id) => t.by_id.contains_key(id),
-                None => t
-                    .by_fingerprint
-                    .get(&caller.fingerprint)
+                Some(id) => {
+                    if t.kicked.contains_key(id) {
+                        return Err(Refusal::Kicked);
+                    }
+                    match t.by_id.get(id) {
+                        Some(v) if v.session.is_cancelled() => {
+                            let id = id.clone();
+                            t.by_id.remove(&id);
+                            t.kicked.insert(id, now);
+                            return Err(Refusal::Kicked);
+                        }
+                        Some(_) => true,
+                        None => false,
+                    }
+                }
+                None => caller
+                    .fingerprint
+                    .and_then(|f| t.by_fingerprint.get(&f))
                     .is_some_and(|id| t.by_id.get(id).is_some_and(|v| !v.keeps_cookie)),
             }
         };
         if known {
             return Ok(());
         }
-        self.hub.check_reader_limit(&caller.path)
-    }
-
-    /// Refuses a caller whose session was kicked.
-    pub fn check(&self, caller: &Caller) -> Result<(), Kicked> {
-        let mut t = self.lock();
-        let now = Instant::now();
-        t.kicked
-            .retain(|_, at| now.duration_since(*at) < KICKED_MEMORY);
-        if let Some(id) = &caller.presented {
-            if t.kicked.contains_key(id) {
-                return Err(Kicked);
-            }
-            if let Some(v) = t.by_id.get(id)
-                && v.session.is_cancelled()
-            {
-                let id = id.clone();
-                t.by_id.remove(&id);
-                t.kicked.insert(id, now);
-                return Err(Kicked);
-            }
-        }
-        Ok(())
+        self.hub
+            .check_reader_limit(&caller.path)
+            .map_err(Refusal::Full)
     }
 
     /// Records a served request of `caller`; starts its session if new.
@@ -225,9 +257,9 @@ impl Viewers {
         let known = match &caller.presented {
             Some(id) if t.by_id.get(id).is_some_and(|v| v.path == caller.path) => Some(id.clone()),
             Some(_) => None,
-            None => t
-                .by_fingerprint
-                .get(&caller.fingerprint)
+            None => caller
+                .fingerprint
+                .and_then(|f| t.by_fingerprint.get(&f))
                 .filter(|id| {
                     t.by_id
                         .get(*id)
@@ -248,7 +280,9 @@ impl Viewers {
                 if t.by_id.len() >= MAX_VIEWERS {
                     evict_oldest(&mut t);
                 }
-                t.by_fingerprint.insert(caller.fingerprint, id.clone());
+                if let Some(f) = caller.fingerprint {
+                    t.by_fingerprint.insert(f, id.clone());
+                }
                 id
             }
         };
@@ -291,9 +325,7 @@ impl Viewers {
                 if v.session.is_cancelled() {
                     t.kicked.insert(id.clone(), now);
                 }
-                if t.by_fingerprint.get(&v.fingerprint) == Some(&id) {
-                    t.by_fingerprint.remove(&v.fingerprint);
-                }
+                forget_fingerprint(&mut t, &v, &id);
                 tracing::debug!(path = %v.path, session = v.session.id, "HLS viewer left");
             }
         }
@@ -336,7 +368,16 @@ fn evict_oldest(t: &mut Table) {
         .map(|(id, _)| id.clone())
         && let Some(v) = t.by_id.remove(&id)
     {
-        t.by_fingerprint.remove(&v.fingerprint);
+        forget_fingerprint(t, &v, &id);
+    }
+}
+
+/// Drops the fingerprint entry of a removed viewer `id`, if it still names it.
+fn forget_fingerprint(t: &mut Table, v: &Viewer, id: &str) {
+    if let Some(f) = v.fingerprint
+        && t.by_fingerprint.get(&f).is_some_and(|known| known == id)
+    {
+        t.by_fingerprint.remove(&f);
     }
 }
 
@@ -412,6 +453,55 @@ mod tests {
         assert!(hub.sessions().is_empty(), "sessions end with the viewers");
     }
 
+    #[test]
+    fn ids_are_read_from_cookie_pairs_and_the_query() {
+        let id = "0123456789abcdef0123456789ABCDEF";
+        let low = id.to_ascii_lowercase();
+        let cookies = |values: &[&[u8]]| cookie_id(values.iter().copied());
+        let pair = format!("{COOKIE}={id}");
+        assert_eq!(cookies(&[pair.as_bytes()]), Some(low.clone()));
+        // Among other pairs, with spaces around, in a second header.
+        let among = format!("a=b;  \t{COOKIE}={id} ; c=d");
+        assert_eq!(cookies(&[b"x=y", among.as_bytes()]), Some(low.clone()));
+        // The first valid one counts; invalid ones are passed over.
+        let two = format!("{COOKIE}=zz; {COOKIE}={id}");
+        assert_eq!(cookies(&[two.as_bytes()]), Some(low.clone()));
+        // Not the name: a prefix, a space before `=`, another case.
+        for bad in [
+            format!("x{COOKIE}={id}"),
+            format!("{COOKIE} ={id}"),
+            format!("{}={id}", COOKIE.to_uppercase()),
+            format!("{COOKIE}={id}0"),
+            format!("{COOKIE}= {id}x"),
+        ] {
+            assert_eq!(cookies(&[bad.as_bytes()]), None, "{bad}");
+        }
+        // A header value that is not visible ASCII is skipped whole.
+        let mut raw = pair.clone().into_bytes();
+        raw.extend_from_slice(b"; \xff");
+        assert_eq!(cookies(&[&raw]), None);
+        assert_eq!(cookies(&[&raw, pair.as_bytes()]), Some(low.clone()));
+        assert_eq!(query_id(&format!("a=1&{QUERY}=x&{QUERY}={id}")), Some(low));
+        assert_eq!(query_id(&format!("{QUERY}x={id}")), None);
+    }
+
+    #[tokio::test]
+    async fn a_viewer_with_a_cookie_leaves_the_fingerprint_to_others() {
+        let hub = Hub::new(Arc::new(crate::config::Config::default()));
+        let v = Viewers::new(hub.clone());
+        let ip = Some("192.0.2.1".parse().unwrap());
+        // A player that keeps no cookies, then a browser behind the same
+        // address and User-Agent that arrives with a cookie of its own.
+        let player = v.served(&Caller::new("p", &headers(None, "UA"), None, ip));
+        let cookie = format!("{COOKIE}={}", "a".repeat(32));
+        let browser = v.served(&Caller::new("p", &headers(Some(&cookie), "UA"), None, ip));
+        assert_ne!(browser.session.id, player.session.id);
+        // The player is still found by its fingerprint.
+        let again = v.served(&Caller::new("p", &headers(None, "UA"), None, ip));
+        assert_eq!(again.session.id, player.session.id);
+        assert_eq!(v.len(), 2);
+    }
+
     #[tokio::test]
     async fn a_kicked_viewer_is_refused() {
         let hub = Hub::new(Arc::new(crate::config::Config::default()));
@@ -419,7 +509,7 @@ mod tests {
         let s = v.served(&Caller::new("p", &headers(None, "B"), None, None));
         let cookie = cookie_of(&s);
         let caller = Caller::new("p", &headers(Some(&cookie), "B"), None, None);
-        assert!(v.check(&caller).is_ok());
+        assert!(v.enter(&caller).is_ok());
         // A cookie of another path does not take that viewer over.
         let other = v.served(&Caller::new(
             "p/sub",
@@ -430,8 +520,11 @@ mod tests {
         assert_ne!(other.session.id, s.session.id);
         assert!(other.set_cookie.is_some(), "its own cookie");
         assert!(hub.kick(s.session.id));
-        assert!(v.check(&caller).is_err());
-        assert!(v.check(&caller).is_err(), "and stays refused");
+        assert!(matches!(v.enter(&caller), Err(Refusal::Kicked)));
+        assert!(
+            matches!(v.enter(&caller), Err(Refusal::Kicked)),
+            "and stays refused"
+        );
         // Garbage cookies are ignored, not trusted.
         let bad = Caller::new(
             "p",
