@@ -244,6 +244,32 @@ async fn a_connection_is_handed_to_hyper_mid_connection() {
     app.shutdown().await;
 }
 
+/// Shutdown closes a keep-alive connection that waits for its next request
+/// at once, not at `shutdown_timeout`: the connection's one shutdown wait
+/// stays registered between requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_at_shutdown() {
+    let app = start("shutdown_timeout = \"30s\"").await;
+    let mut s = TcpStream::connect(app.http_addr).await.unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..2 {
+        s.write_all(get("/live/cam/", "").as_bytes()).await.unwrap();
+        let (status, head, _) = read_response(&mut s, &mut buf).await;
+        assert_eq!(status, 200, "{head}");
+    }
+    let stopped = tokio::spawn(app.shutdown());
+    let mut rest = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut rest))
+        .await
+        .expect("the idle connection is closed before shutdown_timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without a byte");
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .expect("shutdown does not wait for the idle connection")
+        .unwrap();
+}
+
 /// A request head sent one byte every 100 ms (it would take 6 s) is cut
 /// off at the 1 s header timeout.
 async fn assert_trickled_head_is_dropped(addr: SocketAddr, target: &str) {

@@ -51,7 +51,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
@@ -163,13 +163,17 @@ async fn connection(
 ) {
     let mut buf = Vec::new();
     let mut first = true;
+    // One shutdown wait for the connection's life, not one per request: it
+    // stays registered with the token between requests.
+    let stop = shutdown.clone().cancelled_owned();
+    tokio::pin!(stop);
     loop {
         let head = read_head(
             &mut tcp,
             &mut buf,
             first,
             timeouts.header,
-            &shutdown,
+            stop.as_mut(),
             shortcut.as_deref().map(|s| (s, peer)),
         )
         .await;
@@ -222,12 +226,13 @@ async fn connection(
 /// Reads until `buf` starts with a complete head (or the verdict that hyper
 /// must take over), offered to `shortcut` first. The deadline starts now
 /// for a connection's first request, else with the request's first byte.
+/// `stop` ends a connection that waits with nothing read (shutdown).
 async fn read_head(
     tcp: &mut TcpStream,
     buf: &mut Vec<u8>,
     first: bool,
     limit: Duration,
-    shutdown: &CancellationToken,
+    mut stop: Pin<&mut WaitForCancellationFutureOwned>,
     shortcut: Option<(&dyn Shortcut, SocketAddr)>,
 ) -> Head {
     let mut deadline = first.then(|| Instant::now() + limit);
@@ -263,10 +268,13 @@ async fn read_head(
                 None => Some(tcp.readable().await),
             }
         };
+        // Readiness first: a connection woken by its next request does
+        // not look at the shutdown wait again (the answer's framing tells
+        // it to close if the server is shutting down).
         let ready = tokio::select! {
             biased;
-            _ = shutdown.cancelled(), if buf.is_empty() => return Head::Closed,
             ready = readable => ready,
+            _ = stop.as_mut(), if buf.is_empty() => return Head::Closed,
         };
         match ready {
             Some(Ok(())) => {}
