@@ -12,8 +12,9 @@
 #   scripts/bench/hls_instructions.sh [BINARY]    (default: $SERVER or the release build)
 #
 # Prints "requests N busy B idle I per_request P". REQUESTS_SECONDS
-# (default 20): length of the wrk run (10 connections, the same request
-# mix and viewer cookies as hls_serve.sh). Needs valgrind, wrk, curl,
+# (default 20): length of the wrk run; CONNECTIONS (default 10): wrk's
+# connections, one viewer cookie each (the request mix and cookies of
+# hls_serve.sh). Needs valgrind, wrk, curl,
 # python3. Loopback only; bounded by `timeout`. CALLGRIND_OUT: where to
 # keep the busy window's profile (for callgrind_annotate).
 set -euo pipefail
@@ -21,6 +22,7 @@ cd "$(dirname "$0")/../.."
 . scripts/bench/common.sh
 SERVER="${1:-$SERVER}"
 REQUESTS_SECONDS="${REQUESTS_SECONDS:-20}"
+CONNECTIONS="${CONNECTIONS:-10}"
 
 rtmp=$(free_port); http=$(free_port); api=$(free_port)
 MEDIARELAY_LIMITS_CONNECTION_RATE=0 MEDIARELAY_HLS_SEGMENT_COUNT=100 \
@@ -62,7 +64,7 @@ for line in io.lines(os.getenv("HLS_PATHS")) do paths[#paths + 1] = line end
 local i = 0
 request = function()
   i = i + 1
-  local id = string.format("%032x", (i - 1) % 10)
+  local id = string.format("%032x", (i - 1) % tonumber(os.getenv("HLS_VIEWERS")))
   return wrk.format("GET", paths[(i - 1) % #paths + 1], { Cookie = "mediarelay_hls=" .. id })
 end
 done = function(summary)
@@ -71,7 +73,7 @@ done = function(summary)
 end
 LUA
 callgrind_control -i on "$vg" >/dev/null
-out=$(HLS_PATHS="$TMP/paths" timeout $((REQUESTS_SECONDS + 60)) wrk -t1 -c10 \
+out=$(HLS_PATHS="$TMP/paths" HLS_VIEWERS="$CONNECTIONS" timeout $((REQUESTS_SECONDS + 60)) wrk -t1 -c"$CONNECTIONS" \
   -d "${REQUESTS_SECONDS}s" --timeout 10s -s "$TMP/mix.lua" "http://127.0.0.1:$http")
 callgrind_control -d "$vg" >/dev/null  # the busy window
 sleep "$REQUESTS_SECONDS"
