@@ -263,15 +263,20 @@ impl Hub {
         Ok(())
     }
 
+    /// The counters of the path `name` (detached ones if there is no such
+    /// path): a holder counts into them without looking the path up.
+    pub fn path_counters(&self, name: &str) -> Arc<Counters> {
+        self.paths()
+            .get(name)
+            .map(|p| Arc::clone(&p.counters))
+            .unwrap_or_default()
+    }
+
     /// Registers a session that is not a publisher or a queue reader of
     /// the hub (an HLS viewer, served by the path's muxer). It counts
     /// towards its path's bytes and ends when the handle is dropped.
     pub fn register_session(&self, spec: SessionSpec) -> SessionHandle {
-        let counters = self
-            .paths()
-            .get(&spec.path)
-            .map(|p| Arc::clone(&p.counters))
-            .unwrap_or_default();
+        let counters = self.path_counters(&spec.path);
         self.register(spec, counters)
     }
 

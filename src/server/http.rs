@@ -270,8 +270,12 @@ pub(crate) async fn hls(
     let mut answer = state.hls.serve(caller.path(), file, query).await;
     if answer.status.is_success() {
         let served = state.hls.viewers.served(&caller);
-        // The viewer's session and its path (the counters it was made with).
-        served.session.add_bytes_out(answer.body.len() as u64);
+        // The path's count is the muxer's (HlsServer::serve).
+        served
+            .session
+            .counters
+            .bytes_out
+            .fetch_add(answer.body.len(), std::sync::atomic::Ordering::Relaxed);
         if let Some(cookie) = served.set_cookie {
             answer.set_cookie = HeaderValue::from_str(&cookie).ok();
         }

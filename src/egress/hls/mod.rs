@@ -15,6 +15,7 @@ pub mod viewers;
 pub mod window;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
@@ -186,7 +187,14 @@ impl HlsServer {
             HlsFile::Segment(msn) => self.segment(&muxer, msn).await,
             HlsFile::Part(msn, part) => self.part(&muxer, msn, part).await,
         };
-        // Bytes out are counted by the caller, on the viewer's session.
+        if response.status.is_success() {
+            // The path of this stream; the viewer's session is counted by
+            // the caller.
+            muxer
+                .path_counters
+                .bytes_out
+                .fetch_add(response.body.len(), Ordering::Relaxed);
+        }
         response
     }
 

@@ -14,11 +14,14 @@ use super::playlist::{self, PlaylistParams};
 use super::segmenter::{Segmenter, SegmenterConfig};
 use super::window::Window;
 use crate::config::HlsConfig;
-use crate::hub::{Hub, ReadError, StartAt, Stream};
+use crate::hub::{Counters, Hub, ReadError, StartAt, Stream};
 
 pub struct Muxer {
     pub path: String,
     pub stream: Arc<Stream>,
+    /// The path's counters while this stream runs (bytes served count
+    /// there without a lookup of the path by name).
+    pub path_counters: Arc<Counters>,
     segmenter: Mutex<Segmenter>,
     version: watch::Sender<u64>,
     last_request: Mutex<Instant>,
@@ -50,6 +53,7 @@ impl Muxer {
         let muxer = Arc::new(Muxer {
             path: path.to_string(),
             stream,
+            path_counters: hub.path_counters(path),
             segmenter: Mutex::new(segmenter),
             version: watch::Sender::new(0),
             last_request: Mutex::new(Instant::now()),
