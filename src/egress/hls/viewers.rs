@@ -71,15 +71,10 @@ impl Caller {
             path.hash(&mut h);
             h.finish()
         });
-        let from_query = if from_cookie.is_none() {
-            query.and_then(query_id)
-        } else {
-            None
-        };
         Caller {
             path: path.to_string(),
             from_cookie: from_cookie.is_some(),
-            presented: from_cookie.or(from_query),
+            presented: from_cookie.or_else(|| query.and_then(query_id)),
             fingerprint,
             ip,
         }
