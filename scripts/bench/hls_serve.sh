@@ -4,11 +4,15 @@
 # same request mix, same HTTP load generator (wrk), one after the other.
 # The server runs on core 0, wrk on core 1 (taskset). Prints a markdown
 # table and writes target/bench/hls_serve.csv:
-#   server,connections,seconds,requests,requests_per_second,bytes_per_second,cpu_seconds,cpu_ms_per_1000_requests,errors
+#   server,connections,seconds,requests,requests_per_second,bytes_per_second,cpu_seconds,cpu_ms_per_1000_requests,errors,client_cpu_seconds,total_cpu_ms_per_1000_requests,round
 #
 #   scripts/bench/hls_serve.sh [CONNECTION COUNTS…]     (default: 1000 5000 10000)
 #
-# SECONDS_PER_RUN (default 15): length of each wrk run. SEGMENTS (default 4):
+# SECONDS_PER_RUN (default 15): length of each wrk run. ROUNDS (default 1):
+# how many times each count is measured, the two servers alternating
+# (mediarelay, nginx, mediarelay, …); the ratio is given per round and as
+# the median of the rounds, since one run moves by ±10–30 % on these
+# machines. SEGMENTS (default 4):
 # how many of the most recent complete segments, with all their parts, make
 # the request mix (plus the playlist and the init segment). NGINX_SENDFILE
 # (default on): nginx's `sendfile`; `off` makes it copy its files into the
@@ -19,6 +23,12 @@
 # wrk has connections (nginx ignores the cookie; the bytes on the wire are
 # the same for both servers).
 #
+# SYSCALLS=1: also counts each server's system calls by kind during its
+# runs (perf stat on the syscalls tracepoints; needs perf and root) and
+# prints them per request, in $OUT/hls_syscalls.csv. PERF_RECORD=1: records
+# each server's CPU profile during each run (perf record, cpu-clock, call
+# graphs) into $OUT/hls_perf_SERVER_CONNECTIONS_ROUND.data.
+#
 # Needs: nginx, wrk, ffmpeg, curl, taskset (util-linux). Builds mediarelay
 # and mediarelay-load in release mode. Loopback only; every client is
 # bounded by `timeout`, the servers are stopped after their runs and on exit.
@@ -28,6 +38,7 @@ COUNTS=("${@:-1000 5000 10000}")
 read -r -a COUNTS <<<"${COUNTS[*]}"
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-15}"
 SEGMENTS="${SEGMENTS:-4}"
+ROUNDS="${ROUNDS:-1}"
 NGINX_SENDFILE="${NGINX_SENDFILE:-on}"
 CPU_BUDGET="${CPU_BUDGET:-}"
 . scripts/bench/common.sh
@@ -124,7 +135,8 @@ done = function(summary, latency, requests)
 end
 LUA
 
-echo "server,connections,seconds,requests,requests_per_second,bytes_per_second,cpu_seconds,cpu_ms_per_1000_requests,errors,client_cpu_seconds,total_cpu_ms_per_1000_requests" >"$OUT/hls_serve.csv"
+[ -z "${SYSCALLS:-}" ] || echo "server,connections,round,syscall,count,per_request" >"$OUT/hls_syscalls.csv"
+echo "server,connections,seconds,requests,requests_per_second,bytes_per_second,cpu_seconds,cpu_ms_per_1000_requests,errors,client_cpu_seconds,total_cpu_ms_per_1000_requests,round" >"$OUT/hls_serve.csv"
 
 # Runs a command and then prints "CLIENT_CPU <user + system seconds>" of it
 # (and its children): wrk's own CPU, so that the client's share of the
@@ -142,24 +154,51 @@ measure() {
   local server=$1 n=$2 port=$3 pid=$4
   local before after out line client
   before=$(cpu_of "$pid")
+  local perf_pid=""
+  if [ -n "${SYSCALLS:-}" ]; then
+    perf stat -x, -e 'syscalls:sys_enter_*' -p "$pid" -o "$TMP/syscalls_${server}_${n}_$round" &
+    perf_pid=$!
+    sleep 1
+  fi
+  local record_pid=""
+  if [ -n "${PERF_RECORD:-}" ]; then
+    perf record -q -e cpu-clock -g -p "$pid" -o "$OUT/hls_perf_${server}_${n}_$round.data" &
+    record_pid=$!
+  fi
   out=$(with_cpu env HLS_PATHS="$TMP/paths" HLS_VIEWERS="$n" timeout $((SECONDS_PER_RUN + 60)) \
     taskset -c 1 wrk -t1 -c "$n" -d "${SECONDS_PER_RUN}s" --timeout 10s -s "$TMP/mix.lua" \
     "http://127.0.0.1:$port" || true)
   after=$(cpu_of "$pid")
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
+  if [ -n "$record_pid" ]; then kill -INT "$record_pid"; wait "$record_pid" || true; fi
   line=$(grep '^RESULT' <<<"$out" || true)
   client=$(grep '^CLIENT_CPU' <<<"$out" | cut -d' ' -f2 || true)
   [ -n "$line" ] || { echo "wrk gave no result for $server at $n connections" >&2; return 1; }
-  python3 - "$server" "$n" "$before" "$after" "${client:-nan}" $line >>"$OUT/hls_serve.csv" <<'PY'
+  python3 - "$server" "$n" "$before" "$after" "${client:-nan}" "$round" $line >>"$OUT/hls_serve.csv" <<'PY'
 import sys
 server, n, before, after = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 client = float(sys.argv[5])
-micros, reqs, nbytes, sock_errors, status_errors = map(int, sys.argv[7:12])
+micros, reqs, nbytes, sock_errors, status_errors = map(int, sys.argv[8:13])
 secs = micros / 1e6
 cpu = after - before
 per = 1000 * 1000 / max(reqs, 1)
 print(f"{server},{n},{secs:.2f},{reqs},{reqs / secs:.0f},{nbytes / secs:.0f},{cpu:.2f},"
-      f"{per * cpu:.3f},{sock_errors + status_errors},{client:.2f},{per * (cpu + client):.3f}")
+      f"{per * cpu:.3f},{sock_errors + status_errors},{client:.2f},{per * (cpu + client):.3f},{sys.argv[6]}")
 PY
+  if [ -n "$perf_pid" ]; then
+    python3 - "$server" "$n,$round" "$TMP/syscalls_${server}_${n}_$round" "$OUT/hls_syscalls.csv" $line <<'PY'
+import sys
+server, n, src, dst = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+reqs = max(int(sys.argv[7]), 1)  # $line: RESULT micros requests …
+with open(dst, "a") as out:
+    for row in open(src):
+        f = row.strip().split(",")
+        if len(f) < 3 or not f[0].isdigit() or int(f[0]) == 0:
+            continue
+        name = f[2].removeprefix("syscalls:sys_enter_")
+        out.write(f"{server},{n},{name},{f[0]},{int(f[0]) / reqs:.3f}\n")
+PY
+  fi
 }
 
 # The stream alone (ingest and muxing, no viewers) costs mediarelay this
@@ -185,12 +224,14 @@ CONF
 )"
 
 for n in "${COUNTS[@]}"; do
-  measure mediarelay "$n" "$http" "$mr_pid"
-  launch nginx taskset -c 0 nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx/" -e "$TMP/nginx/error.log" &
-  ng_pid=$!; PIDS+=("$ng_pid")
-  wait_port "$nport"
-  measure nginx "$n" "$nport" "$ng_pid"
-  kill "$ng_pid"; wait "$ng_pid" 2>/dev/null || true
+  for round in $(seq "$ROUNDS"); do
+    measure mediarelay "$n" "$http" "$mr_pid"
+    launch nginx taskset -c 0 nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx/" -e "$TMP/nginx/error.log" &
+    ng_pid=$!; PIDS+=("$ng_pid")
+    wait_port "$nport"
+    measure nginx "$n" "$nport" "$ng_pid"
+    kill "$ng_pid"; wait "$ng_pid" 2>/dev/null || true
+  done
 done
 
 python3 - "$OUT/hls_serve.csv" "$STREAM_CPU" <<'PY'
@@ -208,21 +249,50 @@ for r in rows:
           f'{float(r["client_cpu_seconds"]):.2f} | {float(r["total_cpu_ms_per_1000_requests"]):.1f} |')
 by = {}
 for r in rows:
-    by.setdefault(r["connections"], {})[r["server"]] = r
+    by.setdefault(r["connections"], {}).setdefault(r["round"], {})[r["server"]] = r
+def per_cpu(r, minus=0.0):
+    cpu = float(r["cpu_seconds"]) - minus * float(r["seconds"])
+    return int(r["requests"]) / cpu if cpu > 0 else float("nan")
+def median(xs):
+    xs = sorted(xs)
+    k = len(xs) // 2
+    return xs[k] if len(xs) % 2 else (xs[k - 1] + xs[k]) / 2
 print()
-for n, s in by.items():
-    m, g = s.get("mediarelay"), s.get("nginx")
-    if not (m and g):
+for n, rounds in by.items():
+    raw, net = [], []
+    for s in rounds.values():
+        m, g = s.get("mediarelay"), s.get("nginx")
+        if m and g:
+            raw.append(per_cpu(m) / per_cpu(g))
+            net.append(per_cpu(m, stream_cpu) / per_cpu(g))
+    if not raw:
         continue
-    def per_cpu(r, minus=0.0):
-        cpu = float(r["cpu_seconds"]) - minus * float(r["seconds"])
-        return int(r["requests"]) / cpu if cpu > 0 else float("nan")
-    raw = per_cpu(m) / per_cpu(g)
-    net = per_cpu(m, stream_cpu) / per_cpu(g)
-    print(f"{n} connections: mediarelay / nginx requests per CPU-second = {raw:.2f}x "
-          f"({net:.2f}x without the stream's own CPU)")
+    each = " ".join(f"{x:.2f}" for x in raw)
+    print(f"{n} connections: mediarelay / nginx requests per CPU-second = {median(raw):.2f}x "
+          f"({median(net):.2f}x without the stream's own CPU)"
+          + (f"; median of {len(raw)} rounds: {each}" if len(raw) > 1 else ""))
 PY
 
+
+if [ -n "${SYSCALLS:-}" ]; then
+  echo
+  echo "system calls per request (counted from 1 s before each wrk run to its end):"
+  python3 - "$OUT/hls_syscalls.csv" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+# Per server and count: each call's mean over the rounds.
+runs, sums = {}, {}
+for r in rows:
+    key = (r["server"], r["connections"])
+    runs.setdefault(key, set()).add(r["round"])
+    sums.setdefault(key, {}).setdefault(r["syscall"], 0.0)
+    sums[key][r["syscall"]] += float(r["per_request"])
+for key, calls in sums.items():
+    mean = sorted(((v / len(runs[key]), k) for k, v in calls.items()), reverse=True)
+    top = ", ".join(f"{k} {v:.2f}" for v, k in mean if v >= 0.01)
+    print(f"{key[0]} at {key[1]} connections: {sum(v for v, _ in mean):.2f} in all ({top})")
+PY
+fi
 
 # The PNG plot (requests/s and CPU per request against connections), with
 # the `bench` feature's mediarelay-plot; a failure to plot does not fail the
