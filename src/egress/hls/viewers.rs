@@ -32,7 +32,7 @@ const MAX_VIEWERS: usize = 100_000;
 pub struct Caller {
     path: String,
     /// The id the client presented (cookie or query), if any.
-    presented: Option<String>,
+    presented: Option<ViewerId>,
     from_cookie: bool,
     /// Address + User-Agent, for clients that present nothing (or an id in
     /// the query only). None for a cookie's id: a client that keeps cookies
@@ -86,23 +86,64 @@ impl Caller {
     }
 }
 
-/// A viewer id: 32 hex digits (kept in lowercase).
-fn valid_id(s: &[u8]) -> bool {
-    s.len() == 32 && s.iter().all(u8::is_ascii_hexdigit)
+/// A viewer id: 128 random bits, written as 32 hex digits (lowercase in
+/// the cookie the server sets; either case is read back). Kept as the
+/// number: no string is made or hashed for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ViewerId(u128);
+
+impl ViewerId {
+    fn new() -> ViewerId {
+        ViewerId(rand::random())
+    }
 }
 
-/// A valid id, lowercased.
-fn id_of(s: &[u8]) -> Option<String> {
-    let id = std::str::from_utf8(s).ok().filter(|_| valid_id(s))?;
-    Some(id.to_ascii_lowercase())
+impl std::fmt::Display for ViewerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// The value of each ASCII hex digit; 16 for every other byte.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [16u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = match b as u8 {
+            d @ b'0'..=b'9' => d - b'0',
+            d @ b'a'..=b'f' => d - b'a' + 10,
+            d @ b'A'..=b'F' => d - b'A' + 10,
+            _ => 16,
+        };
+        b += 1;
+    }
+    table
+};
+
+/// The id `s` writes, if it is exactly 32 hex digits. Read on every HLS
+/// request that carries one: a table lookup per digit, one test at the end.
+fn id_of(s: &[u8]) -> Option<ViewerId> {
+    let digits: &[u8; 32] = s.try_into().ok()?;
+    let (id, seen) = digits.iter().fold((0u128, 0u8), |(id, seen), &b| {
+        let value = HEX_VALUE[usize::from(b)];
+        (id << 4 | u128::from(value & 15), seen | value)
+    });
+    // A byte that is no digit set bit 4.
+    (seen < 16).then_some(ViewerId(id))
 }
 
 /// The viewer id among `Cookie` header values (RFC 6265 §5.4): the first
 /// `mediarelay_hls=<id>` pair; values that are not visible ASCII are
 /// skipped, as `HeaderValue::to_str` does. Read as bytes, once each.
-fn cookie_id<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<String> {
+fn cookie_id<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<ViewerId> {
     values
-        .filter(|v| v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)))
+        // Every byte looked at (no early exit), which the compiler can
+        // vectorize: a cookie header is short.
+        .filter(|v| {
+            v.iter().fold(true, |ok, &b| {
+                ok & (b == b'\t' || (0x20..0x7f).contains(&b))
+            })
+        })
         .flat_map(|v| v.split(|&b| b == b';'))
         .find_map(|pair| {
             let value = pair
@@ -113,7 +154,7 @@ fn cookie_id<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<String> {
         })
 }
 
-fn query_id(query: &str) -> Option<String> {
+fn query_id(query: &str) -> Option<ViewerId> {
     query
         .split('&')
         .filter_map(|p| p.split_once('='))
@@ -124,10 +165,6 @@ fn query_id(query: &str) -> Option<String> {
                 None
             }
         })
-}
-
-fn new_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
 }
 
 struct Viewer {
@@ -143,9 +180,9 @@ struct Viewer {
 
 #[derive(Default)]
 struct Table {
-    by_id: HashMap<String, Viewer>,
-    by_fingerprint: HashMap<u64, String>,
-    kicked: HashMap<String, Instant>,
+    by_id: HashMap<ViewerId, Viewer>,
+    by_fingerprint: HashMap<u64, ViewerId>,
+    kicked: HashMap<ViewerId, Instant>,
 }
 
 /// The HLS viewers of every path.
@@ -213,7 +250,7 @@ impl Viewers {
                     }
                     match t.by_id.get(id) {
                         Some(v) if v.session.is_cancelled() => {
-                            let id = id.clone();
+                            let id = *id;
                             t.by_id.remove(&id);
                             t.kicked.insert(id, now);
                             return Err(Refusal::Kicked);
@@ -246,11 +283,11 @@ impl Viewers {
             && let Some(v) = t.by_id.get_mut(id)
             && v.path == caller.path
         {
-            return visited(v, caller, id, now);
+            return visited(v, caller, *id, now);
         }
         // The viewer this request belongs to, if it is known.
         let known = match &caller.presented {
-            Some(id) if t.by_id.get(id).is_some_and(|v| v.path == caller.path) => Some(id.clone()),
+            Some(id) if t.by_id.get(id).is_some_and(|v| v.path == caller.path) => Some(*id),
             Some(_) => None,
             None => caller
                 .fingerprint
@@ -260,7 +297,7 @@ impl Viewers {
                         .get(*id)
                         .is_some_and(|v| !v.keeps_cookie && v.path == caller.path)
                 })
-                .cloned(),
+                .copied(),
         };
         let id = match known {
             Some(id) => id,
@@ -269,19 +306,18 @@ impl Viewers {
                 // of a parent path) is not taken over: it gets its own.
                 let id = caller
                     .presented
-                    .clone()
                     .filter(|id| !t.by_id.contains_key(id))
-                    .unwrap_or_else(new_id);
+                    .unwrap_or_else(ViewerId::new);
                 if t.by_id.len() >= MAX_VIEWERS {
                     evict_oldest(&mut t);
                 }
                 if let Some(f) = caller.fingerprint {
-                    t.by_fingerprint.insert(f, id.clone());
+                    t.by_fingerprint.insert(f, id);
                 }
                 id
             }
         };
-        let v = match t.by_id.entry(id.clone()) {
+        let v = match t.by_id.entry(id) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 let session = self.hub.register_session(SessionSpec {
@@ -302,25 +338,25 @@ impl Viewers {
                 })
             }
         };
-        visited(v, caller, &id, now)
+        visited(v, caller, id, now)
     }
 
     /// Ends the sessions of viewers with no request for `idle`.
     pub fn expire(&self, idle: Duration) {
         let now = Instant::now();
         let mut t = self.lock();
-        let gone: Vec<String> = t
+        let gone: Vec<ViewerId> = t
             .by_id
             .iter()
             .filter(|(_, v)| now.duration_since(v.last) >= idle || v.session.is_cancelled())
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| *id)
             .collect();
         for id in gone {
             if let Some(v) = t.by_id.remove(&id) {
                 if v.session.is_cancelled() {
-                    t.kicked.insert(id.clone(), now);
+                    t.kicked.insert(id, now);
                 }
-                forget_fingerprint(&mut t, &v, &id);
+                forget_fingerprint(&mut t, &v, id);
                 tracing::debug!(path = %v.path, session = v.session.id, "HLS viewer left");
             }
         }
@@ -337,12 +373,12 @@ impl Viewers {
 }
 
 /// Records a request of viewer `id` (`v`) by `caller`.
-fn visited(v: &mut Viewer, caller: &Caller, id: &str, now: Instant) -> Served {
+fn visited(v: &mut Viewer, caller: &Caller, id: ViewerId, now: Instant) -> Served {
     v.last = now;
     v.keeps_cookie |= caller.from_cookie;
     let session = Arc::clone(v.session.arc());
     // A cookie for a viewer that did not send this one back.
-    let cookie_sent = caller.from_cookie && caller.presented.as_deref() == Some(id);
+    let cookie_sent = caller.from_cookie && caller.presented == Some(id);
     let set_cookie = (!cookie_sent).then(|| {
         format!(
             "{COOKIE}={id}; Path=/{}/; Max-Age=86400; HttpOnly; SameSite=Lax",
@@ -360,17 +396,17 @@ fn evict_oldest(t: &mut Table) {
         .by_id
         .iter()
         .min_by_key(|(_, v)| v.last)
-        .map(|(id, _)| id.clone())
+        .map(|(id, _)| *id)
         && let Some(v) = t.by_id.remove(&id)
     {
-        forget_fingerprint(t, &v, &id);
+        forget_fingerprint(t, &v, id);
     }
 }
 
 /// Drops the fingerprint entry of a removed viewer `id`, if it still names it.
-fn forget_fingerprint(t: &mut Table, v: &Viewer, id: &str) {
+fn forget_fingerprint(t: &mut Table, v: &Viewer, id: ViewerId) {
     if let Some(f) = v.fingerprint
-        && t.by_fingerprint.get(&f).is_some_and(|known| known == id)
+        && t.by_fingerprint.get(&f).is_some_and(|known| *known == id)
     {
         t.by_fingerprint.remove(&f);
     }
@@ -452,7 +488,7 @@ mod tests {
     fn ids_are_read_from_cookie_pairs_and_the_query() {
         let id = "0123456789abcdef0123456789ABCDEF";
         let low = id.to_ascii_lowercase();
-        let cookies = |values: &[&[u8]]| cookie_id(values.iter().copied());
+        let cookies = |values: &[&[u8]]| cookie_id(values.iter().copied()).map(|id| id.to_string());
         let pair = format!("{COOKIE}={id}");
         assert_eq!(cookies(&[pair.as_bytes()]), Some(low.clone()));
         // Among other pairs, with spaces around, in a second header.
@@ -476,8 +512,20 @@ mod tests {
         raw.extend_from_slice(b"; \xff");
         assert_eq!(cookies(&[&raw]), None);
         assert_eq!(cookies(&[&raw, pair.as_bytes()]), Some(low.clone()));
-        assert_eq!(query_id(&format!("a=1&{QUERY}=x&{QUERY}={id}")), Some(low));
-        assert_eq!(query_id(&format!("{QUERY}x={id}")), None);
+        let query = |q: &str| query_id(q).map(|id| id.to_string());
+        assert_eq!(query(&format!("a=1&{QUERY}=x&{QUERY}={id}")), Some(low));
+        assert_eq!(query(&format!("{QUERY}x={id}")), None);
+        // Exactly 32 hex digits: no sign, no space, no other digit.
+        for bad in [
+            "+123456789abcdef0123456789abcdef",
+            " 0123456789abcdef0123456789abcde",
+            "0123456789abcdef0123456789abcdeg",
+            "0123456789abcdef0123456789abcd\u{e9}",
+            "0123456789abcdef0123456789abcdef0",
+        ] {
+            assert_eq!(id_of(bad.as_bytes()), None, "{bad}");
+        }
+        assert_eq!(id_of(&[b'f'; 32]), Some(ViewerId(u128::MAX)));
     }
 
     #[tokio::test]
