@@ -43,20 +43,33 @@ fn check(name: &str, allow_glob: bool) -> Result<(), PathNameError> {
     if name.len() > MAX_PATH_LEN {
         return Err(PathNameError::TooLong);
     }
-    if let Some(c) = name
-        .chars()
-        .find(|&c| !(c.is_ascii_alphanumeric() || "_-.~/".contains(c) || (allow_glob && c == '*')))
-    {
-        return Err(PathNameError::BadChar(c));
+    // Bytes, not chars: every allowed character is ASCII, so the first
+    // byte refused starts the character to report (the bytes before it
+    // are ASCII: it is on a character boundary). Checked on every HLS
+    // request's path.
+    let allowed = |b: u8| {
+        b.is_ascii_alphanumeric()
+            || matches!(b, b'_' | b'-' | b'.' | b'~' | b'/')
+            || (allow_glob && b == b'*')
+    };
+    if let Some(at) = name.bytes().position(|b| !allowed(b)) {
+        let c = name.get(at..).and_then(|rest| rest.chars().next());
+        return Err(PathNameError::BadChar(
+            c.unwrap_or(char::REPLACEMENT_CHARACTER),
+        ));
     }
-    for segment in name.split('/') {
+    for segment in name.as_bytes().split(|&b| b == b'/') {
         match segment {
-            "" => return Err(PathNameError::EmptySegment),
-            "." | ".." => return Err(PathNameError::DotSegment),
+            b"" => return Err(PathNameError::EmptySegment),
+            b"." | b".." => return Err(PathNameError::DotSegment),
             _ => {}
         }
     }
-    let last = name.rsplit('/').next().unwrap_or(name);
+    let last_start = name
+        .bytes()
+        .rposition(|b| b == b'/')
+        .map_or(0, |slash| slash + 1);
+    let last = name.get(last_start..).unwrap_or(name);
     if is_reserved(last) {
         return Err(PathNameError::Reserved(last.to_string()));
     }
@@ -130,6 +143,10 @@ mod tests {
             ("live/seg_1.m4s", Reserved("seg_1.m4s".into())),
             ("live/init.mp4", Reserved("init.mp4".into())),
             ("live/*", BadChar('*')),
+            // A refused character is told before a bad segment after it.
+            ("/a b", BadChar(' ')),
+            ("a b/../", BadChar(' ')),
+            ("a/\u{e9}/", BadChar('\u{e9}')),
         ];
         for (name, err) in cases {
             assert_eq!(validate_path_name(name).as_ref(), Err(err), "{name:?}");
