@@ -123,6 +123,19 @@ impl HlsServer {
 
     /// The path's running muxer, started on the first request.
     async fn muxer(&self, path: &str) -> Result<Arc<Muxer>, ReadError> {
+        // Every request but a stream's first: a running muxer of a stream
+        // that has not ended serves the path's live stream (the hub ends a
+        // path's stream whenever it replaces or removes it), so the path
+        // itself is not looked up.
+        let known = self
+            .muxers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .cloned();
+        if let Some(m) = known.filter(|m| m.is_alive() && !m.stream.has_ended()) {
+            return Ok(m);
+        }
         let live = self.hub.stream(path);
         // Only asked when the stream is gone: resolving a path's settings
         // clones its rule, too much for every part request.
@@ -143,7 +156,9 @@ impl HlsServer {
         }
         // Not under the lock: this may wait for an on-demand source.
         let cfg = self.hub.config().hls.clone();
-        let m = Muxer::start(&self.hub, path, &cfg).await?;
+        // Boxed: the wait for a stream is large, and every request's future
+        // would carry its size.
+        let m = Box::pin(Muxer::start(&self.hub, path, &cfg)).await?;
         let mut muxers = self.muxers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(other) = muxers.get(path)
             && other.is_alive()
