@@ -84,7 +84,7 @@ pub fn routes() -> Vec<(&'static str, &'static str)> {
 /// (IP rules, rate limit, authentication), the body limit and the request
 /// counter.
 pub fn router(state: Arc<ApiState>) -> Router {
-    let counting = (Arc::clone(&state.requests), "api");
+    let counting = state.requests.listener("api");
     state_routes()
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API route") })
         .method_not_allowed_fallback(|| async {

@@ -9,7 +9,7 @@ mod text;
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-pub use requests::{RequestCounter, count_requests};
+pub use requests::{RequestCounter, StatusCounts, count_requests};
 pub use text::{CONTENT_TYPE, Exposition};
 
 use crate::hub::{Hub, Role};

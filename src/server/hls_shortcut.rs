@@ -26,11 +26,15 @@ use super::http::{EXPOSED_HEADERS, HttpState, Route};
 use crate::egress::hls::viewers::Caller;
 use crate::egress::hls::{HlsAnswer, HlsFile};
 use crate::gate::Listener;
+use crate::metrics::StatusCounts;
 use crate::protocol::http1::RawRequest;
 
 /// The HLS shortcut of one HTTP server.
 pub struct HlsShortcut {
     state: Arc<HttpState>,
+    /// The `http` listener's request counts (the router's middleware
+    /// counts into the same).
+    requests: Arc<StatusCounts>,
     /// The headers the router's CORS layer adds to every answer that is
     /// not a preflight (origin `*`, the exposed headers).
     cors: [(HeaderName, HeaderValue); 2],
@@ -46,6 +50,7 @@ impl HlsShortcut {
         let exposed =
             HeaderValue::from_str(&exposed).unwrap_or_else(|_| HeaderValue::from_static(""));
         HlsShortcut {
+            requests: state.requests.listener("http"),
             state,
             cors: [
                 (header::ACCESS_CONTROL_EXPOSE_HEADERS, exposed),
@@ -82,10 +87,11 @@ impl Shortcut for HlsShortcut {
             return None;
         }
         let state = Arc::clone(state);
+        let requests = Arc::clone(&self.requests);
         let query = query.map(str::to_owned);
         Some(Box::pin(async move {
             let answer = super::http::hls(&state, caller, file, query.as_deref()).await;
-            state.requests.add("http", answer.status.as_u16());
+            requests.add(answer.status.as_u16());
             answer
         }))
     }

@@ -50,7 +50,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         ])
         .allow_headers(Any)
         .expose_headers(EXPOSED_HEADERS);
-    let counting = (Arc::clone(&state.requests), "http");
+    let counting = state.requests.listener("http");
     let gate = Arc::clone(&state.gate);
     Router::new()
         .fallback(handle)
