@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
@@ -55,6 +55,11 @@ pub struct Session {
     pub counters: Counters,
     path_counters: Arc<Counters>,
     cancel: CancellationToken,
+    /// Set with `cancel` by [`Session::cancel`], the only way a session is
+    /// cancelled: what [`Session::is_cancelled`] reads, a flag beside the
+    /// counters a request updates anyway rather than the token's node
+    /// behind a lock (HLS asks on every request).
+    cancelled: AtomicBool,
     reader: OnceLock<Arc<ReaderQueue>>,
 }
 
@@ -75,18 +80,22 @@ impl Session {
     }
 
     pub fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
+        self.cancelled.load(Ordering::Acquire)
     }
 
     pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
         self.cancel.cancel();
         if let Some(queue) = self.reader.get() {
             queue.kick();
         }
     }
 
+    /// A token cancelled with the session, for a task to wait on and to
+    /// stop with: cancelling it ends what waits on it (and its clones), not
+    /// the session, which only [`Session::cancel`] cancels.
     pub(crate) fn cancel_token(&self) -> CancellationToken {
-        self.cancel.clone()
+        self.cancel.child_token()
     }
 
     pub(crate) fn set_reader(&self, queue: Arc<ReaderQueue>) {
@@ -143,6 +152,7 @@ impl Registry {
             counters: Counters::default(),
             path_counters,
             cancel: CancellationToken::new(),
+            cancelled: AtomicBool::new(false),
             reader: OnceLock::new(),
         });
         self.lock().insert(session.id, Arc::clone(&session));
