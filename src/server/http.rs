@@ -255,8 +255,8 @@ pub(crate) async fn hls(
     file: HlsFile,
     query: Option<&str>,
 ) -> HlsAnswer {
-    match state.hls.viewers.enter(&caller) {
-        Ok(()) => {}
+    let admitted = match state.hls.viewers.enter(&caller) {
+        Ok(admitted) => admitted,
         Err(Refusal::Kicked) => {
             return HlsAnswer::error(
                 StatusCode::FORBIDDEN,
@@ -266,10 +266,10 @@ pub(crate) async fn hls(
         Err(Refusal::Full(e)) => {
             return HlsAnswer::error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
         }
-    }
+    };
     let mut answer = state.hls.serve(caller.path(), file, query).await;
     if answer.status.is_success() {
-        let served = state.hls.viewers.served(&caller);
+        let served = admitted.served(&state.hls.viewers, &caller);
         // The path's count is the muxer's (HlsServer::serve).
         served
             .session

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -167,20 +168,28 @@ fn query_id(query: &str) -> Option<ViewerId> {
         })
 }
 
+/// A viewer in the table. Shared with the requests it let in
+/// ([`Admitted`]), which record themselves on it without the table's lock.
 struct Viewer {
+    id: ViewerId,
     session: SessionHandle,
     path: String,
-    last: Instant,
+    /// When its last request was served: nanoseconds after [`Viewers`]'
+    /// `epoch`.
+    last: AtomicU64,
     /// The client sent the cookie back: it keeps cookies, so a cookie-less
     /// request with the same fingerprint is somebody else.
-    keeps_cookie: bool,
+    keeps_cookie: AtomicBool,
     /// The fingerprint it was first seen with, if it came without a cookie.
     fingerprint: Option<u64>,
+    /// Taken out of the table (left, evicted or kicked): a request let in
+    /// before that is recorded through the table again.
+    gone: AtomicBool,
 }
 
 #[derive(Default)]
 struct Table {
-    by_id: HashMap<ViewerId, Viewer>,
+    by_id: HashMap<ViewerId, Arc<Viewer>>,
     by_fingerprint: HashMap<u64, ViewerId>,
     kicked: HashMap<ViewerId, Instant>,
 }
@@ -189,6 +198,26 @@ struct Table {
 pub struct Viewers {
     hub: Hub,
     table: Mutex<Table>,
+    /// The origin of each viewer's `last`.
+    epoch: Instant,
+}
+
+/// A request [`Viewers::enter`] let in; [`Admitted::served`] records it.
+/// Holds the viewer when it presented the id of a known viewer of the same
+/// path (every request of a player but its first), so that recording it
+/// takes no lock and no lookup.
+pub struct Admitted {
+    viewer: Option<Arc<Viewer>>,
+}
+
+impl Admitted {
+    /// [`Viewers::served`] for a request `enter` let in.
+    pub fn served(self, viewers: &Viewers, caller: &Caller) -> Served {
+        match self.viewer {
+            Some(v) if !v.gone.load(Ordering::Acquire) => visited(&v, caller, viewers.now()),
+            _ => viewers.served(caller),
+        }
+    }
 }
 
 /// Why a request is not served.
@@ -212,7 +241,13 @@ impl Viewers {
         Viewers {
             hub,
             table: Mutex::new(Table::default()),
+            epoch: Instant::now(),
         }
+    }
+
+    /// Now, as a viewer's `last`.
+    fn now(&self) -> u64 {
+        nanos_since(self.epoch, Instant::now())
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
@@ -235,11 +270,11 @@ impl Viewers {
     /// kicked (refused for a while after), and not a new viewer of a path
     /// that has its maximum of readers (`limits.max_readers_per_path`);
     /// known viewers go on. One lookup of the caller under one lock.
-    pub fn enter(&self, caller: &Caller) -> Result<(), Refusal> {
-        let known = {
+    pub fn enter(&self, caller: &Caller) -> Result<Admitted, Refusal> {
+        let (known, viewer) = {
             let mut t = self.lock();
-            let now = Instant::now();
             if !t.kicked.is_empty() {
+                let now = Instant::now();
                 t.kicked
                     .retain(|_, at| now.duration_since(*at) < KICKED_MEMORY);
             }
@@ -251,39 +286,48 @@ impl Viewers {
                     match t.by_id.get(id) {
                         Some(v) if v.session.is_cancelled() => {
                             let id = *id;
-                            t.by_id.remove(&id);
-                            t.kicked.insert(id, now);
+                            if let Some(v) = t.by_id.remove(&id) {
+                                v.gone.store(true, Ordering::Release);
+                            }
+                            t.kicked.insert(id, Instant::now());
                             return Err(Refusal::Kicked);
                         }
-                        Some(_) => true,
-                        None => false,
+                        Some(v) => (true, (v.path == caller.path).then(|| Arc::clone(v))),
+                        None => (false, None),
                     }
                 }
-                None => caller
-                    .fingerprint
-                    .and_then(|f| t.by_fingerprint.get(&f))
-                    .is_some_and(|id| t.by_id.get(id).is_some_and(|v| !v.keeps_cookie)),
+                None => {
+                    let known = caller
+                        .fingerprint
+                        .and_then(|f| t.by_fingerprint.get(&f))
+                        .is_some_and(|id| {
+                            t.by_id
+                                .get(id)
+                                .is_some_and(|v| !v.keeps_cookie.load(Ordering::Relaxed))
+                        });
+                    (known, None)
+                }
             }
         };
-        if known {
-            return Ok(());
+        if !known {
+            self.hub
+                .check_reader_limit(&caller.path)
+                .map_err(Refusal::Full)?;
         }
-        self.hub
-            .check_reader_limit(&caller.path)
-            .map_err(Refusal::Full)
+        Ok(Admitted { viewer })
     }
 
     /// Records a served request of `caller`; starts its session if new.
     pub fn served(&self, caller: &Caller) -> Served {
-        let now = Instant::now();
+        let now = self.now();
         let mut t = self.lock();
         // A viewer that presents its own id (every request but its first):
         // found without copying the id.
         if let Some(id) = &caller.presented
-            && let Some(v) = t.by_id.get_mut(id)
+            && let Some(v) = t.by_id.get(id)
             && v.path == caller.path
         {
-            return visited(v, caller, *id, now);
+            return visited(v, caller, now);
         }
         // The viewer this request belongs to, if it is known.
         let known = match &caller.presented {
@@ -293,9 +337,9 @@ impl Viewers {
                 .fingerprint
                 .and_then(|f| t.by_fingerprint.get(&f))
                 .filter(|id| {
-                    t.by_id
-                        .get(*id)
-                        .is_some_and(|v| !v.keeps_cookie && v.path == caller.path)
+                    t.by_id.get(*id).is_some_and(|v| {
+                        !v.keeps_cookie.load(Ordering::Relaxed) && v.path == caller.path
+                    })
                 })
                 .copied(),
         };
@@ -329,32 +373,40 @@ impl Viewers {
                     token: None,
                 });
                 tracing::debug!(path = %caller.path, session = session.id, "HLS viewer arrived");
-                e.insert(Viewer {
+                e.insert(Arc::new(Viewer {
+                    id,
                     session,
                     path: caller.path.clone(),
-                    last: now,
-                    keeps_cookie: false,
+                    last: AtomicU64::new(now),
+                    keeps_cookie: AtomicBool::new(false),
                     fingerprint: caller.fingerprint,
-                })
+                    gone: AtomicBool::new(false),
+                }))
             }
         };
-        visited(v, caller, id, now)
+        visited(v, caller, now)
     }
 
     /// Ends the sessions of viewers with no request for `idle`.
     pub fn expire(&self, idle: Duration) {
-        let now = Instant::now();
+        let at = Instant::now();
+        let now = nanos_since(self.epoch, at);
+        let idle = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
         let mut t = self.lock();
         let gone: Vec<ViewerId> = t
             .by_id
             .iter()
-            .filter(|(_, v)| now.duration_since(v.last) >= idle || v.session.is_cancelled())
+            .filter(|(_, v)| {
+                now.saturating_sub(v.last.load(Ordering::Relaxed)) >= idle
+                    || v.session.is_cancelled()
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in gone {
             if let Some(v) = t.by_id.remove(&id) {
+                v.gone.store(true, Ordering::Release);
                 if v.session.is_cancelled() {
-                    t.kicked.insert(id, now);
+                    t.kicked.insert(id, at);
                 }
                 forget_fingerprint(&mut t, &v, id);
                 tracing::debug!(path = %v.path, session = v.session.id, "HLS viewer left");
@@ -372,12 +424,20 @@ impl Viewers {
     }
 }
 
-/// Records a request of viewer `id` (`v`) by `caller`.
-fn visited(v: &mut Viewer, caller: &Caller, id: ViewerId, now: Instant) -> Served {
-    v.last = now;
-    v.keeps_cookie |= caller.from_cookie;
+/// Nanoseconds from `epoch` to `at`.
+fn nanos_since(epoch: Instant, at: Instant) -> u64 {
+    u64::try_from(at.duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Records a request of viewer `v` by `caller` at `now` (see `Viewer::last`).
+fn visited(v: &Viewer, caller: &Caller, now: u64) -> Served {
+    v.last.store(now, Ordering::Relaxed);
+    if caller.from_cookie && !v.keeps_cookie.load(Ordering::Relaxed) {
+        v.keeps_cookie.store(true, Ordering::Relaxed);
+    }
     let session = Arc::clone(v.session.arc());
     // A cookie for a viewer that did not send this one back.
+    let id = v.id;
     let cookie_sent = caller.from_cookie && caller.presented == Some(id);
     let set_cookie = (!cookie_sent).then(|| {
         format!(
@@ -395,10 +455,11 @@ fn evict_oldest(t: &mut Table) {
     if let Some(id) = t
         .by_id
         .iter()
-        .min_by_key(|(_, v)| v.last)
+        .min_by_key(|(_, v)| v.last.load(Ordering::Relaxed))
         .map(|(id, _)| *id)
         && let Some(v) = t.by_id.remove(&id)
     {
+        v.gone.store(true, Ordering::Release);
         forget_fingerprint(t, &v, id);
     }
 }
@@ -543,6 +604,41 @@ mod tests {
         let again = v.served(&Caller::new("p", &headers(None, "UA"), None, ip));
         assert_eq!(again.session.id, player.session.id);
         assert_eq!(v.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_let_in_is_recorded_on_its_viewer_or_anew_if_it_left() {
+        let hub = Hub::new(Arc::new(crate::config::Config::default()));
+        let v = Viewers::new(hub.clone());
+        let first = v.served(&Caller::new("p", &headers(None, "B"), None, None));
+        let cookie = cookie_of(&first);
+        let caller = Caller::new("p", &headers(Some(&cookie), "B"), None, None);
+        let admitted = v.enter(&caller).unwrap();
+        assert!(
+            admitted.viewer.is_some(),
+            "a known viewer of the path is held"
+        );
+        let s = admitted.served(&v, &caller);
+        assert_eq!(s.session.id, first.session.id);
+        assert!(s.set_cookie.is_none());
+        // Its requests keep it: not idle for an hour.
+        v.expire(Duration::from_secs(3600));
+        assert_eq!(v.len(), 1);
+        // It leaves while a request it made is answered: that request
+        // starts it again, under the same id.
+        let admitted = v.enter(&caller).unwrap();
+        v.expire(Duration::ZERO);
+        assert!(v.is_empty());
+        let again = admitted.served(&v, &caller);
+        assert_ne!(again.session.id, first.session.id);
+        assert!(again.set_cookie.is_none(), "the id it sent is kept");
+        assert_eq!(v.len(), 1);
+        // Its cookie sent for another path: not held (that is another viewer).
+        let other = Caller::new("p/sub", &headers(Some(&cookie), "B"), None, None);
+        assert!(v.enter(&other).unwrap().viewer.is_none());
+        // A new viewer is not held either.
+        let new = Caller::new("p", &headers(None, "C"), None, None);
+        assert!(v.enter(&new).unwrap().viewer.is_none());
     }
 
     #[tokio::test]
