@@ -287,6 +287,17 @@ pub(crate) fn validate(c: &Config) -> Result<(), (String, String)> {
     if h.start_timeout < Duration::from_millis(100) {
         return err("hls.start_timeout", "must be at least 100ms".into());
     }
+    if !matches!(h.segment_dir.as_str(), "" | "memory")
+        && !std::path::Path::new(&h.segment_dir).is_dir()
+    {
+        return err(
+            "hls.segment_dir",
+            format!(
+                "{:?} is not a directory (\"\" = the system's temporary directory, \"memory\" = memory files)",
+                h.segment_dir
+            ),
+        );
+    }
     validate_tls(c)?;
     validate_limits(&c.limits)?;
     validate_rule(&c.path_defaults, "path_defaults")?;
@@ -846,6 +857,19 @@ mod auth_keys {
         assert_eq!(c.users[0].permissions[0].path.as_deref(), Some("live/*"));
         assert_eq!(c.users[0].pass.as_ref().unwrap().expose(), ARGON);
         assert!(c.users[1].pass.is_none());
+    }
+
+    #[test]
+    fn the_segment_directory_is_memory_the_temporary_one_or_an_existing_one() {
+        for ok in ["", "memory", "/"] {
+            let c = load_text(&format!("[hls]\nsegment_dir = {ok:?}\n")).unwrap();
+            assert_eq!(c.hls.segment_dir, ok);
+        }
+        refused(
+            "[hls]\nsegment_dir = \"/no/such/dir\"\n",
+            "hls.segment_dir",
+            "\"/no/such/dir\" is not a directory",
+        );
     }
 
     #[test]

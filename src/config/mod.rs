@@ -224,6 +224,10 @@ pub struct HlsConfig {
     /// has left.
     #[serde(with = "humantime_serde")]
     pub viewer_timeout: Duration,
+    /// Where each segment's bytes are kept for `sendfile(2)`: unnamed files
+    /// in this directory (`""`: the system's temporary directory), or
+    /// `"memory"` for memory files (`egress::hls::file`).
+    pub segment_dir: String,
 }
 
 impl Default for HlsConfig {
@@ -236,6 +240,7 @@ impl Default for HlsConfig {
             idle_timeout: Duration::from_secs(60),
             start_timeout: Duration::from_secs(10),
             viewer_timeout: Duration::from_secs(15),
+            segment_dir: String::new(),
         }
     }
 }

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::file::FileStore;
 use super::playlist::{self, PlaylistParams};
 use super::segmenter::{Segmenter, SegmenterConfig};
 use super::window::Window;
@@ -41,7 +42,7 @@ impl Muxer {
         let mut reader = hub.read_internal(path, StartAt::PreviousKeyframe).await?;
         let stream = Arc::clone(reader.stream());
         let nanos = |d: Duration| d.as_nanos().min(i64::MAX as u128) as i64;
-        let segmenter = Segmenter::new(
+        let mut segmenter = Segmenter::new(
             SegmenterConfig {
                 part_target_nanos: nanos(cfg.part_duration),
                 segment_min_nanos: nanos(cfg.segment_duration),
@@ -50,6 +51,7 @@ impl Muxer {
             stream.tracks(),
             cfg.segment_count,
         );
+        segmenter.keep_files_in(FileStore::from_setting(&cfg.segment_dir));
         let muxer = Arc::new(Muxer {
             path: path.to_string(),
             stream,

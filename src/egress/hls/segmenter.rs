@@ -18,6 +18,7 @@ use bytes::Bytes;
 
 use crate::media::{CodecParams, Frame, MemoKey, Track, TrackKind, timestamp};
 
+use super::file::FileStore;
 use super::window::{Part, Window};
 
 /// Timing settings, in nanoseconds.
@@ -79,6 +80,11 @@ impl Segmenter {
         };
         s.set_tracks(tracks);
         s
+    }
+
+    /// Makes the segments' files in `store` (memory files by default).
+    pub fn keep_files_in(&mut self, store: FileStore) {
+        self.window.store = store;
     }
 
     fn set_tracks(&mut self, all: Vec<Arc<Track>>) {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::file::SegmentFile;
+use super::file::{FileStore, SegmentFile};
 use crate::net::sendfile::FileRange;
 
 /// One partial segment (RFC 8216bis §4.4.4.9).
@@ -119,6 +119,8 @@ pub struct Window {
     /// The stream ended: no more parts will come.
     pub ended: bool,
     pub(crate) max_segments: usize,
+    /// Where the segments' files are made.
+    pub(crate) store: FileStore,
 }
 
 impl Window {
@@ -186,7 +188,7 @@ impl Window {
             init_id,
             discontinuity,
             duration_nanos: None,
-            file: SegmentFile::create(),
+            file: SegmentFile::create(&self.store),
         });
         self.version += 1;
     }
