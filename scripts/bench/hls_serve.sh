@@ -4,11 +4,17 @@
 # same request mix, same HTTP load generator (wrk), one after the other.
 # The server runs on core 0, wrk on core 1 (taskset). Prints a markdown
 # table and writes target/bench/hls_serve.csv:
-#   server,connections,seconds,requests,requests_per_second,bytes_per_second,cpu_seconds,cpu_ms_per_1000_requests,errors,client_cpu_seconds,total_cpu_ms_per_1000_requests,round
+#   server,connections,seconds,requests,requests_per_second,bytes_per_second,cpu_seconds,cpu_ms_per_1000_requests,errors,client_cpu_seconds,total_cpu_ms_per_1000_requests,round,steady_seconds,steady_requests,steady_requests_per_second,steady_cpu_seconds,steady_cpu_ms_per_1000_requests,steady_client_cpu_seconds
 #
 #   scripts/bench/hls_serve.sh [CONNECTION COUNTS…]     (default: 1000 5000 10000)
 #
-# SECONDS_PER_RUN (default 15): length of each wrk run. ROUNDS (default 1):
+# Each wrk run lasts WARMUP (default 10) + SECONDS_PER_RUN (default 15) s
+# and is measured twice: as a whole (wrk's request count; the server's CPU
+# from before wrk starts to after it ends, so it includes opening every
+# connection, each new viewer's session, and TCP windows growing from their
+# initial size) and over its steady window, the last SECONDS_PER_RUN s
+# (requests counted by the server itself: mediarelay's /metrics, nginx's
+# stub_status; CPU from /proc at the window's two ends). ROUNDS (default 1):
 # how many times each count is measured, the two servers alternating
 # (mediarelay, nginx, mediarelay, …); the ratio is given per round and as
 # the median of the rounds, since one run moves by ±10–30 % on these
@@ -16,7 +22,7 @@
 # how many of the most recent complete segments, with all their parts, make
 # the request mix (plus the playlist and the init segment). NGINX_SENDFILE
 # (default on): nginx's `sendfile`; `off` makes it copy its files into the
-# sockets as mediarelay copies its memory.
+# sockets.
 #
 # Every request carries a `mediarelay_hls` cookie, one of as many ids as
 # there are connections, so mediarelay tracks as many HLS viewer sessions as
@@ -26,8 +32,8 @@
 # SYSCALLS=1: also counts each server's system calls by kind during its
 # runs (perf stat on the syscalls tracepoints; needs perf and root) and
 # prints them per request, in $OUT/hls_syscalls.csv. PERF_RECORD=1: records
-# each server's CPU profile during each run (perf record, cpu-clock, call
-# graphs) into $OUT/hls_perf_SERVER_CONNECTIONS_ROUND.data.
+# each server's CPU profile during each run's steady window (perf record,
+# cpu-clock, call graphs) into $OUT/hls_perf_SERVER_CONNECTIONS_ROUND.data.
 #
 # Needs: nginx, wrk, ffmpeg, curl, taskset (util-linux). Builds mediarelay
 # and mediarelay-load in release mode. Loopback only; every client is
@@ -37,6 +43,8 @@ cd "$(dirname "$0")/../.."
 COUNTS=("${@:-1000 5000 10000}")
 read -r -a COUNTS <<<"${COUNTS[*]}"
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-15}"
+WARMUP="${WARMUP:-10}"
+RUN_SECONDS=$((WARMUP + SECONDS_PER_RUN + 10))
 SEGMENTS="${SEGMENTS:-4}"
 ROUNDS="${ROUNDS:-1}"
 NGINX_SENDFILE="${NGINX_SENDFILE:-on}"
@@ -65,7 +73,7 @@ MEDIARELAY_LIMITS_CONNECTION_RATE=0 MEDIARELAY_LIMITS_MAX_CONNECTIONS_PER_IP=0 \
 mr_pid=$!; PIDS+=("$mr_pid")   # taskset execs the server: this is its pid
 wait_port "$rtmp"
 n_runs=${#COUNTS[@]}
-PUBLISH_SECONDS=$((n_runs * 2 * (SECONDS_PER_RUN + 10) + 60))
+PUBLISH_SECONDS=$((n_runs * ROUNDS * 2 * (RUN_SECONDS + 30) + 60))
 timeout $((PUBLISH_SECONDS + 30)) taskset -c 1 "$BIN/mediarelay-load" --rtmp "127.0.0.1:$rtmp" \
   --http "127.0.0.1:$http" --path live/bench --publish "$SRC" --seconds "$PUBLISH_SECONDS" \
   >"$TMP/publisher.log" 2>&1 &
@@ -80,12 +88,17 @@ for _ in $(seq 60); do
 done
 [ "$n" -gt "$SEGMENTS" ] || { echo "no $SEGMENTS complete segments after 60 s" >&2; exit 1; }
 
-# The request mix: the playlist, the init segment, the last SEGMENTS complete
-# segments and all their parts, saved byte for byte for nginx.
+# choose_mix: the request mix, $TMP/paths: the playlist, the init segment,
+# the last SEGMENTS complete segments and all their parts, saved byte for
+# byte under $WWW for nginx. Chosen again before each pair of runs (the
+# window holds 100 segments, ~200 s: a mix chosen once would leave it
+# during long benchmarks), so both servers of a round serve the same bytes.
 WWW="$TMP/www"
-mkdir -p "$WWW/live/bench"
-curl -s --max-time 15 -o "$WWW/live/bench/index.m3u8" "$BASE/index.m3u8"
-python3 - "$WWW/live/bench/index.m3u8" "$SEGMENTS" >"$TMP/files" <<'PY'
+choose_mix() {
+  rm -rf "$WWW"
+  mkdir -p "$WWW/live/bench"
+  curl -s --max-time 15 -o "$WWW/live/bench/index.m3u8" "$BASE/index.m3u8"
+  python3 - "$WWW/live/bench/index.m3u8" "$SEGMENTS" >"$TMP/files" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
 segs = re.findall(r"^seg_(\d+)\.m4s$", text, re.M)[-int(sys.argv[2]):]
@@ -98,22 +111,24 @@ for msn in segs:
     # still lists them: ask for them until the first 404.
     print(f"PARTS {msn}")
 PY
-: >"$TMP/paths"
-while read -r f; do
-  if [[ $f == PARTS* ]]; then
-    msn=${f#PARTS }
-    for k in $(seq 0 99); do
-      name="part_${msn}_$k.m4s"
-      code=$(curl -s --max-time 15 -o "$WWW/live/bench/$name" -w '%{http_code}' "$BASE/$name")
-      if [ "$code" != 200 ]; then rm -f "$WWW/live/bench/$name"; break; fi
-      echo "/live/bench/$name" >>"$TMP/paths"
-    done
-  else
-    [ "$f" = index.m3u8 ] || curl -sf --max-time 15 -o "$WWW/live/bench/$f" "$BASE/$f"
-    echo "/live/bench/$f" >>"$TMP/paths"
-  fi
-done <"$TMP/files"
-echo "request mix: $(wc -l <"$TMP/paths") URLs, $(du -sb "$WWW" | cut -f1) bytes in all" >&2
+  : >"$TMP/paths"
+  local f msn k name code
+  while read -r f; do
+    if [[ $f == PARTS* ]]; then
+      msn=${f#PARTS }
+      for k in $(seq 0 99); do
+        name="part_${msn}_$k.m4s"
+        code=$(curl -s --max-time 15 -o "$WWW/live/bench/$name" -w '%{http_code}' "$BASE/$name")
+        if [ "$code" != 200 ]; then rm -f "$WWW/live/bench/$name"; break; fi
+        echo "/live/bench/$name" >>"$TMP/paths"
+      done
+    else
+      [ "$f" = index.m3u8 ] || curl -sf --max-time 15 -o "$WWW/live/bench/$f" "$BASE/$f"
+      echo "/live/bench/$f" >>"$TMP/paths"
+    fi
+  done <"$TMP/files"
+  echo "request mix: $(wc -l <"$TMP/paths") URLs, $(du -sb "$WWW" | cut -f1) bytes in all" >&2
+}
 
 # wrk: rotates over the paths; connection i's requests carry viewer id i
 # (rotated with the paths, so every id is used).
@@ -136,7 +151,7 @@ end
 LUA
 
 [ -z "${SYSCALLS:-}" ] || echo "server,connections,round,syscall,count,per_request" >"$OUT/hls_syscalls.csv"
-echo "server,connections,seconds,requests,requests_per_second,bytes_per_second,cpu_seconds,cpu_ms_per_1000_requests,errors,client_cpu_seconds,total_cpu_ms_per_1000_requests,round" >"$OUT/hls_serve.csv"
+echo "server,connections,seconds,requests,requests_per_second,bytes_per_second,cpu_seconds,cpu_ms_per_1000_requests,errors,client_cpu_seconds,total_cpu_ms_per_1000_requests,round,steady_seconds,steady_requests,steady_requests_per_second,steady_cpu_seconds,steady_cpu_ms_per_1000_requests,steady_client_cpu_seconds" >"$OUT/hls_serve.csv"
 
 # Runs a command and then prints "CLIENT_CPU <user + system seconds>" of it
 # (and its children): wrk's own CPU, so that the client's share of the
@@ -149,10 +164,33 @@ u = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(f"CLIENT_CPU {u.ru_utime + u.ru_stime:.3f}")' "$@"
 }
 
-# measure SERVER CONNECTIONS PORT PID
+# served SERVER: how many HTTP requests the server has answered so far, by
+# its own count (mediarelay: /metrics of its API, the http listener's
+# requests; nginx: stub_status, on a port of its own).
+served() {
+  case $1 in
+    mediarelay) curl -s --max-time 20 "http://127.0.0.1:$api/metrics" |
+      awk '/^mediarelay_http_requests_total[{]listener="http"/ { s += $NF } END { printf "%d\n", s }' ;;
+    nginx) curl -s --max-time 20 "http://127.0.0.1:$nstatus/status" | awk 'NR == 3 { print $3 }' ;;
+  esac
+}
+
+# sample SERVER PID WRK_PID: "<seconds since the epoch> <answered> <server
+# CPU s> <wrk CPU s>", the count first, the CPU times right after it.
+sample() {
+  local count
+  count=$(served "$1")
+  echo "$(date +%s.%N) ${count:-nan} $(cpu_of "$2") $(cpu_of "$3" 2>/dev/null || echo nan)"
+}
+
+# measure SERVER CONNECTIONS PORT PID: one wrk run of WARMUP +
+# SECONDS_PER_RUN s. The whole run is measured from wrk's totals and the
+# server's CPU before and after it; the steady window (the last
+# SECONDS_PER_RUN s, after every connection is open and its TCP windows have
+# grown) from the server's own request counts and CPU at its two ends.
 measure() {
   local server=$1 n=$2 port=$3 pid=$4
-  local before after out line client
+  local before after out line client wrk_pid start end
   before=$(cpu_of "$pid")
   local perf_pid=""
   if [ -n "${SYSCALLS:-}" ]; then
@@ -160,30 +198,47 @@ measure() {
     perf_pid=$!
     sleep 1
   fi
+  with_cpu env HLS_PATHS="$TMP/paths" HLS_VIEWERS="$n" timeout $((RUN_SECONDS + 60)) \
+    taskset -c 1 wrk -t1 -c "$n" -d "${RUN_SECONDS}s" --timeout 10s -s "$TMP/mix.lua" \
+    "http://127.0.0.1:$port" >"$TMP/wrk.out" || true &
+  local runner=$!
+  wrk_pid=""
+  for _ in $(seq 50); do
+    wrk_pid=$(pgrep -n -x wrk || true)
+    [ -n "$wrk_pid" ] && break
+    sleep 0.1
+  done
+  sleep "$WARMUP"
+  start=$(sample "$server" "$pid" "${wrk_pid:-0}")
   local record_pid=""
   if [ -n "${PERF_RECORD:-}" ]; then
     perf record -q -e cpu-clock -g -p "$pid" -o "$OUT/hls_perf_${server}_${n}_$round.data" &
     record_pid=$!
   fi
-  out=$(with_cpu env HLS_PATHS="$TMP/paths" HLS_VIEWERS="$n" timeout $((SECONDS_PER_RUN + 60)) \
-    taskset -c 1 wrk -t1 -c "$n" -d "${SECONDS_PER_RUN}s" --timeout 10s -s "$TMP/mix.lua" \
-    "http://127.0.0.1:$port" || true)
+  sleep "$SECONDS_PER_RUN"
+  end=$(sample "$server" "$pid" "${wrk_pid:-0}")
+  if [ -n "$record_pid" ]; then kill -INT "$record_pid"; wait "$record_pid" || true; fi
+  wait "$runner" || true
+  out=$(cat "$TMP/wrk.out")
   after=$(cpu_of "$pid")
   if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
-  if [ -n "$record_pid" ]; then kill -INT "$record_pid"; wait "$record_pid" || true; fi
   line=$(grep '^RESULT' <<<"$out" || true)
   client=$(grep '^CLIENT_CPU' <<<"$out" | cut -d' ' -f2 || true)
   [ -n "$line" ] || { echo "wrk gave no result for $server at $n connections" >&2; return 1; }
-  python3 - "$server" "$n" "$before" "$after" "${client:-nan}" "$round" $line >>"$OUT/hls_serve.csv" <<'PY'
+  python3 - "$server" "$n" "$before" "$after" "${client:-nan}" "$round" "$start" "$end" $line >>"$OUT/hls_serve.csv" <<'PY'
 import sys
 server, n, before, after = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 client = float(sys.argv[5])
-micros, reqs, nbytes, sock_errors, status_errors = map(int, sys.argv[8:13])
+start, end = (list(map(float, a.split())) for a in sys.argv[7:9])
+micros, reqs, nbytes, sock_errors, status_errors = map(int, sys.argv[10:15])
 secs = micros / 1e6
 cpu = after - before
 per = 1000 * 1000 / max(reqs, 1)
+w_secs, w_reqs, w_cpu, w_client = (e - s for s, e in zip(start, end))
+w_per = 1000 * 1000 / w_reqs if w_reqs > 0 else float("nan")
 print(f"{server},{n},{secs:.2f},{reqs},{reqs / secs:.0f},{nbytes / secs:.0f},{cpu:.2f},"
-      f"{per * cpu:.3f},{sock_errors + status_errors},{client:.2f},{per * (cpu + client):.3f},{sys.argv[6]}")
+      f"{per * cpu:.3f},{sock_errors + status_errors},{client:.2f},{per * (cpu + client):.3f},{sys.argv[6]},"
+      f"{w_secs:.2f},{w_reqs:.0f},{w_reqs / w_secs:.0f},{w_cpu:.2f},{w_per * w_cpu:.3f},{w_client:.2f}")
 PY
   if [ -n "$perf_pid" ]; then
     python3 - "$server" "$n,$round" "$TMP/syscalls_${server}_${n}_$round" "$OUT/hls_syscalls.csv" $line <<'PY'
@@ -207,7 +262,7 @@ c0=$(cpu_of "$mr_pid"); sleep 5; c1=$(cpu_of "$mr_pid")
 STREAM_CPU=$(python3 -c "print(f'{($c1 - $c0) / 5:.4f}')")
 
 # nginx on core 0, one worker, at its best for static files.
-nport=$(free_port)
+nport=$(free_port); nstatus=$(free_port)
 nginx_conf "" "use epoll;" "$(cat <<CONF
 http {
   types { application/vnd.apple.mpegurl m3u8; video/mp4 mp4 m4s; }
@@ -219,12 +274,14 @@ http {
   keepalive_requests 100000000;
   open_file_cache max=1000 inactive=60s;
   server { listen 127.0.0.1:$nport backlog=16384; root $WWW; }
+  server { listen 127.0.0.1:$nstatus; location = /status { stub_status; } }
 }
 CONF
 )"
 
 for n in "${COUNTS[@]}"; do
   for round in $(seq "$ROUNDS"); do
+    choose_mix
     measure mediarelay "$n" "$http" "$mr_pid"
     launch nginx taskset -c 0 nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx/" -e "$TMP/nginx/error.log" &
     ng_pid=$!; PIDS+=("$ng_pid")
@@ -257,20 +314,33 @@ def median(xs):
     xs = sorted(xs)
     k = len(xs) // 2
     return xs[k] if len(xs) % 2 else (xs[k - 1] + xs[k]) / 2
+def steady_per_cpu(r, minus=0.0):
+    cpu = float(r["steady_cpu_seconds"]) - minus * float(r["steady_seconds"])
+    return float(r["steady_requests"]) / cpu if cpu > 0 else float("nan")
 print()
-for n, rounds in by.items():
-    raw, net = [], []
-    for s in rounds.values():
-        m, g = s.get("mediarelay"), s.get("nginx")
-        if m and g:
-            raw.append(per_cpu(m) / per_cpu(g))
-            net.append(per_cpu(m, stream_cpu) / per_cpu(g))
-    if not raw:
-        continue
-    each = " ".join(f"{x:.2f}" for x in raw)
-    print(f"{n} connections: mediarelay / nginx requests per CPU-second = {median(raw):.2f}x "
-          f"({median(net):.2f}x without the stream's own CPU)"
-          + (f"; median of {len(raw)} rounds: {each}" if len(raw) > 1 else ""))
+print("Steady window (the last seconds of each run, from the servers' own request counts):")
+print()
+print("| connections | server | requests/s | CPU s | CPU ms per 1000 requests | wrk CPU s |")
+print("| ---: | --- | ---: | ---: | ---: | ---: |")
+for r in rows:
+    print(f'| {r["connections"]} | {r["server"]} | {float(r["steady_requests_per_second"]):.0f} | '
+          f'{float(r["steady_cpu_seconds"]):.2f} | {float(r["steady_cpu_ms_per_1000_requests"]):.1f} | '
+          f'{float(r["steady_client_cpu_seconds"]):.2f} |')
+print()
+for label, f in (("whole run", per_cpu), ("steady window", steady_per_cpu)):
+    for n, rounds in by.items():
+        raw, net = [], []
+        for s in rounds.values():
+            m, g = s.get("mediarelay"), s.get("nginx")
+            if m and g:
+                raw.append(f(m) / f(g))
+                net.append(f(m, stream_cpu) / f(g))
+        if not raw:
+            continue
+        each = " ".join(f"{x:.2f}" for x in raw)
+        print(f"{n} connections, {label}: mediarelay / nginx requests per CPU-second = {median(raw):.2f}x "
+              f"({median(net):.2f}x without the stream's own CPU)"
+              + (f"; median of {len(raw)} rounds: {each}" if len(raw) > 1 else ""))
 PY
 
 
