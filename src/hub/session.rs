@@ -175,3 +175,40 @@ impl Registry {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_cancel_cancels_a_session_and_the_tasks_tokens_follow_it() {
+        let registry = Registry::default();
+        let session = registry.insert(
+            SessionSpec {
+                protocol: Protocol::Rtmp,
+                role: Role::Publisher,
+                path: "p".into(),
+                remote: None,
+                query: String::new(),
+                token: None,
+            },
+            Arc::default(),
+        );
+        let task = session.cancel_token();
+        let waiting = task.clone();
+        task.cancel();
+        assert!(waiting.is_cancelled(), "the task's clones stop with it");
+        assert!(
+            !session.is_cancelled(),
+            "a task's token stops the task alone"
+        );
+        let other = session.cancel_token();
+        assert!(!other.is_cancelled());
+        session.cancel();
+        assert!(session.is_cancelled());
+        assert!(
+            other.is_cancelled(),
+            "cancelling the session stops its tasks"
+        );
+    }
+}
