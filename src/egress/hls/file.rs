@@ -12,12 +12,12 @@
 //! `sendfile` hands to the socket; a directory's files are the cheaper to
 //! send from: the kernel reads a regular file's pages in batches (and, on
 //! file systems with large folios, a folio per several pages), where a
-//! memory file's are looked up and locked one page at a time (BENCHMARKS.md,
-//! "Thirteenth session": the kernel's page work per request 4.1 → 2.0 µs at 10 000
-//! connections). A segment in a directory is written to disk only if it
-//! outlives the kernel's dirty-page expiry (30 s by default), longer than
-//! the default window. Where no file can be made or written in the
-//! directory, memory files are used (logged once).
+//! memory file's are looked up and locked one page at a time
+//! (BENCHMARKS.md, "Thirteenth session": the kernel's page work per request
+//! 4.1 → 2.0 µs at 10 000 connections). A segment in a directory is
+//! written to disk only if it outlives the kernel's dirty-page expiry
+//! (30 s by default), longer than the default window. Where no file can be
+//! made or written in the directory, memory files are used (logged once).
 //!
 //! Without a file (the call failed, e.g. out of descriptors) or after a
 //! failed write, the parts concerned have no range and are sent from their
@@ -108,7 +108,7 @@ impl FileStore {
 
 /// A new unnamed file in `dir` (`O_TMPFILE`: no name, gone when closed),
 /// closed on exec, without access times.
-pub fn unnamed_file(dir: &Path) -> io::Result<File> {
+fn unnamed_file(dir: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
