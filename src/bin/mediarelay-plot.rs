@@ -7,8 +7,9 @@
 //! `--rtmp` (from `scripts/bench/rtmp_fanout.sh`) gives `rtmp_fanout.png`:
 //! server CPU (CPU-seconds per second) and RSS against RTMP viewers, one
 //! line per server. `--hls` (from `scripts/bench/hls_serve.sh`) gives
-//! `hls_serve.png`: requests per second and CPU per 1000 requests against
-//! connections, one line per server. `--soak` (from `scripts/soak.sh`)
+//! `hls_serve.png`: requests per second and CPU per 1000 requests (whole
+//! runs) against connections, one line per server, the mean of the rounds
+//! at each count. `--soak` (from `scripts/soak.sh`)
 //! gives `soak.png`: the server's RSS and open fds over time. Text is drawn
 //! with DejaVu Sans, read at run time (`--font`).
 //!
@@ -334,10 +335,37 @@ fn rtmp(csv: &Path, out: &Path) -> Result<()> {
     )
 }
 
+/// Each x's points of a series made one, their mean: a count measured in
+/// several rounds (`ROUNDS`) is one point, not a zigzag.
+fn mean_per_x(series: Vec<Series>) -> Vec<Series> {
+    series
+        .into_iter()
+        .map(|s| {
+            let mut points: Vec<(f64, f64, usize)> = Vec::new();
+            for (x, y) in s.points {
+                match points.iter_mut().find(|p| p.0 == x) {
+                    Some(p) => {
+                        p.1 += y;
+                        p.2 += 1;
+                    }
+                    None => points.push((x, y, 1)),
+                }
+            }
+            Series {
+                name: s.name,
+                points: points
+                    .into_iter()
+                    .map(|(x, y, n)| (x, y / n as f64))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
 fn hls(csv: &Path, out: &Path) -> Result<()> {
     let t = Table::read(csv)?;
-    let rps = t.series("server", "connections", |f| f("requests_per_second"))?;
-    let cpu = t.series("server", "connections", |f| f("cpu_ms_per_1000_requests"))?;
+    let rps = mean_per_x(t.series("server", "connections", |f| f("requests_per_second"))?);
+    let cpu = mean_per_x(t.series("server", "connections", |f| f("cpu_ms_per_1000_requests"))?);
     two_panels(
         &out.join("hls_serve.png"),
         (
