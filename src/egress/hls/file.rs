@@ -236,32 +236,6 @@ mod tests {
         assert_eq!(read(&f.whole().unwrap()), b"first partsecond");
     }
 
-    /// A new directory, removed when dropped.
-    struct TestDir(PathBuf);
-
-    impl TestDir {
-        fn new() -> TestDir {
-            let name = format!(
-                "mediarelay-file-test-{}-{}",
-                std::process::id(),
-                rand::random::<u64>()
-            );
-            let path = std::env::temp_dir().join(name);
-            std::fs::create_dir(&path).unwrap();
-            TestDir(path)
-        }
-
-        fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TestDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     /// What the segment's descriptor names, as /proc shows it.
     fn target(f: &SegmentFile) -> String {
         use std::os::fd::AsRawFd;
@@ -271,7 +245,7 @@ mod tests {
 
     #[test]
     fn a_directory_holds_unnamed_files_and_one_that_fails_gives_memory_files() {
-        let dir = TestDir::new();
+        let dir = crate::tls::testing::TempDir::new("hls-segments");
         let store = FileStore::from_setting(dir.path().to_str().unwrap());
         let mut f = SegmentFile::create(&store).expect("a file");
         assert!(

@@ -194,6 +194,16 @@ struct Table {
     kicked: HashMap<ViewerId, Instant>,
 }
 
+impl Table {
+    /// Takes viewer `id` out of the table, marked `gone` for the requests
+    /// that still hold it.
+    fn remove(&mut self, id: &ViewerId) -> Option<Arc<Viewer>> {
+        let v = self.by_id.remove(id)?;
+        v.gone.store(true, Ordering::Release);
+        Some(v)
+    }
+}
+
 /// The HLS viewers of every path.
 pub struct Viewers {
     hub: Hub,
@@ -286,9 +296,7 @@ impl Viewers {
                     match t.by_id.get(id) {
                         Some(v) if v.session.is_cancelled() => {
                             let id = *id;
-                            if let Some(v) = t.by_id.remove(&id) {
-                                v.gone.store(true, Ordering::Release);
-                            }
+                            t.remove(&id);
                             t.kicked.insert(id, Instant::now());
                             return Err(Refusal::Kicked);
                         }
@@ -403,8 +411,7 @@ impl Viewers {
             .map(|(id, _)| *id)
             .collect();
         for id in gone {
-            if let Some(v) = t.by_id.remove(&id) {
-                v.gone.store(true, Ordering::Release);
+            if let Some(v) = t.remove(&id) {
                 if v.session.is_cancelled() {
                     t.kicked.insert(id, at);
                 }
@@ -457,9 +464,8 @@ fn evict_oldest(t: &mut Table) {
         .iter()
         .min_by_key(|(_, v)| v.last.load(Ordering::Relaxed))
         .map(|(id, _)| *id)
-        && let Some(v) = t.by_id.remove(&id)
+        && let Some(v) = t.remove(&id)
     {
-        v.gone.store(true, Ordering::Release);
         forget_fingerprint(t, &v, id);
     }
 }
