@@ -11,7 +11,11 @@
 #
 #   scripts/bench/hls_instructions.sh [BINARY]    (default: $SERVER or the release build)
 #
-# Prints "requests N busy B idle I per_request P". REQUESTS_SECONDS
+# Prints "requests N busy B idle I per_request P". With NGINX=1 it also
+# counts nginx (the configuration of hls_serve.sh: one worker, sendfile,
+# open_file_cache) serving the same files, saved byte for byte, under the
+# same wrk mix, and prints its line ("nginx requests …"): the user-space
+# baseline of the same work. REQUESTS_SECONDS
 # (default 20): length of the wrk run; CONNECTIONS (default 10): wrk's
 # connections, one viewer cookie each (the request mix and cookies of
 # hls_serve.sh). Needs valgrind, wrk, curl,
@@ -80,11 +84,53 @@ sleep "$REQUESTS_SECONDS"
 callgrind_control -d "$vg" >/dev/null  # the idle window
 read -r _ requests errors <<<"$(grep '^RESULT' <<<"$out")"
 [ "$errors" = 0 ] || echo "warning: $errors errors" >&2
+if [ "${NGINX:-0}" = 1 ]; then
+  # The same bytes for nginx, fetched before the stream moves on.
+  WWW="$TMP/www"
+  while read -r p; do
+    mkdir -p "$WWW$(dirname "$p")"
+    curl -sf --max-time 20 -o "$WWW$p" "http://127.0.0.1:$http$p"
+  done <"$TMP/paths"
+fi
 kill -TERM "$vg"
 wait "$vg" 2>/dev/null || true
 totals() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ && !n { gsub(",", "", $1); print $1; n = 1 }'; }
+per_request() {
+  python3 -c "import sys; r, b, i = map(int, sys.argv[2:]); print(f'{sys.argv[1]}requests {r} busy {b} idle {i} per_request {(b - i) / max(r, 1):.0f}')" "$@"
+}
 busy=$(totals "$TMP/callgrind.out.1")
 idle=$(totals "$TMP/callgrind.out.2")
 cp "$TMP/callgrind.out.1" "${CALLGRIND_OUT:-/dev/null}" 2>/dev/null || true
-python3 -c "import sys; r, b, i = map(int, sys.argv[1:]); print(f'requests {r} busy {b} idle {i} per_request {(b - i) / max(r, 1):.0f}')" \
-  "$requests" "$busy" "$idle"
+per_request "" "$requests" "$busy" "$idle"
+
+[ "${NGINX:-0}" = 1 ] || exit 0
+nport=$(free_port)
+nginx_conf "" "use epoll;" "$(cat <<CONF
+http {
+  types { application/vnd.apple.mpegurl m3u8; video/mp4 mp4 m4s; }
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_timeout 65;
+  keepalive_requests 100000000;
+  open_file_cache max=1000 inactive=60s;
+  server { listen 127.0.0.1:$nport backlog=16384; root $WWW; }
+}
+CONF
+)"
+valgrind --tool=callgrind --callgrind-out-file="$TMP/nginx.out" --instr-atstart=no \
+  nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx/" -e "$TMP/nginx/error.log" >"$TMP/nginx.log" 2>&1 &
+ng=$!; PIDS+=("$ng")
+for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$nport") 2>/dev/null && break; sleep 0.2; done
+callgrind_control -i on "$ng" >/dev/null
+out=$(HLS_PATHS="$TMP/paths" HLS_VIEWERS="$CONNECTIONS" timeout $((REQUESTS_SECONDS + 60)) wrk -t1 -c"$CONNECTIONS" \
+  -d "${REQUESTS_SECONDS}s" --timeout 10s -s "$TMP/mix.lua" "http://127.0.0.1:$nport")
+callgrind_control -d "$ng" >/dev/null
+sleep "$REQUESTS_SECONDS"
+callgrind_control -d "$ng" >/dev/null
+read -r _ requests errors <<<"$(grep '^RESULT' <<<"$out")"
+[ "$errors" = 0 ] || echo "warning: nginx: $errors errors" >&2
+kill -TERM "$ng"
+wait "$ng" 2>/dev/null || true
+per_request "nginx " "$requests" "$(totals "$TMP/nginx.out.1")" "$(totals "$TMP/nginx.out.2")"
