@@ -485,9 +485,10 @@ async fn the_hls_shortcut_answers_what_the_router_answers() {
             .unwrap_or(0.0)
     };
     let metrics = || async { http("GET", app.api_addr, "/metrics", b"").await.text() };
-    let before = metrics().await;
     let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-    for (method, target, extra, status) in &cases {
+    // Each is the shortcut's (taking a request it answers at once answers
+    // and counts it: asked before the counts are read).
+    for (method, target, extra, _) in &cases {
         let request = format!("{method} {target} HTTP/1.1\r\nHost: t\r\n{extra}\r\n");
         let mut slots = header_slots();
         let RawParsed::Simple(raw) = parse_raw(request.as_bytes(), &mut slots) else {
@@ -497,6 +498,10 @@ async fn the_hls_shortcut_answers_what_the_router_answers() {
             app.hls_shortcut().take(&raw, peer).is_some(),
             "the shortcut takes {method} {target}"
         );
+    }
+    let before = metrics().await;
+    for (method, target, extra, status) in &cases {
+        let request = format!("{method} {target} HTTP/1.1\r\nHost: t\r\n{extra}\r\n");
         let (s1, head1, body1) = one_request(app.http_addr, request.as_bytes()).await;
         let routed =
             format!("{method} {target} HTTP/1.1\r\nHost: t\r\n{extra}Content-Length: 1\r\n\r\nx");
@@ -629,5 +634,53 @@ permissions = [{ action = "read" }]
     assert!(takes(&with_cookie), "an authorized viewer's request");
     let (status, head, _) = one_request(app.http_addr, with_cookie.as_bytes()).await;
     assert_eq!(status, 200, "{head}");
+    app.shutdown().await;
+}
+
+/// Segments to a reader that takes them slowly (a small receive window,
+/// requests pipelined): the socket soon stops taking them at once, so the
+/// shortcut's answers are finished later under the write timeout; every
+/// byte arrives, in order, and the connection then serves its next
+/// request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_the_socket_takes_slowly_arrive_whole() {
+    let app = start("").await;
+    let _push = push("high_bframes_aac48.mp4", &rtmp_url(&app, "live/slow"), true);
+    wait_published(&app, "live/slow").await;
+    let playlist = eventually(Duration::from_secs(30), "two segments", || async {
+        let r = http("GET", app.http_addr, "/live/slow/index.m3u8", b"").await;
+        (r.status == 200 && r.text().matches("\nseg_").count() >= 2).then(|| r.text())
+    })
+    .await;
+    let seg = playlist.lines().find(|l| l.starts_with("seg_")).unwrap();
+    let target = format!("/live/slow/{seg}");
+    let (status, _, whole) = one_request(app.http_addr, get(&target, "").as_bytes()).await;
+    assert_eq!(status, 200);
+    // More than a loopback socket's largest send buffer (4 MiB by default)
+    // in all, whatever the fixture's segment size.
+    let count = (8 << 20) / whole.len().max(1) + 1;
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(app.http_addr).await.unwrap();
+    s.write_all(get(&target, "").repeat(count).as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut buf = Vec::new();
+    for i in 0..count {
+        let (status, head, body) = read_response(&mut s, &mut buf).await;
+        assert_eq!(status, 200, "answer {i}: {head}");
+        assert!(
+            body == whole,
+            "answer {i} of {count} is the segment's bytes"
+        );
+    }
+    let init = map_uri(&playlist);
+    s.write_all(get(&format!("/live/slow/{init}"), "").as_bytes())
+        .await
+        .unwrap();
+    let (status, head, _) = read_response(&mut s, &mut buf).await;
+    assert_eq!(status, 200, "the next request: {head}");
     app.shutdown().await;
 }

@@ -55,7 +55,7 @@ impl<'a> HeadAndFile<'a> {
 
     /// Sends what the socket takes without waiting: `true` once everything
     /// is sent, `false` when the socket is full.
-    fn try_send(&mut self, tcp: &TcpStream) -> io::Result<bool> {
+    pub fn try_send(&mut self, tcp: &TcpStream) -> io::Result<bool> {
         loop {
             let result =
                 if let Some(rest) = self.head.get(self.head_sent..).filter(|r| !r.is_empty()) {
@@ -90,6 +90,12 @@ impl<'a> HeadAndFile<'a> {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// How far it got: the head's bytes sent, and the file offset the rest
+    /// of the range starts at.
+    pub fn progress(&self) -> (usize, u64) {
+        (self.head_sent, self.offset)
     }
 
     /// Sends the rest, waiting for the socket to take it. Cancel-safe: what

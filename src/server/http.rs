@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::config::validate_path_name;
-use crate::egress::hls::viewers::{Caller, Refusal};
+use crate::egress::hls::viewers::{Admitted, Caller, Refusal};
 use crate::egress::hls::{HlsAnswer, HlsFile, HlsServer};
 use crate::egress::webrtc::{MAX_OFFER, WhepServer};
 use crate::ingest::whip::WhipServer;
@@ -251,7 +251,7 @@ async fn authorize(
 /// [`crate::egress::hls::viewers`]): what both HTTP paths answer it with.
 pub(crate) async fn hls(
     state: &HttpState,
-    caller: Caller,
+    caller: Caller<'_>,
     file: HlsFile,
     query: Option<&str>,
 ) -> HlsAnswer {
@@ -269,18 +269,42 @@ pub(crate) async fn hls(
     };
     let mut answer = state.hls.serve(caller.path(), file, query).await;
     if answer.status.is_success() {
-        let served = admitted.served(&state.hls.viewers, &caller);
-        // The path's count is the muxer's (HlsServer::serve).
-        served
-            .session
-            .counters
-            .bytes_out
-            .fetch_add(answer.body.len(), std::sync::atomic::Ordering::Relaxed);
-        if let Some(cookie) = served.set_cookie {
-            answer.set_cookie = HeaderValue::from_str(&cookie).ok();
-        }
+        record(state, admitted, &caller, &mut answer);
     }
     answer
+}
+
+/// [`hls`]'s answer when it is a success given at once (see
+/// [`crate::egress::hls::HlsServer::serve_now`]); `None` leaves the
+/// request to `hls`, nothing recorded for it. No future, no wait: what
+/// the plain listener answers while it handles the request's read.
+pub(crate) fn hls_now(
+    state: &HttpState,
+    caller: &Caller<'_>,
+    file: HlsFile,
+    query: Option<&str>,
+) -> Option<HlsAnswer> {
+    // A refusal is `hls`'s to answer (`enter` changes nothing that a
+    // second call would see differently).
+    let admitted = state.hls.viewers.enter(caller).ok()?;
+    let mut answer = state.hls.serve_now(caller.path(), file, query)?;
+    record(state, admitted, caller, &mut answer);
+    Some(answer)
+}
+
+/// Records a served answer on its viewer (started if new): its bytes, and
+/// the cookie to set.
+fn record(state: &HttpState, admitted: Admitted, caller: &Caller<'_>, answer: &mut HlsAnswer) {
+    let served = admitted.served(&state.hls.viewers, caller);
+    // The path's count is the muxer's (HlsServer::serve).
+    served
+        .session
+        .counters
+        .bytes_out
+        .fetch_add(answer.body.len(), std::sync::atomic::Ordering::Relaxed);
+    if let Some(cookie) = served.set_cookie {
+        answer.set_cookie = HeaderValue::from_str(&cookie).ok();
+    }
 }
 
 fn static_reply(content_type: &'static str, body: &'static [u8]) -> Response {

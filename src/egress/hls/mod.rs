@@ -121,19 +121,22 @@ impl HlsServer {
         &self.hub
     }
 
-    /// The path's running muxer, started on the first request.
-    async fn muxer(&self, path: &str) -> Result<Arc<Muxer>, ReadError> {
-        // Every request but a stream's first: a running muxer of a stream
-        // that has not ended serves the path's live stream (the hub ends a
-        // path's stream whenever it replaces or removes it), so the path
-        // itself is not looked up.
-        let known = self
-            .muxers
+    /// The path's muxer if it runs for a stream that has not ended.
+    /// Every request but a stream's first finds it: such a muxer serves the
+    /// path's live stream (the hub ends a path's stream whenever it replaces
+    /// or removes it), so the path itself is not looked up.
+    fn running_muxer(&self, path: &str) -> Option<Arc<Muxer>> {
+        self.muxers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(path)
-            .cloned();
-        if let Some(m) = known.filter(|m| m.is_alive() && !m.stream.has_ended()) {
+            .filter(|m| m.is_alive() && !m.stream.has_ended())
+            .cloned()
+    }
+
+    /// The path's running muxer, started on the first request.
+    async fn muxer(&self, path: &str) -> Result<Arc<Muxer>, ReadError> {
+        if let Some(m) = self.running_muxer(path) {
             return Ok(m);
         }
         let live = self.hub.stream(path);
@@ -180,8 +183,48 @@ impl HlsServer {
         }
     }
 
+    /// The answer to a request for `file` below `path` if it is a success
+    /// that needs no wait: a running muxer has the init segment, the
+    /// complete segment or the part now, or the playlist without a blocking
+    /// directive it has not reached. [`serve`](Self::serve) answers every
+    /// such request the same (it starts here); `None` leaves the request to
+    /// it (waits, errors, a muxer to start), and nothing was done for it.
+    pub fn serve_now(&self, path: &str, file: HlsFile, query: Option<&str>) -> Option<HlsAnswer> {
+        let muxer = self.running_muxer(path)?;
+        let answer = match file {
+            HlsFile::Playlist => {
+                let d = Directives::parse(query).ok()?;
+                muxer
+                    .with_window(|w| started(w) && d.msn.is_none_or(|msn| reached(w, msn, d.part)))
+                    .then(|| {
+                        HlsAnswer::ok(
+                            PLAYLIST_TYPE,
+                            NO_CACHE,
+                            HlsBody::Bytes(muxer.playlist(d.skip)),
+                        )
+                    })?
+            }
+            HlsFile::Init(id) => HlsAnswer::ok(
+                MP4_TYPE,
+                IMMUTABLE,
+                HlsBody::Bytes(muxer.with_window(|w| w.init(id))?),
+            ),
+            HlsFile::Segment(msn) => {
+                segment_answer(muxer.with_window(|w| complete_segment(w, msn))?)
+            }
+            HlsFile::Part(msn, part) => {
+                part_answer(muxer.with_window(|w| find_part(w, msn, part))?)
+            }
+        };
+        let _request = muxer.request();
+        Some(counted(&muxer, answer))
+    }
+
     /// Serves one HLS request for `file` below `path`.
     pub async fn serve(&self, path: &str, file: HlsFile, query: Option<&str>) -> HlsAnswer {
+        if let Some(answer) = self.serve_now(path, file, query) {
+            return answer;
+        }
         let muxer = match self.muxer(path).await {
             Ok(m) => m,
             Err(e @ ReadError::NotFound { .. }) => {
@@ -202,15 +245,7 @@ impl HlsServer {
             HlsFile::Segment(msn) => self.segment(&muxer, msn).await,
             HlsFile::Part(msn, part) => self.part(&muxer, msn, part).await,
         };
-        if response.status.is_success() {
-            // The path of this stream; the viewer's session is counted by
-            // the caller.
-            muxer
-                .path_counters
-                .bytes_out
-                .fetch_add(response.body.len(), Ordering::Relaxed);
-        }
-        response
+        counted(&muxer, response)
     }
 
     /// How long a blocking request may wait: three target durations.
@@ -226,9 +261,7 @@ impl HlsServer {
         // The first request for a path waits for the first complete segment.
         let start_timeout = self.hub.config().hls.start_timeout;
         let started = muxer
-            .wait_until(Instant::now() + start_timeout, |w| {
-                w.complete_count() > 0 || (w.ended && !w.segments.is_empty())
-            })
+            .wait_until(Instant::now() + start_timeout, started)
             .await;
         if !started {
             return error(
@@ -247,10 +280,7 @@ impl HlsServer {
             }
             let part = d.part;
             let ready = muxer
-                .wait_until(Self::block_deadline(muxer), |w| {
-                    let (_, current, parts) = w.position();
-                    current > msn || part.is_some_and(|p| current == msn && parts > p)
-                })
+                .wait_until(Self::block_deadline(muxer), |w| reached(w, msn, part))
                 .await;
             if !ready && !muxer.with_window(|w| w.ended) {
                 return error(
@@ -278,14 +308,8 @@ impl HlsServer {
                 w.segment(msn).is_some_and(|s| s.is_complete())
             })
             .await;
-        match muxer.with_window(|w| {
-            w.segment(msn)
-                .filter(|s| s.is_complete())
-                .map(|s| (s.parts.clone(), s.file_range()))
-        }) {
-            Some((parts, file)) => {
-                HlsAnswer::ok(MP4_TYPE, IMMUTABLE, HlsBody::Parts(parts)).with_file(file)
-            }
+        match muxer.with_window(|w| complete_segment(w, msn)) {
+            Some(found) => segment_answer(found),
             None => error(StatusCode::NOT_FOUND, format!("no segment {msn}")),
         }
     }
@@ -293,7 +317,7 @@ impl HlsServer {
     /// A part; the preload-hinted part (or one shortly after it) is waited
     /// for instead of answered with 404.
     async fn part(&self, muxer: &Muxer, msn: u64, part: usize) -> HlsAnswer {
-        let find = |w: &window::Window| w.segment(msn).and_then(|s| s.parts.get(part).cloned());
+        let find = |w: &window::Window| find_part(w, msn, part);
         let (found, first, current) = muxer.with_window(|w| {
             (
                 find(w),
@@ -314,14 +338,69 @@ impl HlsServer {
             None => None,
         };
         match found {
-            Some(p) => HlsAnswer::ok(MP4_TYPE, IMMUTABLE, HlsBody::Bytes(p.data.clone()))
-                .with_file(p.file.clone()),
+            Some(p) => part_answer(p),
             None => error(
                 StatusCode::NOT_FOUND,
                 format!("no part {part} of segment {msn}"),
             ),
         }
     }
+}
+
+/// Whether the playlist can be served: the window has a complete segment
+/// (or the stream ended with some). The first request for a path waits
+/// for this.
+fn started(w: &window::Window) -> bool {
+    w.complete_count() > 0 || (w.ended && !w.segments.is_empty())
+}
+
+/// Whether the window reached what a blocking reload asks for: segment
+/// `msn` complete, or its part `part` (RFC 8216bis §6.2.5.2).
+fn reached(w: &window::Window, msn: u64, part: Option<usize>) -> bool {
+    let (_, current, parts) = w.position();
+    current > msn || part.is_some_and(|p| current == msn && parts > p)
+}
+
+/// Segment `msn`'s parts and file, if it is complete in the window.
+fn complete_segment(
+    w: &window::Window,
+    msn: u64,
+) -> Option<(
+    Vec<Arc<window::Part>>,
+    Option<crate::net::sendfile::FileRange>,
+)> {
+    w.segment(msn)
+        .filter(|s| s.is_complete())
+        .map(|s| (s.parts.clone(), s.file_range()))
+}
+
+fn find_part(w: &window::Window, msn: u64, part: usize) -> Option<Arc<window::Part>> {
+    w.segment(msn).and_then(|s| s.parts.get(part).cloned())
+}
+
+fn segment_answer(
+    (parts, file): (
+        Vec<Arc<window::Part>>,
+        Option<crate::net::sendfile::FileRange>,
+    ),
+) -> HlsAnswer {
+    HlsAnswer::ok(MP4_TYPE, IMMUTABLE, HlsBody::Parts(parts)).with_file(file)
+}
+
+fn part_answer(p: Arc<window::Part>) -> HlsAnswer {
+    HlsAnswer::ok(MP4_TYPE, IMMUTABLE, HlsBody::Bytes(p.data.clone())).with_file(p.file.clone())
+}
+
+/// `answer`, its bytes counted on the stream's path when it is a success
+/// (the viewer's session is counted by the caller).
+fn counted(muxer: &Muxer, answer: HlsAnswer) -> HlsAnswer {
+    if answer.status.is_success() {
+        muxer
+            .path_counters
+            .bytes_out
+            .fetch_add(answer.body.len(), Ordering::Relaxed);
+    }
+    answer
 }
 
 #[cfg(test)]

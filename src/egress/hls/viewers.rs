@@ -7,6 +7,7 @@
 //! `read_start`/`read_stop` events, and it can be kicked (its next request
 //! gets 403).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
@@ -28,10 +29,12 @@ const KICKED_MEMORY: Duration = Duration::from_secs(120);
 /// is let go early (a flood of cookie-less clients cannot grow the table).
 const MAX_VIEWERS: usize = 100_000;
 
-/// Who sent a request, before it is known whether it is served.
+/// Who sent a request, before it is known whether it is served. Its path
+/// is borrowed from the request while the request is answered at once
+/// (the plain listener's shortcut): only a request that waits owns it.
 #[derive(Debug, Clone)]
-pub struct Caller {
-    path: String,
+pub struct Caller<'a> {
+    path: Cow<'a, str>,
     /// The id the client presented (cookie or query), if any.
     presented: Option<ViewerId>,
     from_cookie: bool,
@@ -43,8 +46,13 @@ pub struct Caller {
     ip: Option<IpAddr>,
 }
 
-impl Caller {
-    pub fn new(path: &str, headers: &HeaderMap, query: Option<&str>, ip: Option<IpAddr>) -> Caller {
+impl<'a> Caller<'a> {
+    pub fn new(
+        path: &'a str,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        ip: Option<IpAddr>,
+    ) -> Caller<'a> {
         let values = |name| headers.get_all(name).iter().map(|v| v.as_bytes());
         Caller::from_header_values(
             path,
@@ -57,13 +65,13 @@ impl Caller {
 
     /// [`Caller::new`] from the values of the request's `Cookie` headers and
     /// its first `User-Agent`, as sent.
-    pub fn from_header_values<'a>(
-        path: &str,
-        cookies: impl Iterator<Item = &'a [u8]>,
+    pub fn from_header_values<'v>(
+        path: &'a str,
+        cookies: impl Iterator<Item = &'v [u8]>,
         user_agent: Option<&[u8]>,
         query: Option<&str>,
         ip: Option<IpAddr>,
-    ) -> Caller {
+    ) -> Caller<'a> {
         let from_cookie = cookie_id(cookies);
         let fingerprint = from_cookie.is_none().then(|| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -73,7 +81,7 @@ impl Caller {
             h.finish()
         });
         Caller {
-            path: path.to_string(),
+            path: Cow::Borrowed(path),
             from_cookie: from_cookie.is_some(),
             presented: from_cookie.or_else(|| query.and_then(query_id)),
             fingerprint,
@@ -84,6 +92,17 @@ impl Caller {
     /// The path the request is for.
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The same caller, owning its path (for a request that waits).
+    pub fn into_owned(self) -> Caller<'static> {
+        Caller {
+            path: Cow::Owned(self.path.into_owned()),
+            presented: self.presented,
+            from_cookie: self.from_cookie,
+            fingerprint: self.fingerprint,
+            ip: self.ip,
+        }
     }
 }
 
@@ -375,7 +394,7 @@ impl Viewers {
                 let session = self.hub.register_session(SessionSpec {
                     protocol: Protocol::Hls,
                     role: Role::Reader,
-                    path: caller.path.clone(),
+                    path: caller.path.to_string(),
                     remote: caller.ip.map(|ip| (ip, 0).into()),
                     query: String::new(),
                     token: None,
@@ -384,7 +403,7 @@ impl Viewers {
                 e.insert(Arc::new(Viewer {
                     id,
                     session,
-                    path: caller.path.clone(),
+                    path: caller.path.to_string(),
                     last: AtomicU64::new(now),
                     keeps_cookie: AtomicBool::new(false),
                     fingerprint: caller.fingerprint,

@@ -62,7 +62,7 @@ use crate::protocol::http1::request::{
 };
 use crate::protocol::http1::response::{LAST_CHUNK, RequestInfo, chunk_size_line};
 use crate::protocol::http1::{
-    Framing, HandlerFraming, RawParsed, RawRequest, SimpleRequest, date, encode_head,
+    Framing, HandlerFraming, RawParsed, RawRequest, ResponsePlan, SimpleRequest, date, encode_head,
     encode_head_into, plan, plan_response,
 };
 
@@ -92,20 +92,25 @@ pub struct Timeouts {
 pub trait Shortcut: Send + Sync + 'static {
     /// The answer to `request` from `peer`, or `None` when the router must
     /// answer it. Decided before the request's head leaves the read buffer.
-    fn take(
-        &self,
-        request: &RawRequest<'_, '_>,
-        peer: SocketAddr,
-    ) -> Option<Pin<Box<dyn Future<Output = HlsAnswer> + Send>>>;
+    fn take(&self, request: &RawRequest<'_, '_>, peer: SocketAddr) -> Option<ShortcutAnswer>;
 
     /// Headers every answer of the shortcut carries after its own (what the
     /// router's layers add on the router's path).
     fn common_headers(&self) -> &[(HeaderName, HeaderValue)];
 }
 
+/// What a [`Shortcut`] answers a request with.
+pub enum ShortcutAnswer {
+    /// The answer, given at once.
+    Now(HlsAnswer),
+    /// The answer once it is ready (a blocking playlist reload, a part
+    /// still being written, a stream to start).
+    Later(Pin<Box<dyn Future<Output = HlsAnswer> + Send>>),
+}
+
 /// A request a [`Shortcut`] took.
 struct Taken {
-    answer: Pin<Box<dyn Future<Output = HlsAnswer> + Send>>,
+    answer: ShortcutAnswer,
     info: RequestInfo,
 }
 
@@ -201,15 +206,29 @@ async fn connection(
             }
             Head::Taken(taken) => {
                 let common = shortcut.as_deref().map_or(&[][..], |s| s.common_headers());
-                Box::pin(respond_taken(
-                    &mut tcp,
-                    taken,
-                    common,
-                    peer,
-                    timeouts.write,
-                    &shutdown,
-                ))
-                .await
+                match send_at_once(&tcp, taken, common, shutdown.is_cancelled()) {
+                    AtOnce::Sent(sent, keep_alive) => kept_open(sent, keep_alive, peer),
+                    AtOnce::Rest {
+                        head,
+                        range,
+                        keep_alive,
+                    } => {
+                        let sent =
+                            Box::pin(send_range(&mut tcp, head, &range, timeouts.write)).await;
+                        kept_open(sent, keep_alive, peer)
+                    }
+                    AtOnce::Not(taken) => {
+                        Box::pin(respond_taken(
+                            &mut tcp,
+                            taken,
+                            common,
+                            peer,
+                            timeouts.write,
+                            &shutdown,
+                        ))
+                        .await
+                    }
+                }
             }
         };
         if !keep_alive {
@@ -285,26 +304,10 @@ async fn read_head(
             }
         }
         if buf.is_empty() {
-            // A request that arrives in one read is parsed where it was
-            // read (once: httparse tells a partial head): the connection
-            // allocates no buffer for it. Anything else is gathered below.
-            let mut first = [0u8; INITIAL_BUFFER];
-            let got = match read_draining(tcp, &mut first) {
-                Ok(0) => return Head::Closed,
-                Ok(n) => first.get(..n).unwrap_or_default(),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(_) => return Head::Closed,
-            };
-            if let Some((head, len)) = parsed_head(got, shortcut)
-                && !matches!(head, Head::Handoff)
-            {
-                // Pipelined bytes after it wait in the buffer.
-                buf.extend_from_slice(got.get(len..).unwrap_or_default());
-                return head;
+            match read_first(tcp, buf, shortcut) {
+                Some(head) => return head,
+                None => continue,
             }
-            buf.reserve_exact(INITIAL_BUFFER);
-            buf.extend_from_slice(got);
-            continue;
         }
         match read_more(tcp, buf) {
             Ok(0) => return Head::Closed,
@@ -313,6 +316,43 @@ async fn read_head(
             Err(_) => return Head::Closed,
         }
     }
+}
+
+thread_local! {
+    /// Where a request's first read lands: used and left within one poll,
+    /// so one buffer per thread serves every connection (and stays in the
+    /// cache) instead of a zeroed one on each connection's stack.
+    static FIRST_READ: std::cell::RefCell<[u8; INITIAL_BUFFER]> =
+        const { std::cell::RefCell::new([0; INITIAL_BUFFER]) };
+}
+
+/// Reads a request's first bytes (`buf` is empty). A request that arrives
+/// in one read is parsed where it was read (once: httparse tells a
+/// partial head): the connection allocates no buffer for it, and its
+/// head is returned, pipelined bytes after it left in `buf`. Anything
+/// else is gathered in `buf` (`None`: read on), or closes the connection.
+fn read_first(
+    tcp: &TcpStream,
+    buf: &mut Vec<u8>,
+    shortcut: Option<(&dyn Shortcut, SocketAddr)>,
+) -> Option<Head> {
+    FIRST_READ.with_borrow_mut(|first| {
+        let got = match read_draining(tcp, first) {
+            Ok(0) => return Some(Head::Closed),
+            Ok(n) => first.get(..n).unwrap_or_default(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(_) => return Some(Head::Closed),
+        };
+        if let Some((head, len)) = parsed_head(got, shortcut)
+            && !matches!(head, Head::Handoff)
+        {
+            buf.extend_from_slice(got.get(len..).unwrap_or_default());
+            return Some(head);
+        }
+        buf.reserve_exact(INITIAL_BUFFER);
+        buf.extend_from_slice(got);
+        None
+    })
 }
 
 /// The request at the start of `bytes` and its head's length, if its head
@@ -445,21 +485,13 @@ async fn respond_taken(
     shutdown: &CancellationToken,
 ) -> bool {
     let Taken { answer, info } = taken;
-    let answer = answer.await;
-    let plan = plan(
-        info,
-        answer.status,
-        HandlerFraming::default(),
-        Some(answer.body.len()),
-        shutdown.is_cancelled(),
-    );
+    let answer = match answer {
+        ShortcutAnswer::Now(answer) => answer,
+        ShortcutAnswer::Later(answer) => answer.await,
+    };
+    let plan = answer_plan(&answer, info, shutdown.is_cancelled());
     let mut head = Vec::with_capacity(384);
-    let lines = answer.header_lines().chain(
-        common
-            .iter()
-            .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())),
-    );
-    encode_head_into(&mut head, answer.status, lines, &plan, Some(&date_now()));
+    encode_answer_head(&mut head, &answer, common, &plan);
     let file = answer
         .file
         .as_ref()
@@ -476,6 +508,107 @@ async fn respond_taken(
         }
     };
     kept_open(sent, plan.keep_alive, peer)
+}
+
+/// The framing of a shortcut's answer.
+fn answer_plan(answer: &HlsAnswer, info: RequestInfo, shutting_down: bool) -> ResponsePlan {
+    plan(
+        info,
+        answer.status,
+        HandlerFraming::default(),
+        Some(answer.body.len()),
+        shutting_down,
+    )
+}
+
+/// Writes the head of a shortcut's answer into `out`: its own header
+/// lines, then the shortcut's `common` ones, as the router writes them.
+fn encode_answer_head(
+    out: &mut Vec<u8>,
+    answer: &HlsAnswer,
+    common: &[(HeaderName, HeaderValue)],
+    plan: &ResponsePlan,
+) {
+    let lines = answer.header_lines().chain(
+        common
+            .iter()
+            .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())),
+    );
+    encode_head_into(out, answer.status, lines, plan, Some(&date_now()));
+}
+
+/// What [`send_at_once`] did with a taken request.
+enum AtOnce {
+    /// The whole answer was written (or the write failed); whether the
+    /// connection may stay open if it was.
+    Sent(io::Result<()>, bool),
+    /// The socket took part of it: the head's unsent bytes and the file's
+    /// unsent range are left, to finish under the write timeout.
+    Rest {
+        head: Vec<u8>,
+        range: FileRange,
+        keep_alive: bool,
+    },
+    /// Not an answer given at once with a file to send: answered by
+    /// [`respond_taken`].
+    Not(Taken),
+}
+
+thread_local! {
+    /// The head of an answer sent at once: written and sent while handling
+    /// one read, so one buffer per thread serves every connection (and is
+    /// in the cache), instead of one allocation per answer.
+    static AT_ONCE_HEAD: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(Vec::with_capacity(512));
+}
+
+/// Sends a shortcut's answer given at once that is a file range (parts and
+/// segments: most requests of a player) without waiting: its head and the
+/// range, as far as the socket takes them, which is usually all. No future
+/// is made and nothing is allocated for such a request, as nginx answers
+/// a static file while it handles the request's read event.
+fn send_at_once(
+    tcp: &TcpStream,
+    taken: Taken,
+    common: &[(HeaderName, HeaderValue)],
+    shutting_down: bool,
+) -> AtOnce {
+    let Taken { answer, info } = taken;
+    let answer = match answer {
+        ShortcutAnswer::Now(answer) if answer.file.is_some() => answer,
+        answer => return AtOnce::Not(Taken { answer, info }),
+    };
+    let plan = answer_plan(&answer, info, shutting_down);
+    let Some(range) = answer
+        .file
+        .as_ref()
+        .filter(|r| plan.framing == Framing::Length(r.len))
+    else {
+        // HEAD, or a body the plan does not frame by the file's length.
+        let answer = ShortcutAnswer::Now(answer);
+        return AtOnce::Not(Taken { answer, info });
+    };
+    AT_ONCE_HEAD.with_borrow_mut(|head| {
+        head.clear();
+        encode_answer_head(head, &answer, common, &plan);
+        let mut out = sendfile::HeadAndFile::new(head, range);
+        match out.try_send(tcp) {
+            Ok(true) => AtOnce::Sent(Ok(()), plan.keep_alive),
+            Ok(false) => {
+                let (head_sent, offset) = out.progress();
+                AtOnce::Rest {
+                    head: head.get(head_sent..).unwrap_or_default().to_vec(),
+                    range: FileRange {
+                        file: Arc::clone(&range.file),
+                        offset,
+                        len: (range.offset + range.len).saturating_sub(offset),
+                    },
+                    keep_alive: plan.keep_alive,
+                }
+            }
+            Err(e) => AtOnce::Sent(Err(e), plan.keep_alive),
+        }
+    })
 }
 
 /// Whether the connection stays open after an answer was `sent` (or not).
