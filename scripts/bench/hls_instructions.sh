@@ -15,23 +15,32 @@
 # counts nginx (the configuration of hls_serve.sh: one worker, sendfile,
 # open_file_cache) serving the same files, saved byte for byte, under the
 # same wrk mix, and prints its line ("nginx requests …"): the user-space
-# baseline of the same work. REQUESTS_SECONDS
-# (default 20): length of the wrk run; CONNECTIONS (default 10): wrk's
+# baseline of the same work. CACHE_SIM=1 adds callgrind's cache simulation
+# (first-level data and last-level misses per request, for caches the size
+# of this machine's: what instruction counts do not show when thousands of
+# connections each touch their own state; slower). REQUESTS_SECONDS
+# (default 20): length of the counted window; WARMUP (default 0): seconds
+# of requests before it (not counted; the window's requests are then the
+# server's own count); CONNECTIONS (default 10): wrk's
 # connections, one viewer cookie each (the request mix and cookies of
 # hls_serve.sh). Needs valgrind, wrk, curl,
-# python3. Loopback only; bounded by `timeout`. CALLGRIND_OUT: where to
+# python3. Loopback only; bounded by `timeout`. CALLGRIND_OUT (and
+# NGINX_CALLGRIND_OUT): where to
 # keep the busy window's profile (for callgrind_annotate).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/bench/common.sh
 SERVER="${1:-$SERVER}"
 REQUESTS_SECONDS="${REQUESTS_SECONDS:-20}"
+WARMUP="${WARMUP:-0}"
 CONNECTIONS="${CONNECTIONS:-10}"
 
+SIM=()
+[ "${CACHE_SIM:-0}" = 1 ] && SIM=(--cache-sim=yes)
 rtmp=$(free_port); http=$(free_port); api=$(free_port)
 MEDIARELAY_LIMITS_CONNECTION_RATE=0 MEDIARELAY_HLS_SEGMENT_COUNT=100 \
   valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out" \
-  --instr-atstart=no \
+  --instr-atstart=no "${SIM[@]}" \
   "$SERVER" --rtmp-listen "127.0.0.1:$rtmp" --http-listen "127.0.0.1:$http" \
   --api-listen "127.0.0.1:$api" --webrtc-listen "" --webrtc-tcp-listen "" --rtsp-listen "" \
   --log-level warn >"$TMP/server.log" 2>&1 &
@@ -76,14 +85,52 @@ done = function(summary)
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status))
 end
 LUA
-callgrind_control -i on "$vg" >/dev/null
-out=$(HLS_PATHS="$TMP/paths" HLS_VIEWERS="$CONNECTIONS" timeout $((REQUESTS_SECONDS + 60)) wrk -t1 -c"$CONNECTIONS" \
-  -d "${REQUESTS_SECONDS}s" --timeout 10s -s "$TMP/mix.lua" "http://127.0.0.1:$http")
-callgrind_control -d "$vg" >/dev/null  # the busy window
-sleep "$REQUESTS_SECONDS"
-callgrind_control -d "$vg" >/dev/null  # the idle window
-read -r _ requests errors <<<"$(grep '^RESULT' <<<"$out")"
-[ "$errors" = 0 ] || echo "warning: $errors errors" >&2
+# window NAME PORT PID: wrk on PORT for WARMUP + REQUESTS_SECONDS s; the
+# last REQUESTS_SECONDS s are counted (callgrind's dump .1), then as long
+# again with no requests (.2); sets REQUESTS to the requests of the busy
+# window: wrk's count without a warm-up, else the server's own count
+# across the window (so the first request of each connection and viewer,
+# which makes its session, falls in the warm-up).
+window() {
+  local name=$1 port=$2 pid=$3 c0 wrk_pid
+  [ "$WARMUP" -gt 0 ] || callgrind_control -i on "$pid" >/dev/null
+  HLS_PATHS="$TMP/paths" HLS_VIEWERS="$CONNECTIONS" timeout $((WARMUP + REQUESTS_SECONDS + 60)) wrk -t1 -c"$CONNECTIONS" \
+    -d "$((WARMUP + REQUESTS_SECONDS))s" --timeout 10s -s "$TMP/mix.lua" "http://127.0.0.1:$port" >"$TMP/wrk.out" &
+  wrk_pid=$!
+  if [ "$WARMUP" -gt 0 ]; then
+    sleep "$WARMUP"
+    c0=$(served "$name")
+    callgrind_control -i on "$pid" >/dev/null
+    sleep "$REQUESTS_SECONDS"
+    callgrind_control -d "$pid" >/dev/null  # the busy window
+    callgrind_control -i off "$pid" >/dev/null
+    REQUESTS=$(($(served "$name") - c0))
+    wait "$wrk_pid" || true
+    callgrind_control -i on "$pid" >/dev/null
+  else
+    wait "$wrk_pid" || true
+    callgrind_control -d "$pid" >/dev/null  # the busy window
+    REQUESTS=$(awk '/^RESULT/ { print $2 }' "$TMP/wrk.out")
+  fi
+  local errors
+  errors=$(awk '/^RESULT/ { print $3 }' "$TMP/wrk.out")
+  [ "${errors:-1}" = 0 ] || echo "warning: $name: ${errors:-unknown} errors" >&2
+  sleep "$REQUESTS_SECONDS"
+  callgrind_control -d "$pid" >/dev/null  # the idle window
+}
+
+# served NAME: requests the server has answered so far, by its own count
+# (mediarelay: its API's /metrics, the http listener; nginx: stub_status).
+served() {
+  case $1 in
+    mediarelay) curl -s --max-time 60 "http://127.0.0.1:$api/metrics" |
+      awk '/^mediarelay_http_requests_total[{]listener="http"/ { s += $NF } END { printf "%d\n", s }' ;;
+    nginx) curl -s --max-time 60 "http://127.0.0.1:$nstatus/status" | awk 'NR == 3 { print $3 }' ;;
+  esac
+}
+
+window mediarelay "$http" "$vg"
+requests=$REQUESTS
 if [ "${NGINX:-0}" = 1 ]; then
   # The same bytes for nginx, fetched before the stream moves on.
   WWW="$TMP/www"
@@ -94,17 +141,35 @@ if [ "${NGINX:-0}" = 1 ]; then
 fi
 kill -TERM "$vg"
 wait "$vg" 2>/dev/null || true
-totals() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ && !n { gsub(",", "", $1); print $1; n = 1 }'; }
+# per_request LABEL REQUESTS BUSY_FILE IDLE_FILE: instructions per request,
+# and with the cache simulation its first-level data read and write misses
+# (D1mr, D1mw) and last-level data misses (DLmr + DLmw) per request.
 per_request() {
-  python3 -c "import sys; r, b, i = map(int, sys.argv[2:]); print(f'{sys.argv[1]}requests {r} busy {b} idle {i} per_request {(b - i) / max(r, 1):.0f}')" "$@"
+  python3 - "$@" <<'PY'
+import sys
+label, requests, busy, idle = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def totals(path):
+    events, sums = None, None
+    for line in open(path, errors="replace"):
+        if line.startswith("events:"):
+            events = line.split()[1:]
+        elif line.startswith(("summary:", "totals:")):
+            sums = [int(x) for x in line.split()[1:]]
+    return dict(zip(events, sums))
+b, i = totals(busy), totals(idle)
+per = {k: (b[k] - i.get(k, 0)) / max(requests, 1) for k in b}
+out = f"{label}requests {requests} busy {b['Ir']} idle {i.get('Ir', 0)} per_request {per['Ir']:.0f}"
+if "D1mr" in per:
+    out += (f" D1_read_misses {per['D1mr']:.1f} D1_write_misses {per['D1mw']:.1f}"
+            f" LL_data_misses {per['DLmr'] + per['DLmw']:.1f}")
+print(out)
+PY
 }
-busy=$(totals "$TMP/callgrind.out.1")
-idle=$(totals "$TMP/callgrind.out.2")
 cp "$TMP/callgrind.out.1" "${CALLGRIND_OUT:-/dev/null}" 2>/dev/null || true
-per_request "" "$requests" "$busy" "$idle"
+per_request "" "$requests" "$TMP/callgrind.out.1" "$TMP/callgrind.out.2"
 
 [ "${NGINX:-0}" = 1 ] || exit 0
-nport=$(free_port)
+nport=$(free_port); nstatus=$(free_port)
 nginx_conf "" "use epoll;" "$(cat <<CONF
 http {
   types { application/vnd.apple.mpegurl m3u8; video/mp4 mp4 m4s; }
@@ -116,21 +181,21 @@ http {
   keepalive_requests 100000000;
   open_file_cache max=1000 inactive=60s;
   server { listen 127.0.0.1:$nport backlog=16384; root $WWW; }
+  server { listen 127.0.0.1:$nstatus; location = /status { stub_status; } }
 }
 CONF
 )"
-valgrind --tool=callgrind --callgrind-out-file="$TMP/nginx.out" --instr-atstart=no \
+valgrind --tool=callgrind --callgrind-out-file="$TMP/nginx.out" --instr-atstart=no "${SIM[@]}" \
   nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx/" -e "$TMP/nginx/error.log" >"$TMP/nginx.log" 2>&1 &
 ng=$!; PIDS+=("$ng")
 for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$nport") 2>/dev/null && break; sleep 0.2; done
-callgrind_control -i on "$ng" >/dev/null
-out=$(HLS_PATHS="$TMP/paths" HLS_VIEWERS="$CONNECTIONS" timeout $((REQUESTS_SECONDS + 60)) wrk -t1 -c"$CONNECTIONS" \
-  -d "${REQUESTS_SECONDS}s" --timeout 10s -s "$TMP/mix.lua" "http://127.0.0.1:$nport")
-callgrind_control -d "$ng" >/dev/null
-sleep "$REQUESTS_SECONDS"
-callgrind_control -d "$ng" >/dev/null
-read -r _ requests errors <<<"$(grep '^RESULT' <<<"$out")"
-[ "$errors" = 0 ] || echo "warning: nginx: $errors errors" >&2
+window nginx "$nport" "$ng"
+requests=$REQUESTS
+# nginx under valgrind may sleep through SIGTERM with no connection left;
+# its counts are written already.
 kill -TERM "$ng"
+for _ in $(seq 50); do kill -0 "$ng" 2>/dev/null || break; sleep 0.2; done
+kill -KILL "$ng" 2>/dev/null || true
 wait "$ng" 2>/dev/null || true
-per_request "nginx " "$requests" "$(totals "$TMP/nginx.out.1")" "$(totals "$TMP/nginx.out.2")"
+cp "$TMP/nginx.out.1" "${NGINX_CALLGRIND_OUT:-/dev/null}" 2>/dev/null || true
+per_request "nginx " "$requests" "$TMP/nginx.out.1" "$TMP/nginx.out.2"
