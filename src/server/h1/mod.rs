@@ -173,7 +173,9 @@ async fn connection(
     let stop = shutdown.clone().cancelled_owned();
     tokio::pin!(stop);
     loop {
-        let head = read_head(
+        // The head is taken apart without waiting (no await below holds
+        // it): the connection's future does not carry a request's size.
+        let next = match read_head(
             &mut tcp,
             &mut buf,
             first,
@@ -181,54 +183,46 @@ async fn connection(
             stop.as_mut(),
             shortcut.as_deref().map(|s| (s, peer)),
         )
-        .await;
-        first = false;
-        let keep_alive = match head {
+        .await
+        {
             Head::Closed => return,
-            Head::TooLarge => {
-                Box::pin(refuse(tcp, TOO_LARGE)).await;
-                return;
-            }
-            Head::Handoff => {
-                Box::pin(hand_off(tcp, buf, peer, router, shutdown, timeouts.header)).await;
-                return;
-            }
-            Head::Simple(request) => {
-                Box::pin(respond(
+            Head::TooLarge => Next::Refuse,
+            Head::Handoff => Next::Handoff,
+            Head::Simple(request) => Next::Answer(Answering::Waits(Box::pin(respond(
+                &mut tcp,
+                request,
+                &router,
+                peer,
+                timeouts.write,
+                &shutdown,
+            )))),
+            Head::Taken(taken) => {
+                let common = shortcut.as_deref().map_or(&[][..], |s| s.common_headers());
+                Next::Answer(answer_taken(
                     &mut tcp,
-                    request,
-                    &router,
+                    taken,
+                    common,
                     peer,
                     timeouts.write,
                     &shutdown,
                 ))
-                .await
             }
-            Head::Taken(taken) => {
-                let common = shortcut.as_deref().map_or(&[][..], |s| s.common_headers());
-                match send_at_once(&tcp, taken, common, shutdown.is_cancelled()) {
-                    AtOnce::Sent(sent, keep_alive) => kept_open(sent, keep_alive, peer),
-                    AtOnce::Rest {
-                        head,
-                        range,
-                        keep_alive,
-                    } => {
-                        let sent =
-                            Box::pin(send_range(&mut tcp, head, &range, timeouts.write)).await;
-                        kept_open(sent, keep_alive, peer)
-                    }
-                    AtOnce::Not(taken) => {
-                        Box::pin(respond_taken(
-                            &mut tcp,
-                            taken,
-                            common,
-                            peer,
-                            timeouts.write,
-                            &shutdown,
-                        ))
-                        .await
-                    }
+        };
+        first = false;
+        // Matched as a moved value (a temporary of this statement): `next`
+        // borrows the socket, and must not be dropped after it is handed on.
+        let keep_alive = match std::convert::identity(next) {
+            Next::Answer(answering) => answering.finish().await,
+            end => {
+                // Ends the connection's borrow before it is handed on.
+                let refused = matches!(end, Next::Refuse);
+                drop(end);
+                if refused {
+                    Box::pin(refuse(tcp, TOO_LARGE)).await;
+                } else {
+                    Box::pin(hand_off(tcp, buf, peer, router, shutdown, timeouts.header)).await;
                 }
+                return;
             }
         };
         if !keep_alive {
@@ -508,6 +502,64 @@ async fn respond_taken(
         }
     };
     kept_open(sent, plan.keep_alive, peer)
+}
+
+/// What a connection does after reading a request head.
+enum Next<'a> {
+    Answer(Answering<'a>),
+    /// Answer 431 and close.
+    Refuse,
+    /// Hand the connection to hyper.
+    Handoff,
+}
+
+/// How a request is answered: done already, or a boxed wait (so the
+/// connection's future does not carry an answer's size).
+enum Answering<'a> {
+    /// Sent at once; whether the connection stays open.
+    Done(bool),
+    Waits(Pin<Box<dyn Future<Output = bool> + Send + 'a>>),
+}
+
+impl Answering<'_> {
+    /// Whether the connection stays open, once the answer is sent.
+    async fn finish(self) -> bool {
+        match self {
+            Answering::Done(keep_alive) => keep_alive,
+            Answering::Waits(answering) => answering.await,
+        }
+    }
+}
+
+/// Answers a request a [`Shortcut`] took: at once when it can
+/// ([`send_at_once`]), else with [`respond_taken`].
+fn answer_taken<'a>(
+    tcp: &'a mut TcpStream,
+    taken: Taken,
+    common: &'a [(HeaderName, HeaderValue)],
+    peer: SocketAddr,
+    write_timeout: Duration,
+    shutdown: &'a CancellationToken,
+) -> Answering<'a> {
+    match send_at_once(tcp, taken, common, shutdown.is_cancelled()) {
+        AtOnce::Sent(sent, keep_alive) => Answering::Done(kept_open(sent, keep_alive, peer)),
+        AtOnce::Rest {
+            head,
+            range,
+            keep_alive,
+        } => Answering::Waits(Box::pin(async move {
+            let sent = send_range(tcp, head, &range, write_timeout).await;
+            kept_open(sent, keep_alive, peer)
+        })),
+        AtOnce::Not(taken) => Answering::Waits(Box::pin(respond_taken(
+            tcp,
+            taken,
+            common,
+            peer,
+            write_timeout,
+            shutdown,
+        ))),
+    }
 }
 
 /// The framing of a shortcut's answer.
@@ -812,4 +864,38 @@ fn date_now() -> [u8; date::DATE_LEN] {
         cache.set((secs, text));
         text
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an idle keep-alive connection costs is mostly its task's
+    /// future; requests' work is boxed or done without waiting, so it
+    /// stays small (1.4 KiB per idle connection with its socket state,
+    /// measured with 10 000).
+    #[tokio::test]
+    async fn a_connection_future_stays_small() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, peer) = listener.accept().await.unwrap();
+        let timeouts = Timeouts {
+            header: Duration::from_secs(1),
+            write: Duration::from_secs(1),
+        };
+        let future = connection(
+            tcp,
+            peer,
+            Router::new(),
+            None,
+            timeouts,
+            CancellationToken::new(),
+        );
+        let size = std::mem::size_of_val(&future);
+        eprintln!("connection future: {size} bytes");
+        assert!(size <= 1024, "a connection's future is {size} bytes");
+        drop((future, client));
+    }
 }
