@@ -2,7 +2,7 @@
 //! requests HLS viewers make, and hyper for everything else.
 //!
 //! A request head that arrives in one read (1 KiB) is parsed where it was
-//! read, on the stack; one that does not is gathered in a buffer (growing
+//! read, in a per-thread buffer; one that does not is gathered in a buffer (growing
 //! to at most [`MAX_HEAD`]) while it arrives. Between requests a connection
 //! holds no buffer, so an idle keep-alive connection costs its task and its
 //! socket. A `GET` or `HEAD` without a body ([`protocol::http1`]) is served
@@ -10,7 +10,10 @@
 //! else the same axum `Router` answers it as a tower service (the same
 //! middleware, auth and handlers as through hyper); the response head and
 //! the body's shared `Bytes` go out in vectored writes, with nothing copied
-//! in between, or the head and then a memory file's pages (`sendfile`).
+//! in between, or the head and then a file's pages (`sendfile`). An answer
+//! the shortcut gives at once with a file (a ready part or segment: most
+//! requests) is sent while the request's read is handled, head and file in
+//! one try, with no future and no allocation; only a wait is boxed.
 //! Any other request, and HTTP/2 with prior knowledge, hands the connection to hyper-util's server (HTTP/1.1 and HTTP/2, as
 //! `axum::serve` does), the bytes already read replayed first
 //! ([`Rewind`]); from then on hyper owns it. A connection may be served
