@@ -65,6 +65,40 @@ $3
 CONF
 }
 
+# nginx_static_conf PORT STATUS_PORT ROOT SENDFILE: nginx serving the files
+# under ROOT on 127.0.0.1:PORT at its best for static files (one worker,
+# epoll, sendfile SENDFILE (on/off), open_file_cache, no access log), its
+# stub_status on STATUS_PORT: the HLS baseline of hls_serve.sh and
+# hls_instructions.sh.
+nginx_static_conf() {
+  nginx_conf "" "use epoll;" "$(cat <<CONF
+http {
+  types { application/vnd.apple.mpegurl m3u8; video/mp4 mp4 m4s; }
+  access_log off;
+  sendfile $4;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_timeout 65;
+  keepalive_requests 100000000;
+  open_file_cache max=1000 inactive=60s;
+  server { listen 127.0.0.1:$1 backlog=16384; root $3; }
+  server { listen 127.0.0.1:$2; location = /status { stub_status; } }
+}
+CONF
+)"
+}
+
+# served_requests SERVER PORT: how many HTTP requests the server has
+# answered so far, by its own count (mediarelay: /metrics of its API on
+# PORT, the http listener's requests; nginx: stub_status on PORT).
+served_requests() {
+  case $1 in
+    mediarelay) curl -s --max-time 60 "http://127.0.0.1:$2/metrics" |
+      awk '/^mediarelay_http_requests_total[{]listener="http"/ { s += $NF } END { printf "%d\n", s }' ;;
+    nginx) curl -s --max-time 60 "http://127.0.0.1:$2/status" | awk 'NR == 3 { print $3 }' ;;
+  esac
+}
+
 # budget_cgroup NAME BUDGET: makes a cgroup that may use BUDGET (a share of
 # one core, e.g. 0.25) as a CFS quota per 10 ms period, what `docker run
 # --cpus` sets; its path is left in BUDGET_CG and it is removed on exit.

@@ -119,13 +119,11 @@ window() {
   callgrind_control -d "$pid" >/dev/null  # the idle window
 }
 
-# served NAME: requests the server has answered so far, by its own count
-# (mediarelay: its API's /metrics, the http listener; nginx: stub_status).
+# served NAME: requests the server has answered so far.
 served() {
   case $1 in
-    mediarelay) curl -s --max-time 60 "http://127.0.0.1:$api/metrics" |
-      awk '/^mediarelay_http_requests_total[{]listener="http"/ { s += $NF } END { printf "%d\n", s }' ;;
-    nginx) curl -s --max-time 60 "http://127.0.0.1:$nstatus/status" | awk 'NR == 3 { print $3 }' ;;
+    mediarelay) served_requests mediarelay "$api" ;;
+    nginx) served_requests nginx "$nstatus" ;;
   esac
 }
 
@@ -170,21 +168,7 @@ per_request "" "$requests" "$TMP/callgrind.out.1" "$TMP/callgrind.out.2"
 
 [ "${NGINX:-0}" = 1 ] || exit 0
 nport=$(free_port); nstatus=$(free_port)
-nginx_conf "" "use epoll;" "$(cat <<CONF
-http {
-  types { application/vnd.apple.mpegurl m3u8; video/mp4 mp4 m4s; }
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  tcp_nodelay on;
-  keepalive_timeout 65;
-  keepalive_requests 100000000;
-  open_file_cache max=1000 inactive=60s;
-  server { listen 127.0.0.1:$nport backlog=16384; root $WWW; }
-  server { listen 127.0.0.1:$nstatus; location = /status { stub_status; } }
-}
-CONF
-)"
+nginx_static_conf "$nport" "$nstatus" "$WWW" on
 valgrind --tool=callgrind --callgrind-out-file="$TMP/nginx.out" --instr-atstart=no "${SIM[@]}" \
   nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx/" -e "$TMP/nginx/error.log" >"$TMP/nginx.log" 2>&1 &
 ng=$!; PIDS+=("$ng")

@@ -164,14 +164,11 @@ u = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(f"CLIENT_CPU {u.ru_utime + u.ru_stime:.3f}")' "$@"
 }
 
-# served SERVER: how many HTTP requests the server has answered so far, by
-# its own count (mediarelay: /metrics of its API, the http listener's
-# requests; nginx: stub_status, on a port of its own).
+# served SERVER: how many HTTP requests the server has answered so far.
 served() {
   case $1 in
-    mediarelay) curl -s --max-time 20 "http://127.0.0.1:$api/metrics" |
-      awk '/^mediarelay_http_requests_total[{]listener="http"/ { s += $NF } END { printf "%d\n", s }' ;;
-    nginx) curl -s --max-time 20 "http://127.0.0.1:$nstatus/status" | awk 'NR == 3 { print $3 }' ;;
+    mediarelay) served_requests mediarelay "$api" ;;
+    nginx) served_requests nginx "$nstatus" ;;
   esac
 }
 
@@ -263,21 +260,7 @@ STREAM_CPU=$(python3 -c "print(f'{($c1 - $c0) / 5:.4f}')")
 
 # nginx on core 0, one worker, at its best for static files.
 nport=$(free_port); nstatus=$(free_port)
-nginx_conf "" "use epoll;" "$(cat <<CONF
-http {
-  types { application/vnd.apple.mpegurl m3u8; video/mp4 mp4 m4s; }
-  access_log off;
-  sendfile $NGINX_SENDFILE;
-  tcp_nopush on;
-  tcp_nodelay on;
-  keepalive_timeout 65;
-  keepalive_requests 100000000;
-  open_file_cache max=1000 inactive=60s;
-  server { listen 127.0.0.1:$nport backlog=16384; root $WWW; }
-  server { listen 127.0.0.1:$nstatus; location = /status { stub_status; } }
-}
-CONF
-)"
+nginx_static_conf "$nport" "$nstatus" "$WWW" "$NGINX_SENDFILE"
 
 for n in "${COUNTS[@]}"; do
   for round in $(seq "$ROUNDS"); do

@@ -2,8 +2,8 @@
 //! requests HLS viewers make, and hyper for everything else.
 //!
 //! A request head that arrives in one read (1 KiB) is parsed where it was
-//! read, in a per-thread buffer; one that does not is gathered in a buffer (growing
-//! to at most [`MAX_HEAD`]) while it arrives. Between requests a connection
+//! read, in a per-thread buffer; one that does not is gathered in the
+//! connection's buffer (growing to at most [`MAX_HEAD`]) while it arrives. Between requests a connection
 //! holds no buffer, so an idle keep-alive connection costs its task and its
 //! socket. A `GET` or `HEAD` without a body ([`protocol::http1`]) is served
 //! here: a [`Shortcut`] may take it (HLS files: [`super::hls_shortcut`]),
