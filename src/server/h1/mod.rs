@@ -13,7 +13,8 @@
 //! in between, or the head and then a file's pages (`sendfile`). An answer
 //! the shortcut gives at once with a file (a ready part or segment: most
 //! requests) is sent while the request's read is handled, head and file in
-//! one try, with no future and no allocation; only a wait is boxed.
+//! one try, with no future (and, for a part, no allocation); only a wait
+//! is boxed.
 //! Any other request, and HTTP/2 with prior knowledge, hands the connection to hyper-util's server (HTTP/1.1 and HTTP/2, as
 //! `axum::serve` does), the bytes already read replayed first
 //! ([`Rewind`]); from then on hyper owns it. A connection may be served
@@ -620,8 +621,9 @@ thread_local! {
 /// Sends a shortcut's answer given at once that is a file range (parts and
 /// segments: most requests of a player) without waiting: its head and the
 /// range, as far as the socket takes them, which is usually all. No future
-/// is made and nothing is allocated for such a request, as nginx answers
-/// a static file while it handles the request's read event.
+/// is made and the head is not allocated (only the rest of one the socket
+/// did not take), as nginx answers a static file while it handles the
+/// request's read event.
 fn send_at_once(
     tcp: &TcpStream,
     taken: Taken,
