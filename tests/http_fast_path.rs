@@ -405,6 +405,18 @@ async fn one_request(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>)
     read_response(&mut s, &mut buf).await
 }
 
+/// The playlist of `path` once it is published and lists two segments
+/// (the first of them complete).
+async fn two_segments(app: &mediarelay::app::App, path: &str) -> String {
+    wait_published(app, path).await;
+    let target = format!("/{path}/index.m3u8");
+    eventually(Duration::from_secs(30), "two segments", || async {
+        let r = http("GET", app.http_addr, &target, b"").await;
+        (r.status == 200 && r.text().matches("\nseg_").count() >= 2).then(|| r.text())
+    })
+    .await
+}
+
 /// A response head without its status line and `Date`, the lines sorted
 /// (their order carries nothing between different names), a new viewer
 /// id masked; `content-length` too where the body may differ.
@@ -444,13 +456,8 @@ async fn the_hls_shortcut_answers_what_the_router_answers() {
         &rtmp_url(&app, "live/short"),
         true,
     );
-    wait_published(&app, "live/short").await;
     // A complete segment (one with a segment after it in the playlist).
-    let playlist = eventually(Duration::from_secs(30), "two segments", || async {
-        let r = http("GET", app.http_addr, "/live/short/index.m3u8", b"").await;
-        (r.status == 200 && r.text().matches("\nseg_").count() >= 2).then(|| r.text())
-    })
-    .await;
+    let playlist = two_segments(&app, "live/short").await;
     let seg = playlist.lines().find(|l| l.starts_with("seg_")).unwrap();
     let msn = seg.trim_start_matches("seg_").trim_end_matches(".m4s");
     let init = map_uri(&playlist);
@@ -646,12 +653,7 @@ permissions = [{ action = "read" }]
 async fn segments_the_socket_takes_slowly_arrive_whole() {
     let app = start("").await;
     let _push = push("high_bframes_aac48.mp4", &rtmp_url(&app, "live/slow"), true);
-    wait_published(&app, "live/slow").await;
-    let playlist = eventually(Duration::from_secs(30), "two segments", || async {
-        let r = http("GET", app.http_addr, "/live/slow/index.m3u8", b"").await;
-        (r.status == 200 && r.text().matches("\nseg_").count() >= 2).then(|| r.text())
-    })
-    .await;
+    let playlist = two_segments(&app, "live/slow").await;
     let seg = playlist.lines().find(|l| l.starts_with("seg_")).unwrap();
     let target = format!("/live/slow/{seg}");
     let (status, _, whole) = one_request(app.http_addr, get(&target, "").as_bytes()).await;

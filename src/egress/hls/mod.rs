@@ -209,9 +209,7 @@ impl HlsServer {
                 IMMUTABLE,
                 HlsBody::Bytes(muxer.with_window(|w| w.init(id))?),
             ),
-            HlsFile::Segment(msn) => {
-                segment_answer(muxer.with_window(|w| complete_segment(w, msn))?)
-            }
+            HlsFile::Segment(msn) => muxer.with_window(|w| complete_segment(w, msn))?,
             HlsFile::Part(msn, part) => {
                 part_answer(muxer.with_window(|w| find_part(w, msn, part))?)
             }
@@ -309,7 +307,7 @@ impl HlsServer {
             })
             .await;
         match muxer.with_window(|w| complete_segment(w, msn)) {
-            Some(found) => segment_answer(found),
+            Some(answer) => answer,
             None => error(StatusCode::NOT_FOUND, format!("no segment {msn}")),
         }
     }
@@ -361,30 +359,18 @@ fn reached(w: &window::Window, msn: u64, part: Option<usize>) -> bool {
     current > msn || part.is_some_and(|p| current == msn && parts > p)
 }
 
-/// Segment `msn`'s parts and file, if it is complete in the window.
-fn complete_segment(
-    w: &window::Window,
-    msn: u64,
-) -> Option<(
-    Vec<Arc<window::Part>>,
-    Option<crate::net::sendfile::FileRange>,
-)> {
-    w.segment(msn)
-        .filter(|s| s.is_complete())
-        .map(|s| (s.parts.clone(), s.file_range()))
+/// Segment `msn`'s answer (its parts and file), if it is complete in the
+/// window.
+fn complete_segment(w: &window::Window, msn: u64) -> Option<HlsAnswer> {
+    let s = w.segment(msn).filter(|s| s.is_complete())?;
+    Some(
+        HlsAnswer::ok(MP4_TYPE, IMMUTABLE, HlsBody::Parts(s.parts.clone()))
+            .with_file(s.file_range()),
+    )
 }
 
 fn find_part(w: &window::Window, msn: u64, part: usize) -> Option<Arc<window::Part>> {
     w.segment(msn).and_then(|s| s.parts.get(part).cloned())
-}
-
-fn segment_answer(
-    (parts, file): (
-        Vec<Arc<window::Part>>,
-        Option<crate::net::sendfile::FileRange>,
-    ),
-) -> HlsAnswer {
-    HlsAnswer::ok(MP4_TYPE, IMMUTABLE, HlsBody::Parts(parts)).with_file(file)
 }
 
 fn part_answer(p: Arc<window::Part>) -> HlsAnswer {
